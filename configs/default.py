@@ -1,0 +1,65 @@
+"""Default study config: the fields every config has, at the paper's CIFAR scale.
+
+Other configs import this one and override a few fields. Launch:
+
+  python -m easyhard_jax.main --config=configs/default.py --workdir=/tmp/eh
+
+Runtime and results: see the dataset configs (cifar10.py, digits.py, ...).
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """Returns the default study config."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0                      # Root seed; member/epoch/step keys by fold_in.
+
+  # Data.
+  c.dataset = 'cifar10'           # digits | fashion_mnist | npz | any TFDS name.
+  c.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data_dir.
+  c.npz_path = ml_collections.config_dict.placeholder(str)  # For dataset='npz'.
+  c.fashion_mnist_dir = '/usr/share/datasets/fashion-mnist'  # Debian files.
+  c.image_size = ml_collections.config_dict.placeholder(int)  # Resize to NxN.
+  c.num_classes = ml_collections.config_dict.placeholder(int)  # npz override.
+  c.train_split = 'train'         # TFDS split names.
+  c.test_split = 'test'
+  c.max_train_examples = 0        # >0 keeps only the first N (stable index).
+  c.augment = ml_collections.ConfigDict()
+  c.augment.crop_padding = 4      # Random crop after zero padding (0 = off).
+  c.augment.horizontal_flip = True
+
+  # The ensemble: every architecture trains `seeds_per_arch` members.
+  c.archs = 'resnet18,vgg16,densenet_bc,cnn'  # Comma-separated model names.
+  c.seeds_per_arch = 3
+  c.width = 1.0                   # Channel multiplier for every model.
+  c.model_kwargs = ml_collections.ConfigDict()  # {arch: {kwarg: value}}.
+  c.member_strategy = 'auto'      # auto | unroll | vmap (see train/steps.py).
+  c.dtype = 'auto'                # auto (f32 on CPU, bf16 elsewhere) | float32 | bfloat16.
+
+  # Optimisation.
+  c.epochs = 30
+  c.batch_size = 128
+  c.eval_batch_size = 1024
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = 'sgd'        # sgd | adam.
+  c.optimizer.learning_rate = 0.1
+  c.optimizer.momentum = 0.9
+  c.optimizer.nesterov = True
+  c.optimizer.weight_decay = 5e-4
+  c.optimizer.schedule = 'cosine'  # cosine | constant | step.
+  c.optimizer.warmup_epochs = 1.0
+  c.optimizer.decay_epochs = (15, 25)  # For schedule='step'.
+  c.optimizer.decay_factor = 0.1
+  c.optimizer.grad_clip_norm = 0.0    # 0 = off.
+
+  # Probe pass (eval mode, no augmentation, full train and test splits).
+  c.probe = ml_collections.ConfigDict()
+  c.probe.first_epoch_fractions = (0.25, 0.5, 0.75)
+  c.probe.every_epochs = 1
+  c.probe.at_init = False
+
+  c.checkpoint_every_epochs = 1
+  c.checkpoints_to_keep = 2
+  c.log_every_epochs = 1
+  return c

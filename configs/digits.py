@@ -1,0 +1,31 @@
+"""The embedded default: scikit-learn digits, 3 architectures x 3 seeds, CPU.
+
+  python -m easyhard_jax.main --config=configs/digits.py --workdir=/tmp/eh_digits
+
+Runtime: about 2 minutes on 2 CPU cores (XLA:CPU), compilation included.
+Expected: every member reaches >= 95% test accuracy (typically 97-99%);
+records for 9 members x 9 probes x 1437 train / 360 test examples.
+"""
+
+from configs import default
+
+
+def get_config():
+  """Digits study: cnn, resnet18, vgg11 at width 1/4, 15 epochs."""
+  c = default.get_config()
+  c.dataset = 'digits'
+  c.archs = 'cnn,resnet18,vgg11'
+  c.seeds_per_arch = 3
+  c.width = 0.25
+  c.augment.crop_padding = 1
+  c.augment.horizontal_flip = False   # Digits are not mirror-symmetric.
+  c.epochs = 15
+  c.batch_size = 64
+  c.eval_batch_size = 512
+  c.optimizer.learning_rate = 0.05
+  c.optimizer.weight_decay = 5e-4
+  c.optimizer.warmup_epochs = 1.0
+  c.probe.first_epoch_fractions = (0.25, 0.5, 0.75)
+  c.probe.every_epochs = 3
+  c.checkpoint_every_epochs = 3
+  return c

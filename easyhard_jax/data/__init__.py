@@ -1,0 +1,11 @@
+"""Data sources (stable example index) and on-device batching/augmentation."""
+
+from easyhard_jax.data.device_ops import AugmentConfig
+from easyhard_jax.data.device_ops import augment
+from easyhard_jax.data.device_ops import batch_indices
+from easyhard_jax.data.device_ops import channel_stats
+from easyhard_jax.data.device_ops import epoch_permutation
+from easyhard_jax.data.device_ops import normalize
+from easyhard_jax.data.sources import Dataset
+from easyhard_jax.data.sources import load_dataset
+from easyhard_jax.data.sources import SOURCES

@@ -1,0 +1,76 @@
+"""On-device batching, normalisation and augmentation.
+
+The uint8 dataset lives on the device; a batch is a gather by example index, so
+the host never touches pixels during training. Every random choice takes an
+explicit key derived with ``fold_in`` (member, epoch, step), so two members see
+different orders and augmentations and a resumed run sees the same ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+  """Static augmentation settings (hashable, so they can be jit-static)."""
+  crop_padding: int = 0     # Random crop after zero padding by this many px.
+  horizontal_flip: bool = False
+
+
+def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Per-channel mean and std of uint8 images, in [0, 1] units (float32)."""
+  x = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
+  mean, std = x.mean(0), x.std(0)
+  return mean.astype(np.float32), np.maximum(std, 1e-3).astype(np.float32)
+
+
+def normalize(images: jax.Array, mean: jax.Array, std: jax.Array,
+              dtype=jnp.float32) -> jax.Array:
+  """uint8 [..., C] -> standardised float of ``dtype``."""
+  x = images.astype(jnp.float32) / 255.0
+  return ((x - mean) / std).astype(dtype)
+
+
+def epoch_permutation(key: jax.Array, num_examples: int) -> jax.Array:
+  """A member's example order for one epoch (int32 [N])."""
+  return jax.random.permutation(key, num_examples).astype(jnp.int32)
+
+
+def batch_indices(perm: jax.Array, step_in_epoch: jax.Array,
+                  batch_size: int) -> jax.Array:
+  """Example indices of one training batch.
+
+  The last batch of an epoch wraps around to the start of the permutation, so
+  every batch is full (BatchNorm sees no padding) and every example is seen at
+  least once per epoch.
+  """
+  n = perm.shape[0]
+  pos = (step_in_epoch * batch_size + jnp.arange(batch_size)) % n
+  return perm[pos]
+
+
+def augment(key: jax.Array, images: jax.Array, cfg: AugmentConfig) -> jax.Array:
+  """Random crop with zero padding and horizontal flip, per example."""
+  if cfg.crop_padding == 0 and not cfg.horizontal_flip:
+    return images
+  b, h, w, _ = images.shape
+  crop_key, flip_key = jax.random.split(key)
+  if cfg.crop_padding:
+    p = cfg.crop_padding
+    padded = jnp.pad(images, ((0, 0), (p, p), (p, p), (0, 0)))
+    offsets = jax.random.randint(crop_key, (b, 2), 0, 2 * p + 1)
+
+    def crop(img, off):
+      return jax.lax.dynamic_slice(img, (off[0], off[1], 0),
+                                   (h, w, img.shape[-1]))
+
+    images = jax.vmap(crop)(padded, offsets)
+  if cfg.horizontal_flip:
+    flip = jax.random.bernoulli(flip_key, 0.5, (b, 1, 1, 1))
+    images = jnp.where(flip, images[:, :, ::-1, :], images)
+  return images

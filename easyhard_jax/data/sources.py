@@ -1,0 +1,248 @@
+"""Dataset sources with a stable example index.
+
+Every source returns a :class:`Dataset` whose train and test arrays are in the
+source's canonical order; position ``i`` of a split is its stable example index
+and all records, scores and exports use it. Sources are looked up by name:
+
+- ``digits``: scikit-learn's 8x8 digits (embedded, offline). Example ``j`` of
+  sklearn's order goes to test when ``j % 5 == 4``, else to train.
+- ``fashion_mnist``: TFDS when prepared in ``data_dir``; otherwise the Debian
+  ``dataset-fashion-mnist`` IDX files (``apt-get install dataset-fashion-mnist``).
+- ``fashion_mnist_debian``: the Debian files only (IDX order).
+- ``npz``: a user's file with ``x_train``, ``y_train``, ``x_test``, ``y_test``
+  (uint8 images [N,H,W(,C)], integer labels).
+- anything else: a TFDS image-classification dataset by name through
+  ``tfds.data_source`` (array_record; downloads and prepares on first use).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import os
+from typing import Callable
+
+import numpy as np
+from absl import logging
+
+DEBIAN_FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """An in-memory image classification dataset (uint8 NHWC, int32 labels)."""
+  name: str
+  train_images: np.ndarray
+  train_labels: np.ndarray
+  test_images: np.ndarray
+  test_labels: np.ndarray
+  num_classes: int
+  train_ids: list[str] | None = None
+  test_ids: list[str] | None = None
+
+  @property
+  def image_shape(self) -> tuple[int, int, int]:
+    return tuple(self.train_images.shape[1:])
+
+  def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+    if name == 'train':
+      return self.train_images, self.train_labels
+    if name == 'test':
+      return self.test_images, self.test_labels
+    raise ValueError(f"split must be 'train' or 'test', got {name!r}")
+
+
+def _checked(name: str, x_train, y_train, x_test, y_test, num_classes=None,
+             train_ids=None, test_ids=None) -> Dataset:
+  """Validates shapes, dtypes and labels; adds a channel axis when missing."""
+  arrays = []
+  for split, x, y in (('train', x_train, y_train), ('test', x_test, y_test)):
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim == 3:
+      x = x[..., None]
+    if x.ndim != 4 or x.shape[-1] not in (1, 3):
+      raise ValueError(
+          f'{name}: {split} images must be [N,H,W] or [N,H,W,C] with C in '
+          f'(1, 3); got shape {x.shape}.')
+    if x.dtype != np.uint8:
+      raise ValueError(f'{name}: {split} images must be uint8 (0..255), got '
+                       f'{x.dtype}; convert with (x * 255).astype(np.uint8).')
+    if y.ndim != 1 or y.shape[0] != x.shape[0]:
+      raise ValueError(
+          f'{name}: {split} labels must be [N] with N = {x.shape[0]} images; '
+          f'got shape {y.shape}.')
+    if not np.issubdtype(y.dtype, np.integer) or (y.size and y.min() < 0):
+      raise ValueError(f'{name}: {split} labels must be integers >= 0.')
+    if x.shape[0] == 0:
+      raise ValueError(f'{name}: the {split} split is empty.')
+    arrays.append((np.ascontiguousarray(x), y.astype(np.int32)))
+  (xtr, ytr), (xte, yte) = arrays
+  if xtr.shape[1:] != xte.shape[1:]:
+    raise ValueError(f'{name}: train images {xtr.shape[1:]} and test images '
+                     f'{xte.shape[1:]} differ in shape; set config.image_size '
+                     'to resize both.')
+  inferred = int(max(ytr.max(), yte.max())) + 1
+  num_classes = int(num_classes or inferred)
+  if inferred > num_classes:
+    raise ValueError(f'{name}: label {inferred - 1} >= num_classes '
+                     f'{num_classes}.')
+  return Dataset(name, xtr, ytr, xte, yte, num_classes, train_ids, test_ids)
+
+
+def load_digits(config) -> Dataset:
+  """scikit-learn's digits, 8x8x1, values rescaled from 0..16 to 0..255."""
+  del config
+  from sklearn import datasets as skdata
+  bunch = skdata.load_digits()
+  images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)
+  labels = bunch.target.astype(np.int32)
+  test = np.arange(len(labels)) % 5 == 4
+  return _checked('digits', images[~test], labels[~test], images[test],
+                  labels[test], 10)
+
+
+def _read_idx(path: str) -> np.ndarray:
+  """Reads a (gzipped) IDX file as written by LeCun / Zalando."""
+  opener = gzip.open if path.endswith('.gz') else open
+  with opener(path, 'rb') as f:
+    data = f.read()
+  magic = int.from_bytes(data[:4], 'big')
+  if magic >> 8 != 0x08:  # 0x08 = unsigned byte payload
+    raise ValueError(f'{path} is not an unsigned-byte IDX file.')
+  ndim = magic & 0xFF
+  shape = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], 'big') for i in range(ndim)]
+  payload = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
+  if payload.size != int(np.prod(shape)):
+    raise ValueError(f'{path} is truncated: header says {shape}.')
+  return payload.reshape(shape)
+
+
+def load_fashion_mnist_debian(config) -> Dataset:
+  """Fashion-MNIST from Debian's dataset-fashion-mnist IDX files."""
+  root = config.get('fashion_mnist_dir') or DEBIAN_FASHION_MNIST_DIR
+  files = {k: os.path.join(root, f'{k}-idx{3 if "images" in k else 1}-ubyte.gz')
+           for k in ('train-images', 'train-labels', 't10k-images',
+                     't10k-labels')}
+  missing = [p for p in files.values() if not os.path.exists(p)]
+  if missing:
+    raise FileNotFoundError(
+        f'Fashion-MNIST files not found: {missing}. Install them with '
+        '`apt-get install dataset-fashion-mnist` or set '
+        'config.fashion_mnist_dir to a folder holding the gzip IDX files.')
+  a = {k: _read_idx(p) for k, p in files.items()}
+  return _checked('fashion_mnist', a['train-images'], a['train-labels'],
+                  a['t10k-images'], a['t10k-labels'], 10)
+
+
+def load_fashion_mnist(config) -> Dataset:
+  """TFDS's fashion_mnist when prepared locally, else Debian's files."""
+  import tensorflow_datasets as tfds
+  try:
+    builder = tfds.builder('fashion_mnist', data_dir=config.get('data_dir'))
+    prepared = builder.is_prepared()
+  except Exception:  # pylint: disable=broad-except
+    prepared = False
+  if prepared or not os.path.isdir(
+      config.get('fashion_mnist_dir') or DEBIAN_FASHION_MNIST_DIR):
+    return load_tfds(config, 'fashion_mnist')
+  logging.info('fashion_mnist is not prepared for TFDS; using Debian files.')
+  return load_fashion_mnist_debian(config)
+
+
+def load_npz(config) -> Dataset:
+  """A user's .npz file with x_train, y_train, x_test, y_test."""
+  path = config.get('npz_path')
+  if not path:
+    raise ValueError("dataset 'npz' needs config.npz_path=/path/to/file.npz")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'npz dataset {path} does not exist.')
+  with np.load(path, allow_pickle=False) as z:
+    need = ('x_train', 'y_train', 'x_test', 'y_test')
+    missing = [k for k in need if k not in z.files]
+    if missing:
+      raise KeyError(f'{path} lacks arrays {missing}; it must hold {need} '
+                     f'(found {sorted(z.files)}).')
+    arrays = [z[k] for k in need]
+  name = os.path.splitext(os.path.basename(path))[0]
+  arrays = [_resize_all(x, config.get('image_size')) if i % 2 == 0 else x
+            for i, x in enumerate(arrays)]
+  return _checked(name, *arrays, num_classes=config.get('num_classes'))
+
+
+def _resize_all(images, size):
+  """Resizes a list/array of HWC uint8 images to size x size (bilinear)."""
+  if not size:
+    return np.asarray(images)
+  from PIL import Image
+  out = []
+  for im in images:
+    im = np.asarray(im)
+    squeeze = im.ndim == 3 and im.shape[-1] == 1
+    pil = Image.fromarray(im[..., 0] if squeeze else im)
+    arr = np.asarray(pil.resize((size, size), Image.BILINEAR))
+    out.append(arr[..., None] if arr.ndim == 2 else arr)
+  return np.stack(out)
+
+
+def _tfds_split(name: str, split: str, data_dir, image_size):
+  import tensorflow_datasets as tfds
+  source = tfds.data_source(name, split=split, data_dir=data_dir)
+  images, labels, ids = [], [], []
+  for i in range(len(source)):
+    ex = source[i]
+    images.append(np.asarray(ex['image']))
+    labels.append(int(ex['label']))
+    key = ex.get('id', ex.get('image/file_name'))
+    ids.append(key.decode() if isinstance(key, bytes) else
+               (str(key) if key is not None else f'{name}-{split}-{i}'))
+  shapes = {im.shape for im in images}
+  if len(shapes) > 1 and not image_size:
+    raise ValueError(f'{name} images vary in size ({len(shapes)} shapes); set '
+                     'config.image_size (e.g. 64) to resize them.')
+  return _resize_all(images, image_size), np.asarray(labels), ids
+
+
+def load_tfds(config, name: str | None = None) -> Dataset:
+  """Any TFDS image classification dataset, read through tfds.data_source."""
+  import tensorflow_datasets as tfds
+  name = name or config.dataset
+  try:
+    builder = tfds.builder(name, data_dir=config.get('data_dir'))
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise ValueError(
+        f'Unknown dataset {name!r}: not one of {sorted(SOURCES)} and not a '
+        'TFDS dataset name (see `tfds.list_builders()`).') from e
+  features = builder.info.features
+  if 'image' not in features or 'label' not in features:
+    raise ValueError(f'TFDS dataset {name!r} has no image/label features; '
+                     'easyhard_jax needs image classification data.')
+  splits = list(builder.info.splits.keys())
+  test_split = config.get('test_split') or (
+      'test' if 'test' in splits or not splits else splits[-1])
+  size = config.get('image_size')
+  xtr, ytr, idtr = _tfds_split(name, config.get('train_split') or 'train',
+                               config.get('data_dir'), size)
+  xte, yte, idte = _tfds_split(name, test_split, config.get('data_dir'), size)
+  return _checked(name, xtr, ytr, xte, yte,
+                  features['label'].num_classes, idtr, idte)
+
+
+SOURCES: dict[str, Callable[..., Dataset]] = {
+    'digits': load_digits,
+    'fashion_mnist': load_fashion_mnist,
+    'fashion_mnist_debian': load_fashion_mnist_debian,
+    'npz': load_npz,
+}
+
+
+def load_dataset(config) -> Dataset:
+  """Loads ``config.dataset`` (a source name above or any TFDS name)."""
+  loader = SOURCES.get(config.dataset)
+  ds = loader(config) if loader else load_tfds(config)
+  limit = config.get('max_train_examples')
+  if limit:  # Keeps the first examples, so the stable index is unchanged.
+    ds = dataclasses.replace(
+        ds, train_images=ds.train_images[:limit],
+        train_labels=ds.train_labels[:limit],
+        train_ids=ds.train_ids[:limit] if ds.train_ids else None)
+  return ds

@@ -1,0 +1,45 @@
+"""easyhard_jax command line: a thin absl app over the study stages.
+
+  python -m easyhard_jax.main --config=configs/digits.py --workdir=/tmp/eh
+
+Flags are only --config (with --config.field=value overrides), --workdir and
+--mode; every knob lives in the config. The logic lives in
+``easyhard_jax.stages`` so it can be imported and tested.
+"""
+
+import logging as py_logging
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from easyhard_jax import stages
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', None, 'Study config file.',
+                                lock_config=True)
+flags.DEFINE_string('workdir', None, 'Directory for records, checkpoints and '
+                    'results; a rerun resumes from it.')
+flags.DEFINE_enum('mode', 'study', stages.MODES,
+                  'Stage to run; study runs every stage in order.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+class _QuietLibraries(py_logging.Filter):
+  """Drops orbax's per-save INFO chatter; warnings and errors still show."""
+
+  def filter(self, record):
+    return record.levelno >= py_logging.WARNING or '/orbax/' not in (
+        record.pathname or '')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  for handler in py_logging.getLogger().handlers:
+    handler.addFilter(_QuietLibraries())
+  stages.run(FLAGS.config, FLAGS.workdir, FLAGS.mode)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,45 @@
+"""The study's stages, in order, and the dispatcher used by main.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import jax
+from absl import logging
+
+from easyhard_jax import records
+
+
+def _record(config, workdir):
+  from easyhard_jax.train import ensemble
+  ensemble.record_study(config, workdir)
+
+
+def _analyze(config, workdir):
+  from easyhard_jax.analysis import stage
+  from easyhard_jax.data import sources
+  data = sources.load_dataset(config)
+  stage.run_analysis(config, workdir, train_images=data.train_images,
+                     test_images=data.test_images)
+
+
+STAGES = {'record': _record, 'analyze': _analyze}
+MODES = ('study',) + tuple(STAGES)
+
+
+def run(config, workdir: str, mode: str = 'study') -> None:
+  """Runs one stage, or every stage in order for mode='study'."""
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    records.atomic_write_json(os.path.join(workdir, 'config.json'),
+                              json.loads(config.to_json_best_effort()))
+  names = list(STAGES) if mode == 'study' else [mode]
+  for name in names:
+    if mode == 'study' and not config.get('stages', {}).get(name, True):
+      continue
+    tick = time.time()
+    logging.info('Stage %s starting.', name)
+    STAGES[name](config, workdir)
+    logging.info('Stage %s done in %.1fs.', name, time.time() - tick)

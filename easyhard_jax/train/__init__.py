@@ -1,0 +1,1 @@
+"""Training: fused train/probe steps, optimizers, checkpoints, ensemble loop."""

@@ -1,0 +1,222 @@
+"""The record stage: train every architecture's members and write records.
+
+For each architecture, its ``seeds_per_arch`` members train together in one
+compiled program (see steps.py). The host loop dispatches one jitted step per
+iteration and never reads device values inside an epoch; at the end of an epoch
+it fetches the fused per-example buffers, checks the loss is finite, writes
+records and saves an orbax checkpoint. A killed run restarts from the last
+checkpoint and rewrites identical records; finished architectures are skipped.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import time
+import zlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from easyhard_jax import models
+from easyhard_jax import records
+from easyhard_jax.data import device_ops
+from easyhard_jax.data import sources
+from easyhard_jax.train import checkpoints
+from easyhard_jax.train import config_checks
+from easyhard_jax.train import optim
+from easyhard_jax.train import steps as steps_lib
+
+
+def member_keys(config, arch: str) -> jax.Array:
+  """Per-member base keys: fold_in(fold_in(seed, crc32(arch)), member)."""
+  root = jax.random.fold_in(jax.random.key(config.seed),
+                            zlib.crc32(arch.encode()) & 0x7FFFFFFF)
+  return jax.vmap(lambda i: jax.random.fold_in(root, i))(
+      jnp.arange(config.seeds_per_arch))
+
+
+def member_infos(config, arch: str) -> list[dict[str, Any]]:
+  return [{'name': f'{arch}/s{i}', 'arch': arch, 'seed': i,
+           'root_seed': int(config.seed)}
+          for i in range(config.seeds_per_arch)]
+
+
+def steps_per_epoch(config, num_examples: int) -> int:
+  return math.ceil(num_examples / config.batch_size)
+
+
+class ArchTrainer:
+  """Holds the compiled steps and device data of one architecture's members."""
+
+  def __init__(self, config, data: sources.Dataset, arch: str):
+    self.config, self.data, self.arch = config, data, arch
+    n = data.train_images.shape[0]
+    self.spe = steps_per_epoch(config, n)
+    self.total_steps = config.epochs * self.spe
+    self.num_members = config.seeds_per_arch
+    self.dtype = config_checks.compute_dtype(config)
+    self.strategy = config_checks.member_strategy(config)
+    kwargs = dict(config.model_kwargs.get(arch, {}))
+    self.model = models.get_model(arch, num_classes=data.num_classes,
+                                  width=config.width, dtype=self.dtype,
+                                  **kwargs)
+    self.tx = optim.make_optimizer(config, self.spe)
+    keys = member_keys(config, arch)
+    self.init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys)
+    self.perm_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
+    self.aug_keys = jax.vmap(lambda k: jax.random.fold_in(k, 2))(keys)
+    mean, std = device_ops.channel_stats(data.train_images)
+    self.mean, self.std = jnp.asarray(mean), jnp.asarray(std)
+    self.images = {s: jnp.asarray(data.split(s)[0]) for s in records.SPLITS}
+    self.labels = {s: jnp.asarray(data.split(s)[1]) for s in records.SPLITS}
+    aug = device_ops.AugmentConfig(config.augment.crop_padding,
+                                   bool(config.augment.horizontal_flip))
+    self.train_step = jax.jit(
+        functools.partial(
+            steps_lib.ensemble_train_step, strategy=self.strategy,
+            model=self.model, tx=self.tx, batch_size=config.batch_size,
+            steps_per_epoch=self.spe, augment=aug, mean=self.mean,
+            std=self.std, dtype=self.dtype),
+        donate_argnums=(0, 1))
+    self.probe_batch = min(config.eval_batch_size,
+                           max(x.shape[0] for x in self.images.values()))
+    # Jitted per batch (not per split) so train and test share one compile.
+    self.probe_step = jax.jit(
+        functools.partial(
+            steps_lib.ensemble_probe_step, model=self.model,
+            strategy=self.strategy, mean=self.mean, std=self.std,
+            dtype=self.dtype))
+    self.epoch_perms = jax.jit(
+        lambda keys, epoch: jax.vmap(
+            lambda k: device_ops.epoch_permutation(
+                jax.random.fold_in(k, epoch), n))(keys))
+
+  def init_states(self) -> steps_lib.TrainState:
+    """Member-stacked initial state; each member has its own init key."""
+    shape = (1,) + self.data.image_shape
+
+    def init(key):
+      variables = self.model.init(key, jnp.zeros(shape, self.dtype),
+                                  train=False)
+      params = variables['params']
+      return steps_lib.TrainState(
+          step=jnp.zeros((), jnp.int32), params=params,
+          batch_stats=variables.get('batch_stats', {}),
+          opt_state=self.tx.init(params))
+
+    return jax.jit(jax.vmap(init))(self.init_keys)
+
+  def probe(self, states, split: str) -> dict[str, np.ndarray]:
+    """Eval-mode per-example statistics of every member on a whole split.
+
+    The last batch is padded by repeating the final example; the padding is
+    cut off on the host. Results stay on the device until the split is done.
+    """
+    images, labels = self.images[split], self.labels[split]
+    n, b = images.shape[0], self.probe_batch
+    outs = []
+    for start in range(0, n, b):
+      idx = jnp.asarray(np.minimum(np.arange(start, start + b), n - 1))
+      outs.append(self.probe_step(states, images[idx], labels[idx]))
+    outs = jax.device_get(outs)
+    return {f: np.concatenate([getattr(o, f) for o in outs], axis=1)[:, :n]
+            for f in records.FIELDS}
+
+
+def _write_metrics(workdir: str, row: dict[str, Any]) -> None:
+  with open(os.path.join(workdir, 'metrics.jsonl'), 'a') as f:
+    f.write(json.dumps(row) + '\n')
+
+
+def train_arch(config, data: sources.Dataset, arch: str, workdir: str,
+               writer: records.RecordWriter) -> None:
+  """Trains one architecture's members, writing probe and fused records."""
+  t = ArchTrainer(config, data, arch)
+  schedule = optim.probe_schedule(config, t.spe)
+  writer.begin_arch(arch, member_infos(config, arch), t.spe, schedule)
+  probe_index = {s: k for k, s in enumerate(schedule)}
+  ckpt = checkpoints.Checkpointer(
+      os.path.join(workdir, 'checkpoints', arch), config.checkpoints_to_keep)
+  states = t.init_states()
+  states, start = ckpt.restore_latest(states)
+  if start:
+    logging.info('%s: resuming at step %d (epoch %d)', arch, start,
+                 start // t.spe)
+  logging.info('%s: %d members, %d steps/epoch, strategy=%s, dtype=%s, '
+               'probes at steps %s', arch, t.num_members, t.spe, t.strategy,
+               jnp.dtype(t.dtype).name, schedule)
+
+  def run_probe(step, states):
+    k = probe_index[step]
+    accs = {}
+    for split in records.SPLITS:
+      out = t.probe(states, split)
+      writer.write_chunk(arch, 'probe', split, k, step, out)
+      accs[split] = out['correct'].mean(axis=1).round(4).tolist()
+    _write_metrics(workdir, {'arch': arch, 'kind': 'probe', 'step': step,
+                             'epoch': step / t.spe, 'train_acc': accs['train'],
+                             'test_acc': accs['test']})
+    logging.info('%s probe @ epoch %.2f: test acc %s', arch, step / t.spe,
+                 accs['test'])
+
+  buffers, perms, tick = None, None, time.time()
+  for step in range(start, t.total_steps):
+    epoch, in_epoch = divmod(step, t.spe)
+    # Epoch-boundary probes run at the end of the epoch before (step > 0).
+    if step in probe_index and (in_epoch != 0 or step == 0):
+      run_probe(step, states)
+    if in_epoch == 0 or perms is None:
+      perms = t.epoch_perms(t.perm_keys, epoch)
+      buffers = steps_lib.empty_buffers(t.num_members, t.images['train'].shape[0])
+    states, buffers = t.train_step(states, buffers, perms, t.aug_keys,
+                                   t.images['train'], t.labels['train'])
+    if in_epoch == t.spe - 1:
+      fused = jax.device_get(buffers)
+      _check_finite(fused['loss'], arch, epoch)
+      writer.write_chunk(arch, 'fused', 'train', epoch, step + 1, fused)
+      dt, tick = time.time() - tick, time.time()
+      _write_metrics(workdir, {
+          'arch': arch, 'kind': 'epoch', 'epoch': epoch + 1, 'step': step + 1,
+          'train_loss': np.nanmean(fused['loss'], 1).round(5).tolist(),
+          'train_acc': fused['correct'].mean(1).round(4).tolist(),
+          'seconds': round(dt, 3)})
+      if step + 1 in probe_index:  # Before the checkpoint that marks it done.
+        run_probe(step + 1, states)
+      if (epoch + 1) % config.checkpoint_every_epochs == 0 or (
+          step + 1 == t.total_steps):
+        ckpt.save(step + 1, states)
+  ckpt.wait()
+  writer.finish_arch(arch)
+
+
+def _check_finite(losses: np.ndarray, arch: str, epoch: int) -> None:
+  bad = ~np.isfinite(losses).all(axis=1)
+  if bad.any():
+    raise FloatingPointError(
+        f'Non-finite training loss for {arch} member(s) '
+        f'{np.flatnonzero(bad).tolist()} in epoch {epoch + 1}. Lower '
+        'config.optimizer.learning_rate, set optimizer.grad_clip_norm, or use '
+        'dtype=float32; rerunning resumes from the last good checkpoint.')
+
+
+def record_study(config, workdir: str) -> list[str]:
+  """The record stage: trains all architectures; returns the finished ones."""
+  config_checks.validate(config)
+  os.makedirs(workdir, exist_ok=True)
+  data = sources.load_dataset(config)
+  writer = records.RecordWriter(workdir)
+  writer.write_split_metadata('train', data.train_labels, data.train_ids)
+  writer.write_split_metadata('test', data.test_labels, data.test_ids)
+  archs = config_checks.arch_list(config)
+  for arch in archs:
+    if writer.is_complete(arch):
+      logging.info('%s: records complete, skipping.', arch)
+      continue
+    train_arch(config, data, arch, workdir, writer)
+  return archs

@@ -1,0 +1,163 @@
+"""Pure train and probe steps for an ensemble of members of one architecture.
+
+A *member* is one model (architecture, seed). Members of one architecture are
+stacked on a leading axis of one state pytree and updated by one compiled
+program. How the member axis is executed is a strategy:
+
+- ``unroll``: a Python loop over members inside the jit (XLA sees M independent
+  graphs; fastest on XLA:CPU, where vmapped convolutions become slow grouped
+  convolutions).
+- ``vmap``: ``jax.vmap`` over the member axis (one batched graph).
+
+The train step computes per-example loss, correctness, logit margin and p(true)
+from the same forward pass that produces the gradient and scatters them by
+example index into device-resident [members, examples] buffers.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from easyhard_jax.data import device_ops
+
+STRATEGIES = ('unroll', 'vmap')
+
+
+@flax.struct.dataclass
+class TrainState:
+  """One member's (or, stacked, all members') training state."""
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+class ExampleStats(NamedTuple):
+  """Per-example statistics of one forward pass (each [B] or [M, B])."""
+  loss: jax.Array
+  correct: jax.Array
+  margin: jax.Array
+  p_true: jax.Array
+  el2n: jax.Array
+
+
+FUSED_FIELDS = ('loss', 'correct', 'margin', 'p_true')
+
+
+def per_example_stats(logits: jax.Array, labels: jax.Array) -> ExampleStats:
+  """Cross-entropy, correctness, margin, p(true) and EL2N per example."""
+  logits = logits.astype(jnp.float32)
+  num_classes = logits.shape[-1]
+  onehot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
+  logp = jax.nn.log_softmax(logits)
+  loss = -jnp.sum(logp * onehot, axis=-1)
+  true_logit = jnp.sum(logits * onehot, axis=-1)
+  other_max = jnp.max(jnp.where(onehot > 0, -jnp.inf, logits), axis=-1)
+  el2n = jnp.linalg.norm(jnp.exp(logp) - onehot, axis=-1)
+  return ExampleStats(loss=loss,
+                      correct=jnp.argmax(logits, -1) == labels,
+                      margin=true_logit - other_max,
+                      p_true=jnp.exp(-loss),
+                      el2n=el2n)
+
+
+def empty_buffers(num_members: int, num_examples: int,
+                  fields=FUSED_FIELDS) -> dict[str, jax.Array]:
+  """Device buffers [M, N] for per-example statistics (NaN / False = unseen)."""
+  return {f: (jnp.zeros((num_members, num_examples), bool) if f == 'correct'
+              else jnp.full((num_members, num_examples), jnp.nan, jnp.float32))
+          for f in fields}
+
+
+def _scatter(buffers, idx, stats: ExampleStats):
+  """buffers[f][m, idx[m, b]] = stats.f[m, b]; out-of-range idx are dropped."""
+  members = jnp.arange(idx.shape[0])[:, None]
+  return {f: buffers[f].at[members, idx].set(getattr(stats, f), mode='drop')
+          for f in buffers}
+
+
+def _map_members(fn, strategy: str, *args):
+  """Applies ``fn`` per member over the leading (member) axis of ``args``."""
+  if strategy == 'vmap':
+    return jax.vmap(fn)(*args)
+  if strategy != 'unroll':
+    raise ValueError(f'member strategy must be one of {STRATEGIES}, got '
+                     f'{strategy!r}')
+  num = jax.tree.leaves(args[0])[0].shape[0]
+  outs = [fn(*jax.tree.map(lambda a, i=i: a[i], args)) for i in range(num)]
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
+
+
+def member_train_step(state: TrainState, perm: jax.Array, aug_key: jax.Array,
+                      images: jax.Array, labels: jax.Array, *, model, tx,
+                      batch_size: int, steps_per_epoch: int,
+                      augment: device_ops.AugmentConfig, mean, std, dtype):
+  """One SGD step of one member; returns (new state, (indices, stats))."""
+  idx = device_ops.batch_indices(perm, state.step % steps_per_epoch,
+                                 batch_size)
+  y = labels[idx]
+  x = device_ops.augment(jax.random.fold_in(aug_key, state.step), images[idx],
+                         augment)
+  x = device_ops.normalize(x, mean, std, dtype)
+
+  def loss_fn(params):
+    logits, new_vars = model.apply(
+        {'params': params, 'batch_stats': state.batch_stats}, x, train=True,
+        mutable=['batch_stats'])
+    stats = per_example_stats(logits, y)
+    return jnp.mean(stats.loss), (stats, new_vars['batch_stats'])
+
+  grads, (stats, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  new_state = TrainState(step=state.step + 1,
+                         params=optax.apply_updates(state.params, updates),
+                         batch_stats=batch_stats, opt_state=opt_state)
+  return new_state, (idx, stats)
+
+
+def ensemble_train_step(states: TrainState, buffers, perms: jax.Array,
+                        aug_keys: jax.Array, images: jax.Array,
+                        labels: jax.Array, *, strategy: str,
+                        record: bool = True, **member_kwargs):
+  """One step of every member; fills the per-epoch example buffers.
+
+  Args:
+    states: member-stacked TrainState (donated).
+    buffers: dict of [M, N] per-example buffers for this epoch (donated).
+    perms: int32 [M, N] this epoch's example order per member.
+    aug_keys: [M] per-member augmentation keys (step is folded in).
+    images: uint8 [N, H, W, C] device-resident training images.
+    labels: int32 [N].
+    strategy: 'unroll' or 'vmap'.
+    record: scatter per-example outputs (False only for benchmarking).
+    **member_kwargs: bound by functools.partial, see member_train_step.
+
+  Returns:
+    (new states, new buffers).
+  """
+  step = functools.partial(member_train_step, images=images, labels=labels,
+                           **member_kwargs)
+  states, (idx, stats) = _map_members(step, strategy, states, perms, aug_keys)
+  if record:
+    buffers = _scatter(buffers, idx, stats)
+  return states, buffers
+
+
+def ensemble_probe_step(states: TrainState, images: jax.Array,
+                        labels: jax.Array, *, model, strategy: str, mean, std,
+                        dtype) -> ExampleStats:
+  """Eval-mode statistics of every member on one batch: each field [M, B]."""
+  x = device_ops.normalize(images, mean, std, dtype)
+
+  def member(state):
+    logits = model.apply({'params': state.params,
+                          'batch_stats': state.batch_stats}, x, train=False)
+    return per_example_stats(logits, labels)
+
+  return _map_members(member, strategy, states)
