@@ -1,0 +1,183 @@
+"""Agreement kernels against loop references (and scipy for ranks)."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from easyhard_jax.analysis import agreement
+from easyhard_jax.analysis import sets
+
+
+def test_overlap_matrix_matches_python_sets():
+  rng = np.random.default_rng(0)
+  n = 60
+  a = rng.random((4, n)) < rng.random((4, 1))
+  b = rng.random((3, n)) < 0.3
+  a[0] = False  # An empty set.
+  a[1] = b[0]   # Identical sets.
+  out = jax.tree.map(np.asarray, agreement.overlap_matrix(a, b))
+  for i in range(4):
+    for j in range(3):
+      sa, sb = set(np.flatnonzero(a[i])), set(np.flatnonzero(b[j]))
+      inter = len(sa & sb)
+      chance = len(sa) * len(sb) / n
+      assert out['intersection'][i, j] == inter
+      np.testing.assert_allclose(out['chance_intersection'][i, j], chance,
+                                 rtol=1e-6)
+      if sa and sb:
+        np.testing.assert_allclose(out['overlap'][i, j],
+                                   inter / min(len(sa), len(sb)), rtol=1e-6)
+        np.testing.assert_allclose(out['jaccard'][i, j],
+                                   inter / len(sa | sb), rtol=1e-6)
+        np.testing.assert_allclose(out['ratio'][i, j], inter / chance,
+                                   rtol=1e-5)
+      else:  # Overlap with an empty set is undefined; Jaccard is 0.
+        assert np.isnan(out['overlap'][i, j]) and np.isnan(out['ratio'][i, j])
+        assert out['jaccard'][i, j] == (0.0 if sa | sb else np.nan)
+  np.testing.assert_allclose(out['jaccard'][1, 0], 1.0)
+
+
+def test_chance_level_matches_random_sets():
+  rng = np.random.default_rng(1)
+  n, ka, kb = 500, 100, 50
+  a = np.zeros((400, n), bool)
+  b = np.zeros((400, n), bool)
+  for r in range(400):
+    a[r, rng.choice(n, ka, replace=False)] = True
+    b[r, rng.choice(n, kb, replace=False)] = True
+  out = agreement.overlap_matrix(a, b)
+  diag = np.diag(np.asarray(out['intersection']))
+  np.testing.assert_allclose(diag.mean(), ka * kb / n, rtol=0.05)
+  z = np.diag(np.asarray(out['z']))
+  assert abs(z.mean()) < 0.2 and 0.8 < z.std() < 1.2
+
+
+@pytest.mark.parametrize('shape', [(1, 1), (2, 7), (3, 100)])
+def test_average_ranks_match_scipy_with_ties(shape):
+  rng = np.random.default_rng(shape[1])
+  x = rng.integers(0, 5, shape).astype(np.float32)
+  got = np.asarray(agreement.average_ranks(x))
+  np.testing.assert_array_equal(got, stats.rankdata(x, axis=1))
+  np.testing.assert_array_equal(np.asarray(agreement.average_ranks(x[0])),
+                                stats.rankdata(x[0]))
+
+
+def _pearson(u, v):
+  mu, mv = sum(u) / len(u), sum(v) / len(v)
+  num = sum((a - mu) * (b - mv) for a, b in zip(u, v))
+  den = (sum((a - mu) ** 2 for a in u) * sum((b - mv) ** 2 for b in v)) ** 0.5
+  return num / den if den else float('nan')
+
+
+def test_spearman_matrix_matches_pairwise_reference():
+  rng = np.random.default_rng(2)
+  x = rng.integers(0, 6, (5, 80)).astype(np.float32)
+  x[1] = x[0] * 2 + 1                 # Monotone: rho = 1.
+  x[2] = -x[0]                        # Reversed: rho = -1.
+  x[4] = 3.0                          # Constant: undefined.
+  got = np.asarray(agreement.spearman_matrix(x))
+  ranks = [stats.rankdata(r) for r in x]
+  for i in range(5):
+    for j in range(5):
+      ref = _pearson(list(ranks[i]), list(ranks[j]))
+      if np.isnan(ref):
+        assert np.isnan(got[i, j])
+      else:
+        np.testing.assert_allclose(got[i, j], ref, atol=2e-6)
+        if i < 4 and j < 4:
+          np.testing.assert_allclose(
+              got[i, j], stats.spearmanr(x[i], x[j]).statistic, atol=2e-6)
+  np.testing.assert_allclose(got[0, 1], 1.0, atol=1e-6)
+  np.testing.assert_allclose(got[0, 2], -1.0, atol=1e-6)
+  y = rng.random((2, 80)).astype(np.float32)
+  cross = np.asarray(agreement.spearman_matrix(x[:3], y))
+  assert cross.shape == (3, 2)
+  np.testing.assert_allclose(
+      cross[1, 1], stats.spearmanr(x[1], y[1]).statistic, atol=2e-6)
+
+
+def _identity_stat(arch):
+  return arch['v']
+
+
+def test_bootstrap_resamples_within_arch_like_a_loop():
+  m, n, samples = 5, 3, 64
+  gids = np.array([0, 1, 0, 0, 1], np.int32)
+  values = np.arange(m, dtype=np.float32)[:, None] * 10 + np.arange(n)
+  table, sizes = agreement.resample_table(gids)
+  key = jax.random.key(0)
+  out = np.asarray(agreement.bootstrap_arch(
+      key, {'v': jnp.asarray(values)}, jnp.asarray(gids), jnp.asarray(table),
+      jnp.asarray(sizes), stat_fn=_identity_stat, num_groups=2,
+      num_samples=samples))
+  assert out.shape == (samples, 2, n)
+  u = np.asarray(jax.random.uniform(key, (samples, m)))
+  members = [np.flatnonzero(gids == g) for g in range(2)]
+  for b in range(samples):
+    for g in range(2):
+      drawn = []
+      for slot in members[g]:
+        pick = min(int(np.floor(u[b, slot] * len(members[g]))),
+                   len(members[g]) - 1)
+        drawn.append(members[g][pick])
+      np.testing.assert_allclose(out[b, g], values[drawn].mean(0), rtol=1e-6)
+  # Resampling varies across samples (not a constant).
+  assert np.unique(out[:, 0, 0]).size > 1
+
+
+def test_bootstrap_is_degenerate_with_one_member_per_arch():
+  gids = np.array([0, 1], np.int32)
+  values = np.random.default_rng(0).random((2, 10)).astype(np.float32)
+  table, sizes = agreement.resample_table(gids)
+  out = np.asarray(agreement.bootstrap_arch(
+      jax.random.key(3), {'v': jnp.asarray(values)}, jnp.asarray(gids),
+      jnp.asarray(table), jnp.asarray(sizes), stat_fn=_identity_stat,
+      num_groups=2, num_samples=8))
+  np.testing.assert_allclose(out, np.broadcast_to(values, out.shape))
+  lo, hi = agreement.percentile_interval(out, 0.9)
+  np.testing.assert_allclose(lo, values, rtol=1e-6)
+  np.testing.assert_allclose(hi, values, rtol=1e-6)
+
+
+def _member_scores(rng, m, n):
+  base = rng.random(n)
+  easiness = np.clip(base + 0.3 * rng.random((m, n)), 0, 1)
+  easiness = np.round(easiness * 4) / 4  # Discrete, like real easiness.
+  return {'easiness': easiness.astype(np.float32),
+          'aum': (easiness + 0.1 * rng.random((m, n))).astype(np.float32)}
+
+
+def test_agreement_report_sections_and_single_member():
+  rng = np.random.default_rng(5)
+  n = 200
+  labels = rng.integers(0, 4, n).astype(np.int32)
+  rule = sets.SetRule(fraction=0.1)
+  ms = _member_scores(rng, 6, n)
+  rep = agreement.agreement_report(
+      ms, [f'm{i}' for i in range(6)], np.array([0, 0, 1, 1, 2, 2]),
+      ['a', 'b', 'c'], rule, labels, 4, jax.random.key(0), num_bootstrap=16)
+  mp, ap = rep['member_pairs'], rep['arch_pairs']
+  assert mp['easy_sets']['intersection'].shape == (6, 6)
+  np.testing.assert_array_equal(np.diag(mp['easy_sets']['intersection']),
+                                np.full(6, 20))
+  # The shared base makes easy sets overlap far above chance.
+  assert mp['summary']['easy_ratio']['cross_arch'] > 2.0
+  assert ap['spearman_easiness'].shape == (3, 3)
+  ci = ap['bootstrap']['intervals']['spearman']
+  assert np.all(ci['lo'] <= ci['hi'] + 1e-6)
+  off = ~np.eye(3, dtype=bool)
+  assert np.all((ci['lo'][off] <= ap['spearman_easiness'][off] + 0.05))
+
+  one = agreement.agreement_report(
+      {k: v[:1] for k, v in ms.items()}, ['m0'], np.array([0]), ['a'], rule,
+      labels, 4, jax.random.key(0), num_bootstrap=4)
+  assert 'skipped' in one['member_pairs'] and 'skipped' in one['arch_pairs']
+  two = agreement.agreement_report(
+      {k: v[:2] for k, v in ms.items()}, ['m0', 'm1'], np.array([0, 0]),
+      ['a'], rule, labels, 4, jax.random.key(0), num_bootstrap=4)
+  assert 'skipped' not in two['member_pairs']
+  assert 'skipped' in two['arch_pairs']

@@ -1,0 +1,201 @@
+"""Score kernels against slow loop references."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from easyhard_jax import records
+from easyhard_jax.analysis import scores
+
+SHAPES = [(1, 1, 5), (1, 7, 13), (3, 10, 40), (4, 5, 1)]
+
+
+def _correct(rng, shape, p=0.6):
+  c = rng.random(shape) < p
+  if shape[2] >= 3:  # All-correct, all-wrong and a late-learned column.
+    c[:, :, 0] = True
+    c[:, :, 1] = False
+    c[:, :, 2] = np.arange(shape[1])[None, :] >= shape[1] // 2
+  return c
+
+
+def _masks(rng, p):
+  yield np.ones(p, bool)
+  m = rng.random(p) < 0.5
+  m[rng.integers(p)] = True
+  yield m
+
+
+def ref_first_learned(c, mask):
+  m_, _, n_ = c.shape
+  sel = [p for p in range(c.shape[1]) if mask[p]]
+  out = np.zeros((m_, n_), np.int64)
+  for m in range(m_):
+    for n in range(n_):
+      seq = [bool(c[m, p, n]) for p in sel]
+      first = len(seq)
+      for i in range(len(seq)):
+        if all(seq[i:]):
+          first = i
+          break
+      out[m, n] = first
+  return out
+
+
+def ref_forgetting(c, mask):
+  m_, _, n_ = c.shape
+  sel = [p for p in range(c.shape[1]) if mask[p]]
+  events = np.zeros((m_, n_), np.int64)
+  never = np.zeros((m_, n_), bool)
+  for m in range(m_):
+    for n in range(n_):
+      seq = [bool(c[m, p, n]) for p in sel]
+      events[m, n] = sum(1 for a, b in zip(seq, seq[1:]) if a and not b)
+      never[m, n] = not any(seq)
+  return events, never
+
+
+def ref_window_stats(v, mask):
+  m_, _, n_ = v.shape
+  sel = [p for p in range(v.shape[1]) if mask[p]]
+  mean = np.zeros((m_, n_))
+  std = np.zeros((m_, n_))
+  for m in range(m_):
+    for n in range(n_):
+      xs = [float(v[m, p, n]) for p in sel]
+      mu = sum(xs) / len(xs)
+      mean[m, n] = mu
+      std[m, n] = (sum((x - mu) ** 2 for x in xs) / len(xs)) ** 0.5
+  return mean, std
+
+
+@pytest.mark.parametrize('shape', SHAPES)
+def test_dynamics_kernels_match_loops(shape):
+  rng = np.random.default_rng(sum(shape))
+  c = _correct(rng, shape)
+  for mask in _masks(rng, shape[1]):
+    got = np.asarray(scores.first_learned(c, mask))
+    np.testing.assert_array_equal(got, ref_first_learned(c, mask))
+    ev, nv = scores.forgetting_events(c, mask)
+    rev, rnv = ref_forgetting(c, mask)
+    np.testing.assert_array_equal(np.asarray(ev), rev)
+    np.testing.assert_array_equal(np.asarray(nv), rnv)
+    acc = np.asarray(scores.member_accuracy(c, mask))
+    np.testing.assert_allclose(acc, ref_window_stats(c.astype(float), mask)[0],
+                               rtol=1e-6)
+
+
+@pytest.mark.parametrize('shape', SHAPES)
+def test_window_mean_and_std_match_loops(shape):
+  rng = np.random.default_rng(7 + sum(shape))
+  v = rng.normal(size=shape).astype(np.float32)
+  v[..., 0] = 0.25  # Constant over probes: std exactly 0.
+  for mask in _masks(rng, shape[1]):
+    mean, std = ref_window_stats(v, mask)
+    np.testing.assert_allclose(np.asarray(scores.window_mean(v, mask)), mean,
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(scores.window_std(v, mask)), std,
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_member_scores_conventions():
+  rng = np.random.default_rng(3)
+  c = _correct(rng, (3, 8, 12))
+  v = rng.random((3, 8, 12)).astype(np.float32)
+  window = np.arange(8) < 3
+  dyn = np.ones(8, bool)
+  out = scores.member_scores(c, v, v, v, window, dyn)
+  assert set(out) == set(scores.SCORE_NAMES)
+  ev, never = ref_forgetting(c, dyn)
+  np.testing.assert_array_equal(np.asarray(out['forgetting_events']),
+                                np.where(never, 8, ev))
+  # A never-learned example ranks above every real count (at most P // 2).
+  assert np.all(np.asarray(out['forgetting_events'])[:, 1] == 8)
+  assert np.all(np.asarray(out['first_learned'])[:, 1] == 8)
+  assert np.all(np.asarray(out['first_learned'])[:, 0] == 0)
+  np.testing.assert_allclose(np.asarray(out['easiness']),
+                             ref_window_stats(c.astype(float), window)[0],
+                             rtol=1e-6)
+
+
+def test_window_mask_selects_half_open_interval():
+  epochs = np.array([0.0, 0.25, 0.5, 0.75, 1.0, 2.0, 3.0])
+  np.testing.assert_array_equal(scores.window_mask(epochs, (0.0, 1.0)),
+                                [0, 1, 1, 1, 1, 0, 0])
+  np.testing.assert_array_equal(scores.window_mask(epochs, (-1, np.inf)),
+                                np.ones(7, bool))
+  np.testing.assert_array_equal(scores.window_mask(epochs, (1.0, 2.0)),
+                                [0, 0, 0, 0, 0, 1, 0])
+  with pytest.raises(ValueError, match='selects none'):
+    scores.window_mask(epochs, (3.0, 5.0))
+  with pytest.raises(ValueError, match='lo < hi'):
+    scores.window_mask(epochs, (1.0, 1.0))
+
+
+def test_orientation_table_is_complete_and_used():
+  assert set(scores.SCORE_ORIENTATION.values()) <= {
+      scores.HIGHER_IS_EASIER, scores.HIGHER_IS_HARDER, scores.NEITHER}
+  x = np.array([1.0, 2.0])
+  np.testing.assert_array_equal(scores.easier_key(x, 'easiness'), x)
+  np.testing.assert_array_equal(scores.easier_key(x, 'easiness/vgg16'), x)
+  np.testing.assert_array_equal(scores.easier_key(x, 'el2n'), -x)
+  np.testing.assert_array_equal(scores.easier_key(x, 'forgetting_events'), -x)
+  with pytest.raises(ValueError, match='no easy or hard end'):
+    scores.easier_key(x, 'variability')
+  with pytest.raises(KeyError):
+    scores.orientation('speed')
+
+
+def _records(rng, m=4, p=6, n=30, archs=('a', 'b', 'a', 'b')):
+  c = _correct(rng, (m, p, n))
+  f = lambda: rng.random((m, p, n)).astype(np.float32)
+  return records.Records(
+      correct=c, loss=f(), margin=f() - 0.5, p_true=f(), el2n=f(),
+      labels=rng.integers(0, 3, n).astype(np.int32),
+      example_ids=np.arange(n, dtype=np.int64), tfds_ids=None,
+      members=[{'name': f'm{i}', 'arch': archs[i], 'seed': i}
+               for i in range(m)],
+      probe_steps=np.arange(1, p + 1) * 10,
+      probe_epochs=np.array([0.25, 0.5, 0.75, 1.0, 2.0, 3.0])[:p],
+      split='train', source='probe')
+
+
+def test_compute_scores_on_records_matches_loops():
+  rng = np.random.default_rng(11)
+  rec = _records(rng)
+  out = scores.compute_scores(rec, (0.0, 1.0), (0.0, np.inf))
+  window = np.array([1, 1, 1, 1, 0, 0], bool)
+  assert out['archs'] == ['a', 'b']
+  for gi, arch in enumerate(['a', 'b']):
+    members = [i for i, m in enumerate(rec.members) if m['arch'] == arch]
+    ref = np.zeros(rec.correct.shape[2])
+    for n in range(ref.size):
+      hits = [rec.correct[i, p, n] for i in members for p in range(6)
+              if window[p]]
+      ref[n] = sum(hits) / len(hits)
+    np.testing.assert_allclose(out['example'][f'easiness/{arch}'], ref,
+                               rtol=1e-6)
+    np.testing.assert_allclose(out['arch']['easiness'][gi], ref, rtol=1e-6)
+  mean, _ = ref_window_stats(rec.margin, window)
+  np.testing.assert_allclose(out['example']['aum'], mean.mean(0), rtol=1e-5)
+  _, std = ref_window_stats(rec.p_true, np.ones(6, bool))
+  np.testing.assert_allclose(out['example']['variability'], std.mean(0),
+                             rtol=1e-5)
+  with pytest.raises(ValueError, match='selects none'):
+    scores.compute_scores(rec, (5.0, 9.0))
+
+
+def test_member_scores_compiles_once_across_windows():
+  rng = np.random.default_rng(5)
+  c = jnp.asarray(_correct(rng, (2, 6, 16)))
+  v = jnp.asarray(rng.random((2, 6, 16)), jnp.float32)
+  traced = jax.jit(chex.assert_max_traces(scores.member_scores.__wrapped__,
+                                          n=1))
+  before = scores.first_learned._cache_size()
+  for lo, hi in [(0, 1), (0, 2), (0.5, 3), (-1, 9)]:
+    w = jnp.asarray(scores.window_mask(np.arange(1, 7) / 2, (lo, hi)))
+    traced(c, v, v, v, w, w)
+    scores.first_learned(c, w)
+  assert scores.first_learned._cache_size() - before <= 1

@@ -1,0 +1,154 @@
+"""Easy/hard set kernels against sorted-list references."""
+
+import numpy as np
+import pytest
+
+from easyhard_jax.analysis import sets
+
+
+def ref_top_k(key, k, tiebreak, valid, largest):
+  s = 1 if largest else -1
+  cand = [i for i in range(len(key)) if valid[i]]
+  cand.sort(key=lambda i: (-s * key[i], -s * tiebreak[i], i))
+  out = np.zeros(len(key), bool)
+  out[cand[:max(k, 0)]] = True
+  return out
+
+
+def ref_top_k_per_class(key, labels, k, tiebreak, valid, largest):
+  out = np.zeros(len(key), bool)
+  for c in np.unique(labels):
+    sel = np.flatnonzero(labels == c)
+    sub = ref_top_k(key[sel], int(k[c]), tiebreak[sel], valid[sel], largest)
+    out[sel[sub]] = True
+  return out
+
+
+@pytest.mark.parametrize('n', [1, 9, 64])
+@pytest.mark.parametrize('largest', [True, False])
+def test_top_k_matches_reference_with_ties(n, largest):
+  rng = np.random.default_rng(n)
+  key = rng.integers(0, 4, n).astype(np.float32)  # Many ties.
+  tiebreak = rng.integers(0, 3, n).astype(np.float32)  # Ties within ties.
+  valid = rng.random(n) < 0.8
+  for k in [0, 1, n // 2, n, n + 3]:
+    got = np.asarray(sets.top_k_mask(key, k, tiebreak, valid,
+                                     largest=largest))
+    np.testing.assert_array_equal(
+        got, ref_top_k(key, k, tiebreak, valid, largest), err_msg=f'k={k}')
+    got = np.asarray(sets.top_k_mask(key, k, largest=largest))
+    np.testing.assert_array_equal(
+        got, ref_top_k(key, k, np.zeros(n), np.ones(n, bool), largest))
+
+
+def test_top_k_rows_are_independent():
+  rng = np.random.default_rng(0)
+  key = rng.integers(0, 5, (3, 20)).astype(np.float32)
+  tb = rng.random((3, 20)).astype(np.float32)
+  got = np.asarray(sets.top_k_mask(key, 6, tb, largest=False))
+  for r in range(3):
+    np.testing.assert_array_equal(
+        got[r], ref_top_k(key[r], 6, tb[r], np.ones(20, bool), False))
+
+
+@pytest.mark.parametrize('largest', [True, False])
+def test_top_k_per_class_matches_reference(largest):
+  rng = np.random.default_rng(1)
+  n, classes = 50, 4
+  labels = rng.integers(0, classes, n).astype(np.int32)
+  labels[labels == 3] = 2  # One empty class.
+  key = rng.integers(0, 3, n).astype(np.float32)
+  tb = rng.random(n).astype(np.float32)
+  valid = rng.random(n) < 0.9
+  for k in [np.array([2, 0, 30, 5]), np.full(4, 3)]:
+    got = np.asarray(sets.top_k_per_class_mask(
+        key, labels, k, tb, valid, num_classes=classes, largest=largest))
+    np.testing.assert_array_equal(
+        got, ref_top_k_per_class(key, labels, k, tb, valid, largest))
+  rows = np.stack([key, key[::-1]])
+  got = np.asarray(sets.top_k_per_class_mask(rows, labels, 2,
+                                             num_classes=classes))
+  np.testing.assert_array_equal(
+      got[1], ref_top_k_per_class(key[::-1], labels, np.full(4, 2),
+                                  np.zeros(n), np.ones(n, bool), True))
+
+
+def test_all_correct_and_all_wrong_match_loops_and_easiness_rule():
+  rng = np.random.default_rng(2)
+  c = rng.random((3, 5, 40)) < 0.7
+  c[:, :, :4] = True
+  c[:, :, 4:8] = False
+  c[:, :, 8] = True
+  c[0, 4, 8] = False  # Wrong only outside the window below.
+  mask = np.array([1, 1, 1, 1, 0], bool)
+  ref_all = np.array([all(c[m, p, n] for m in range(3) for p in range(5)
+                          if mask[p]) for n in range(40)])
+  ref_none = np.array([not any(c[m, p, n] for m in range(3)
+                               for p in range(5) if mask[p])
+                       for n in range(40)])
+  np.testing.assert_array_equal(np.asarray(sets.all_correct_mask(c, mask)),
+                                ref_all)
+  np.testing.assert_array_equal(np.asarray(sets.all_wrong_mask(c, mask)),
+                                ref_none)
+  assert ref_all[8]
+  # The 'all_correct' rule on easiness (incl. arch means of 1/3s) agrees.
+  easiness = c[:, mask].mean(axis=(0, 1)).astype(np.float32)
+  thirds = (np.float32(1 / 3) * c[:, mask].mean(axis=1)).sum(0)
+  rule = sets.SetRule(method='all_correct')
+  for e in (easiness, thirds):
+    easy, hard = sets.easy_hard_masks(rule, e)
+    np.testing.assert_array_equal(np.asarray(easy), ref_all)
+    np.testing.assert_array_equal(np.asarray(hard), ref_none)
+
+
+def test_threshold_rule_uses_the_scores_units_and_orientation():
+  el2n = np.array([0.1, 0.5, 0.9, 0.3], np.float32)
+  rule = sets.SetRule(method='threshold', score='el2n', easy_threshold=0.3,
+                      hard_threshold=0.8)
+  easy, hard = sets.easy_hard_masks(rule, el2n)
+  np.testing.assert_array_equal(np.asarray(easy), [1, 0, 0, 1])
+  np.testing.assert_array_equal(np.asarray(hard), [0, 0, 1, 0])
+  rule = sets.SetRule(method='threshold', easy_threshold=0.5,
+                      hard_threshold=0.1)
+  easy, hard = sets.easy_hard_masks(rule, el2n)
+  np.testing.assert_array_equal(np.asarray(easy), [0, 1, 1, 0])
+  np.testing.assert_array_equal(np.asarray(hard), [1, 0, 0, 0])
+
+
+def test_top_k_rule_orients_hard_scores():
+  rng = np.random.default_rng(4)
+  el2n = rng.random(30).astype(np.float32)
+  rule = sets.SetRule(method='top_k', score='el2n', k=5, tiebreak='none')
+  k = rule.resolve_k(np.zeros(30, np.int32), 1)
+  easy, hard = sets.easy_hard_masks(rule, el2n, k=k)
+  order = np.argsort(el2n)
+  np.testing.assert_array_equal(sets.mask_to_indices(easy),
+                                np.sort(order[:5]))
+  np.testing.assert_array_equal(sets.mask_to_indices(hard),
+                                np.sort(order[-5:]))
+
+
+def test_rule_resolves_k_and_validates():
+  labels = np.array([0] * 10 + [1] * 30 + [2] * 5)
+  np.testing.assert_array_equal(
+      sets.SetRule(fraction=0.2, per_class=True).resolve_k(labels, 4),
+      [2, 6, 1, 0])
+  assert int(sets.SetRule(fraction=0.2).resolve_k(labels, 4)) == 9
+  assert int(sets.SetRule(k=100).resolve_k(labels, 4)) == 45
+  with pytest.raises(ValueError, match='method'):
+    sets.SetRule(method='best')
+  with pytest.raises(ValueError, match='accuracy score'):
+    sets.SetRule(method='all_correct', score='el2n')
+  with pytest.raises(ValueError, match='no easy or hard end'):
+    sets.SetRule(score='variability')
+  with pytest.raises(ValueError, match='non-finite'):
+    sets.check_finite(np.array([0.0, np.nan]), 'el2n')
+
+
+def test_top_k_does_not_recompile_for_new_k():
+  key = np.arange(32, dtype=np.float32)
+  sets.top_k_mask(key, 1)
+  before = sets.top_k_mask._cache_size()
+  for k in range(2, 12):
+    sets.top_k_mask(key, k)
+  assert sets.top_k_mask._cache_size() == before

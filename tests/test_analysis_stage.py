@@ -1,0 +1,162 @@
+"""The analysis stage end to end on synthetic records in a tmp workdir."""
+
+import csv
+import json
+import os
+
+import ml_collections
+import numpy as np
+import pytest
+
+from easyhard_jax import records
+from easyhard_jax.analysis import default_config
+from easyhard_jax.analysis import scores
+from easyhard_jax.analysis import stage
+
+SPE = 4  # Steps per epoch.
+STEPS = [1, 2, 3, 4, 8, 12]  # Epochs 0.25, 0.5, 0.75, 1, 2, 3.
+
+
+def _write_study(workdir, archs, n_train=60, n_test=60, seed=0):
+  """Writes records whose correctness follows a per-example difficulty."""
+  rng = np.random.default_rng(seed)
+  w = records.RecordWriter(workdir)
+  truth = {}
+  for split, n in (('train', n_train), ('test', n_test)):
+    labels = rng.integers(0, 3, n).astype(np.int32)
+    ids = [f'{split}_{i:05d}' for i in range(n)] if split == 'train' else None
+    w.write_split_metadata(split, labels, ids)
+    truth[split] = {'labels': labels, 'difficulty': rng.random(n),
+                    'correct': [], 'margin': []}
+  for arch, seeds in archs:
+    members = [{'name': f'{arch}_s{s}', 'arch': arch, 'seed': s}
+               for s in range(seeds)]
+    w.begin_arch(arch, members, SPE, STEPS)
+    for split in ('train', 'test'):
+      t = truth[split]
+      n = t['labels'].size
+      cs, ms = [], []
+      for i, step in enumerate(STEPS):
+        skill = step / STEPS[-1]
+        correct = rng.random((seeds, n)) * 0.6 + skill > t['difficulty'] + 0.3
+        margin = (correct - 0.5 + 0.1 * rng.random((seeds, n))).astype(
+            np.float32)
+        p_true = rng.random((seeds, n)).astype(np.float32)
+        w.write_chunk(arch, 'probe', split, i, step, {
+            'correct': correct, 'loss': -np.log(p_true + 1e-3),
+            'margin': margin, 'p_true': p_true, 'el2n': 1 - p_true})
+        cs.append(correct)
+        ms.append(margin)
+      t['correct'].append(np.stack(cs, 1))
+      t['margin'].append(np.stack(ms, 1))
+    w.finish_arch(arch)
+  for t in truth.values():
+    t['correct'] = np.concatenate(t['correct'])
+    t['margin'] = np.concatenate(t['margin'])
+  return truth
+
+
+def _config(num_bootstrap=20):
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.analysis = default_config()
+  c.analysis.agreement.num_bootstrap = num_bootstrap
+  c.analysis.sets.fraction = 0.2
+  c.analysis.similarity.block_size = 16  # One padded shape.
+  return c
+
+
+def _read_csv(path):
+  with open(path) as f:
+    return list(csv.DictReader(f))
+
+
+def test_stage_writes_every_output(tmp_path):
+  workdir = str(tmp_path)
+  truth = _write_study(workdir, [('cnn', 2), ('vgg', 2)])
+  rng = np.random.default_rng(1)
+  images = rng.integers(0, 256, (60, 8, 8, 3), dtype=np.uint8)
+  test_images = rng.integers(0, 256, (60, 8, 8, 3), dtype=np.uint8)
+  feats = rng.normal(size=(60, 5)).astype(np.float32)
+  result = stage.run_analysis(_config(), workdir, train_images=images,
+                              test_images=test_images, features=feats)
+  out = os.path.join(workdir, 'analysis')
+  assert sorted(os.listdir(out)) == ['analysis.json', 'mean_images.npz',
+                                     'scores_test.csv', 'scores_train.csv']
+  with open(os.path.join(out, 'analysis.json')) as f:
+    assert json.load(f) == result
+
+  # CSV rows: example-index order, values of the loop reference.
+  rows = _read_csv(os.path.join(out, 'scores_train.csv'))
+  assert [int(r['example_index']) for r in rows] == list(range(60))
+  c = truth['train']['correct']  # [M, P, N]; window (0, 1] = first 4 probes.
+  for i, r in enumerate(rows):
+    assert r['tfds_id'] == f'train_{i:05d}'
+    assert int(r['label']) == truth['train']['labels'][i]
+    ref = np.mean([c[m, p, i] for m in range(4) for p in range(4)])
+    assert float(r['easiness']) == pytest.approx(ref, abs=1e-6)
+    ref_cnn = np.mean([c[m, p, i] for m in range(2) for p in range(4)])
+    assert float(r['easiness/cnn']) == pytest.approx(ref_cnn, abs=1e-6)
+  for name in scores.SCORE_NAMES:
+    assert name in rows[0]
+  assert sum(int(r['is_easy']) for r in rows) == 12
+  assert sum(int(r['is_hard']) for r in rows) == 12
+  easiest = min(float(r['easiness']) for r in rows if r['is_easy'] == '1')
+  assert all(float(r['easiness']) <= easiest for r in rows
+             if r['is_easy'] == '0')
+  test_rows = _read_csv(os.path.join(out, 'scores_test.csv'))
+  assert [int(r['example_index']) for r in test_rows] == list(range(60))
+  assert all(r['tfds_id'] == '' for r in test_rows)
+
+  assert result['sets']['train']['easy_size'] == 12
+  assert result['sets']['test']['hard_size'] == 12
+  assert result['records']['train']['window_probe_epochs'] == [
+      0.25, 0.5, 0.75, 1.0]
+  ag = result['agreement']
+  assert np.asarray(ag['member_pairs']['easy_sets']['ratio']).shape == (4, 4)
+  assert ag['arch_pairs']['members_per_arch'] == [2, 2]
+  ci = ag['arch_pairs']['bootstrap']['intervals']['spearman']
+  assert np.asarray(ci['lo']).shape == (2, 2)
+  # Difficulty drives every member, so architectures agree.
+  assert ag['arch_pairs']['spearman_easiness'][0][1] > 0.5
+  assert result['similarity']['pixels']['global']['size'] == 12
+  assert 'features' in result['similarity']['features']
+  assert result['similarity']['colour']['easy']['mean'].__len__() == 3
+  t = result['test']
+  assert t['errors_in_hard']['set_share'] == pytest.approx(0.2)
+  final_err = ~truth['test']['correct'][:, -1]
+  assert t['errors_in_hard']['errors'] == final_err.sum(1).tolist()
+  with np.load(os.path.join(out, 'mean_images.npz')) as z:
+    assert z['train_easy_mean'].shape == (3, 8, 8, 3)
+    assert z['test_all_count'].sum() == 60
+    np.testing.assert_array_equal(
+        z['train_all_count'], np.bincount(truth['train']['labels'],
+                                          minlength=3))
+
+
+def test_stage_with_one_member_and_no_images(tmp_path):
+  workdir = str(tmp_path)
+  _write_study(workdir, [('cnn', 1)])
+  cfg = _config(num_bootstrap=5)
+  cfg.analysis.sets.method = 'all_correct'
+  result = stage.run_analysis(cfg, workdir)
+  ag = result['agreement']
+  assert 'skipped' in ag['member_pairs'] and 'skipped' in ag['arch_pairs']
+  assert 'skipped' in result['similarity']
+  assert 'skipped' in result['mean_images']
+  assert 'skipped' in result['test']['errors_in_hard_leave_one_out']
+  out = os.path.join(workdir, 'analysis')
+  assert not os.path.exists(os.path.join(out, 'mean_images.npz'))
+  rows = _read_csv(os.path.join(out, 'scores_train.csv'))
+  for r in rows:
+    assert (r['is_easy'] == '1') == (float(r['easiness']) == 1.0)
+    assert (r['is_hard'] == '1') == (float(r['easiness']) == 0.0)
+
+
+def test_stage_reports_an_empty_window(tmp_path):
+  workdir = str(tmp_path)
+  _write_study(workdir, [('cnn', 1)])
+  cfg = _config()
+  cfg.analysis.window = (5.0, 9.0)
+  with pytest.raises(ValueError, match='selects none'):
+    stage.run_analysis(cfg, workdir)

@@ -1,0 +1,120 @@
+"""The record stage end to end: records contract, resume after kill -9."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from conftest import quick_config
+from easyhard_jax import records
+from easyhard_jax import stages
+from easyhard_jax.train import optim
+
+
+def test_load_returns_contract_shapes(quick_study):
+  config, workdir = quick_study
+  spe = int(np.ceil(config.max_train_examples / config.batch_size))
+  schedule = optim.probe_schedule(config, spe)
+  for split, n in (('train', config.max_train_examples), ('test', 359)):
+    r = records.load(workdir, split)
+    shape = (config.seeds_per_arch, len(schedule), n)
+    for f in records.FIELDS:
+      assert getattr(r, f).shape == shape, f
+    assert r.correct.dtype == bool
+    np.testing.assert_array_equal(r.probe_steps, schedule)
+    np.testing.assert_array_equal(r.example_ids, np.arange(n))
+    assert [m['name'] for m in r.members] == ['cnn/s0', 'cnn/s1']
+    # Margin > 0 exactly when correct; p_true = exp(-loss); el2n bounded.
+    np.testing.assert_array_equal(r.margin > 0, r.correct)
+    np.testing.assert_allclose(r.p_true, np.exp(-r.loss), rtol=1e-4)
+    assert np.all((r.el2n >= 0) & (r.el2n <= np.sqrt(2) + 1e-5))
+  train = records.load(workdir, 'train')
+  # Labels are the dataset's, in its canonical order.
+  from easyhard_jax.data import sources
+  data = sources.load_dataset(config)
+  np.testing.assert_array_equal(train.labels, data.train_labels)
+  # Training helps: the final probe beats the first one on the test split.
+  test = records.load(workdir, 'test')
+  assert test.correct[:, -1].mean() > test.correct[:, 0].mean()
+  assert test.correct[:, -1].mean() > 0.5
+
+
+def test_fused_records_one_per_epoch(quick_study):
+  config, workdir = quick_study
+  r = records.load(workdir, 'train', source='fused')
+  assert r.loss.shape[:2] == (config.seeds_per_arch, config.epochs)
+  assert np.isfinite(r.loss).all()  # Every example is seen every epoch.
+  assert np.isnan(r.el2n).all()     # Not stored for the training pass.
+
+
+def test_records_are_numpy_loadable_without_pickle(quick_study):
+  _, workdir = quick_study
+  root = records.records_dir(workdir)
+  with open(os.path.join(root, 'manifest.json')) as f:
+    manifest = json.load(f)
+  chunk = manifest['archs']['cnn']['chunks']['probe_test']['0']['file']
+  with np.load(os.path.join(root, 'cnn', chunk), allow_pickle=False) as z:
+    assert set(records.FIELDS) <= set(z.files)
+
+
+def test_rerun_of_finished_study_skips_training(quick_study, tmp_path):
+  config, workdir = quick_study
+  before = os.path.getmtime(os.path.join(workdir, 'records', 'manifest.json'))
+  tick = time.time()
+  stages.run(config, workdir, 'record')
+  assert os.path.getmtime(
+      os.path.join(workdir, 'records', 'manifest.json')) == before
+  assert time.time() - tick < 30
+
+
+def _main_cmd(workdir, *overrides):
+  return [sys.executable, '-m', 'easyhard_jax.main',
+          '--config=configs/digits_quick.py', f'--workdir={workdir}',
+          '--mode=record', *overrides]
+
+
+def test_kill_and_resume_gives_identical_records(quick_study, tmp_path):
+  """kill -9 after the first checkpoint, rerun, compare with a clean run."""
+  config, clean = quick_study
+  workdir = str(tmp_path / 'killed')
+  overrides = ['--config.epochs=3']
+  proc = subprocess.Popen(_main_cmd(workdir, *overrides), cwd=ROOT,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  ckpt_dir = os.path.join(workdir, 'checkpoints', 'cnn')
+  deadline = time.time() + 240
+  try:
+    while time.time() < deadline:
+      done = [d for d in (os.listdir(ckpt_dir) if os.path.isdir(ckpt_dir)
+                          else []) if d.isdigit()]
+      if done or proc.poll() is not None:
+        break
+      time.sleep(0.05)
+    assert proc.poll() is None, 'run ended before it could be killed'
+    assert done, 'no checkpoint appeared in time'
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  manifest = records.read_manifest(workdir)
+  assert not manifest['archs']['cnn']['complete']
+  subprocess.run(_main_cmd(workdir, *overrides), cwd=ROOT, check=True,
+                 capture_output=True, timeout=300)
+  # The uninterrupted reference with the same overrides.
+  reference = str(tmp_path / 'clean')
+  subprocess.run(_main_cmd(reference, *overrides), cwd=ROOT, check=True,
+                 capture_output=True, timeout=300)
+  for split in ('train', 'test'):
+    a, b = records.load(workdir, split), records.load(reference, split)
+    np.testing.assert_array_equal(a.probe_steps, b.probe_steps)
+    np.testing.assert_array_equal(a.correct, b.correct)
+    np.testing.assert_array_equal(a.loss, b.loss)
+  fa = records.load(workdir, 'train', 'fused')
+  fb = records.load(reference, 'train', 'fused')
+  np.testing.assert_array_equal(fa.loss, fb.loss)
