@@ -61,5 +61,6 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.checkpoint_every_epochs = 1
   c.checkpoints_to_keep = 2
-  c.log_every_epochs = 1
+  # Persistent XLA cache: reruns and resumes skip compilation ('' = off).
+  c.compilation_cache_dir = '~/.cache/easyhard_jax/xla'
   return c

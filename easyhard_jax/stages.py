@@ -29,9 +29,18 @@ STAGES = {'record': _record, 'analyze': _analyze}
 MODES = ('study',) + tuple(STAGES)
 
 
+def enable_compilation_cache(config) -> None:
+  """Persists compiled programs, so resumes and reruns skip compilation."""
+  path = config.get('compilation_cache_dir')
+  if path:
+    jax.config.update('jax_compilation_cache_dir', os.path.expanduser(path))
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
+
+
 def run(config, workdir: str, mode: str = 'study') -> None:
   """Runs one stage, or every stage in order for mode='study'."""
   os.makedirs(workdir, exist_ok=True)
+  enable_compilation_cache(config)
   if jax.process_index() == 0:
     records.atomic_write_json(os.path.join(workdir, 'config.json'),
                               json.loads(config.to_json_best_effort()))
