@@ -25,20 +25,31 @@ def ref_top_k_per_class(key, labels, k, tiebreak, valid, largest):
 
 
 @pytest.mark.parametrize('n', [1, 9, 64])
-@pytest.mark.parametrize('largest', [True, False])
-def test_top_k_matches_reference_with_ties(n, largest):
+def test_top_k_matches_reference_with_ties(n):
   rng = np.random.default_rng(n)
-  key = rng.integers(0, 4, n).astype(np.float32)  # Many ties.
+  key = rng.integers(-2, 2, n).astype(np.float32)  # Many ties.
+  key[key == 0] = -0.0 if n > 1 else 0.0  # -0.0 ties with 0.0.
+  key[:n // 2][key[:n // 2] == -0.0] = 0.0
   tiebreak = rng.integers(0, 3, n).astype(np.float32)  # Ties within ties.
   valid = rng.random(n) < 0.8
-  for k in [0, 1, n // 2, n, n + 3]:
-    got = np.asarray(sets.top_k_mask(key, k, tiebreak, valid,
-                                     largest=largest))
+  for largest in (True, False):
+    for k in [0, 1, n // 2, n, n + 3]:
+      got = np.asarray(sets.top_k_mask(key, k, tiebreak, valid,
+                                       largest=largest))
+      np.testing.assert_array_equal(
+          got, ref_top_k(key, k, tiebreak, valid, largest), err_msg=f'k={k}')
+  if n == 64:  # Without tiebreak and padding: ties go to the lower index.
+    got = np.asarray(sets.top_k_mask(key, 20))
     np.testing.assert_array_equal(
-        got, ref_top_k(key, k, tiebreak, valid, largest), err_msg=f'k={k}')
-    got = np.asarray(sets.top_k_mask(key, k, largest=largest))
-    np.testing.assert_array_equal(
-        got, ref_top_k(key, k, np.zeros(n), np.ones(n, bool), largest))
+        got, ref_top_k(key, 20, np.zeros(n), np.ones(n, bool), True))
+
+
+def test_sortable_int_preserves_order():
+  x = np.array([-np.inf, -3.5, -1e-30, -0.0, 0.0, 1e-30, 2.0, np.inf],
+               np.float32)
+  k = np.asarray(sets.sortable_int(x))
+  assert np.all(np.diff(k[[0, 1, 2, 3, 5, 6, 7]]) > 0)
+  assert k[3] == k[4]
 
 
 def test_top_k_rows_are_independent():
@@ -141,6 +152,8 @@ def test_rule_resolves_k_and_validates():
     sets.SetRule(method='all_correct', score='el2n')
   with pytest.raises(ValueError, match='no easy or hard end'):
     sets.SetRule(score='variability')
+  with pytest.raises(ValueError, match='sets.score must be one of'):
+    sets.SetRule(score='easiness/vgg16')
   with pytest.raises(ValueError, match='non-finite'):
     sets.check_finite(np.array([0.0, np.nan]), 'el2n')
 

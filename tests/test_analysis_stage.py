@@ -56,7 +56,7 @@ def _write_study(workdir, archs, n_train=60, n_test=60, seed=0):
   return truth
 
 
-def _config(num_bootstrap=20):
+def _config(num_bootstrap=16):
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.analysis = default_config()
@@ -147,6 +147,11 @@ def test_stage_with_one_member_and_no_images(tmp_path):
   assert 'skipped' in result['test']['errors_in_hard_leave_one_out']
   out = os.path.join(workdir, 'analysis')
   assert not os.path.exists(os.path.join(out, 'mean_images.npz'))
+  assert os.path.exists(os.path.join(out, 'scores_test.csv'))
+  cfg.analysis.test.enabled = False
+  result = stage.run_analysis(cfg, workdir)
+  assert 'skipped' in result['test']
+  assert not os.path.exists(os.path.join(out, 'scores_test.csv'))  # Stale.
   rows = _read_csv(os.path.join(out, 'scores_train.csv'))
   for r in rows:
     assert (r['is_easy'] == '1') == (float(r['easiness']) == 1.0)

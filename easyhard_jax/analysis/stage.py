@@ -1,0 +1,277 @@
+"""The analysis stage: records in, ``WORKDIR/analysis`` out.
+
+:func:`run_analysis` reads the records of a study (``records.load``) and
+writes, atomically:
+
+* ``analysis.json``: set sizes (overall and per class), score summaries and
+  their rank correlations, member and architecture agreement (overlap of easy
+  and hard sets with chance levels and ratios, Spearman of easiness,
+  bootstrap intervals over seeds), visual similarity, colour and frequency
+  statistics (when images or features are given) and the test-error section.
+* ``scores_train.csv`` / ``scores_test.csv``: one row per example in the
+  split's stable index order: example_index, tfds_id (empty where unknown),
+  label, every score, per-architecture easiness, is_easy, is_hard.
+* ``mean_images.npz``: per-class mean images of the easy, hard and all sets
+  (when images are given).
+
+NaN values appear as ``null`` in the JSON and ``nan`` in the CSVs; infinite
+ones as the strings ``"inf"`` / ``"-inf"`` in the JSON.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from typing import Any, Mapping
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from easyhard_jax import records as records_lib
+from easyhard_jax.analysis import agreement as agreement_lib
+from easyhard_jax.analysis import config as config_lib
+from easyhard_jax.analysis import heldout_errors
+from easyhard_jax.analysis import scores as scores_lib
+from easyhard_jax.analysis import sets as sets_lib
+from easyhard_jax.analysis import similarity as similarity_lib
+
+
+def to_jsonable(obj: Any) -> Any:
+  """Numpy/jax values -> JSON types; NaN -> None, +-inf -> 'inf'/'-inf'."""
+  if isinstance(obj, Mapping):
+    return {str(k): to_jsonable(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [to_jsonable(v) for v in obj]
+  if isinstance(obj, (np.ndarray, jax.Array)):
+    return to_jsonable(np.asarray(obj).tolist())
+  if isinstance(obj, np.generic):
+    return to_jsonable(obj.item())
+  if isinstance(obj, float):
+    if math.isnan(obj):
+      return None
+    if math.isinf(obj):
+      return 'inf' if obj > 0 else '-inf'
+  return obj
+
+
+def _csv_bytes(rec: Any, example: Mapping[str, np.ndarray], easy: np.ndarray,
+               hard: np.ndarray, archs: list[str]) -> bytes:
+  order = np.argsort(np.asarray(rec.example_ids), kind='stable')
+  names = list(scores_lib.SCORE_NAMES) + [f'easiness/{a}' for a in archs]
+  buf = io.StringIO()
+  w = csv.writer(buf, lineterminator='\n')
+  w.writerow(['example_index', 'tfds_id', 'label'] + names +
+             ['is_easy', 'is_hard'])
+  ids = rec.tfds_ids
+  cols = [np.asarray(example[n], np.float64) for n in names]
+  for i in order:
+    tid = '' if ids is None or ids[i] is None else str(ids[i])
+    w.writerow([int(rec.example_ids[i]), tid, int(rec.labels[i])] +
+               [f'{c[i]:.7g}' for c in cols] + [int(easy[i]), int(hard[i])])
+  return buf.getvalue().encode()
+
+
+def _score_summary(example: Mapping[str, np.ndarray]) -> dict[str, Any]:
+  out = {}
+  for name in scores_lib.SCORE_NAMES:
+    v = np.asarray(example[name], np.float64)
+    fin = v[np.isfinite(v)]
+    out[name] = None if not fin.size else {
+        'mean': float(fin.mean()), 'std': float(fin.std()),
+        'min': float(fin.min()), 'max': float(fin.max())}
+  return out
+
+
+def _score_correlation(example: Mapping[str, np.ndarray]) -> dict[str, Any]:
+  """Spearman between scores, each oriented high = easy (variability raw)."""
+  names, rows = [], []
+  for name in scores_lib.SCORE_NAMES:
+    v = np.asarray(example[name], np.float32)
+    if not np.all(np.isfinite(v)):
+      continue
+    o = scores_lib.orientation(name)
+    names.append(name)
+    rows.append(v if o == scores_lib.NEITHER else
+                scores_lib.easier_key(v, name))
+  if len(rows) < 2:
+    return {'skipped': 'fewer than two finite scores'}
+  return {'scores': names, 'oriented': 'higher_is_easier (variability raw)',
+          'spearman': np.asarray(agreement_lib.spearman_matrix(
+              jnp.asarray(np.stack(rows))))}
+
+
+def _split_sets(sc: dict[str, Any], labels: np.ndarray,
+                rule: sets_lib.SetRule,
+                num_classes: int) -> tuple[np.ndarray, np.ndarray, dict]:
+  score = sc['example'][rule.score]
+  sets_lib.check_finite(score, rule.score)
+  k = rule.resolve_k(labels, num_classes) if rule.method == 'top_k' else None
+  easy, hard = sets_lib.easy_hard_masks(
+      rule, score, labels=jnp.asarray(labels, jnp.int32),
+      num_classes=num_classes, k=k, tiebreak=sc['example']['aum'])
+  easy, hard = np.asarray(easy), np.asarray(hard)
+  info = {'rule': rule.method, 'score': rule.score,
+          'k': None if k is None else np.asarray(k),
+          'easy_size': int(easy.sum()), 'hard_size': int(hard.sum()),
+          'both': int((easy & hard).sum()),
+          'easy_per_class': np.bincount(labels[easy], minlength=num_classes),
+          'hard_per_class': np.bincount(labels[hard], minlength=num_classes),
+          'class_sizes': np.bincount(labels, minlength=num_classes)}
+  return easy, hard, info
+
+
+def _records_info(rec: Any, sc: dict[str, Any]) -> dict[str, Any]:
+  return {'members': rec.num_members, 'probes': int(rec.correct.shape[1]),
+          'examples': int(rec.correct.shape[2]), 'archs': sc['archs'],
+          'member_names': [m.get('name') for m in rec.members],
+          'probe_epochs': np.asarray(rec.probe_epochs),
+          'window_probe_epochs': np.asarray(rec.probe_epochs)[
+              sc['window_mask']],
+          'dynamics_probe_epochs': np.asarray(rec.probe_epochs)[
+              sc['dynamics_mask']]}
+
+
+def _similarity(cfg: Any, labels: np.ndarray, easy: np.ndarray,
+                hard: np.ndarray, images: Any, features: Any,
+                num_classes: int) -> tuple[dict[str, Any], dict[str, Any]]:
+  s = cfg.similarity
+  kw = dict(seed=s.seed, max_set_size=s.max_set_size, per_class=s.per_class,
+            block_size=s.block_size)
+  out: dict[str, Any] = {}
+  means: dict[str, Any] = {}
+  if images is None and features is None:
+    return {'skipped': 'no images or features passed to run_analysis'}, means
+  if images is not None:
+    images = np.asarray(images)
+    if images.shape[0] != labels.shape[0]:
+      raise ValueError(f'train_images has {images.shape[0]} rows but the '
+                       f'records have {labels.shape[0]} examples.')
+    out['pixels'] = similarity_lib.set_distances(images, easy, hard, labels,
+                                                 **kw)
+    rng = np.random.default_rng(s.seed)
+    sizes = [int(easy.sum()), int(hard.sum())]
+    k = max(min(sizes) if min(sizes) > 0 else max(sizes), 1)
+    rand = np.zeros(labels.shape, bool)  # A random set the size of the others.
+    rand[rng.choice(labels.size, size=k, replace=False)] = True
+    out.update(similarity_lib.colour_and_frequency(
+        images, {'easy': easy, 'hard': hard, 'random': rand,
+                 'all': np.ones_like(easy)},
+        hf_cutoff=s.hf_cutoff, hf_remove_mean=s.hf_remove_mean))
+    for name, mask in (('easy', easy), ('hard', hard),
+                       ('all', np.ones_like(easy))):
+      m, c = similarity_lib.class_mean_images(images, labels, mask,
+                                              num_classes)
+      means[f'{name}_mean'], means[f'{name}_count'] = m, c
+  if features is not None:
+    feats = features if isinstance(features, Mapping) else {
+        'features': features}
+    out['features'] = {
+        name: similarity_lib.set_distances(np.asarray(f), easy, hard, labels,
+                                           **kw)
+        for name, f in feats.items()}
+  return out, means
+
+
+def run_analysis(config: Any, workdir: str, *, train_images: Any = None,
+                 test_images: Any = None,
+                 features: Any = None) -> dict[str, Any]:
+  """Runs the whole analysis on a study's records and writes its outputs.
+
+  Args:
+    config: the study ConfigDict; ``config.analysis`` holds the knobs
+      (:func:`easyhard_jax.analysis.default_config`; used when absent).
+    workdir: the study workdir (records in ``WORKDIR/records``).
+    train_images: optional [N, H, W, C] train images in example-index order.
+    test_images: optional test images, same layout (for mean images).
+    features: optional [N, D] train features (e.g. penultimate activations)
+      or {name: [N, D]}, for the same distance statistics.
+
+  Returns:
+    The dict written to ``WORKDIR/analysis/analysis.json``.
+  """
+  cfg = config.analysis if 'analysis' in config else config_lib.default_config()
+  out_dir = os.path.join(workdir, 'analysis')
+  rule = sets_lib.SetRule.from_config(cfg.sets)
+  train = records_lib.load(workdir, 'train', source=cfg.source)
+  test = None
+  if cfg.test.enabled:
+    try:
+      test = records_lib.load(workdir, 'test', source='probe')
+    except FileNotFoundError as e:
+      logging.info('No test records (%s); skipping the test section.', e)
+  labels = np.asarray(train.labels, np.int32)
+  num_classes = int(max(labels.max(), -1 if test is None else
+                        np.asarray(test.labels).max())) + 1
+
+  logging.info('Scoring %d members x %d probes x %d train examples.',
+               *train.correct.shape)
+  sc = scores_lib.compute_scores(train, cfg.window, cfg.dynamics_window)
+  easy, hard, set_info = _split_sets(sc, labels, rule, num_classes)
+  result: dict[str, Any] = {
+      'config': cfg.to_dict(),
+      'score_orientation': scores_lib.SCORE_ORIENTATION,
+      'records': {'train': _records_info(train, sc), 'source': cfg.source},
+      'sets': {'train': set_info},
+      'score_summary': {'train': _score_summary(sc['example'])},
+      'score_correlation': {'train': _score_correlation(sc['example'])},
+  }
+  logging.info('Agreement between %d members.', train.num_members)
+  result['agreement'] = agreement_lib.agreement_report(
+      sc['member'], [m.get('name', str(i)) for i, m in enumerate(
+          train.members)], sc['group_ids'], sc['archs'], rule, labels,
+      num_classes, jax.random.key(cfg.agreement.seed),
+      num_bootstrap=cfg.agreement.num_bootstrap,
+      ci_level=cfg.agreement.ci_level)
+  result['similarity'], means = _similarity(cfg, labels, easy, hard,
+                                            train_images, features,
+                                            num_classes)
+  npz = {f'train_{k}': v for k, v in means.items()}
+
+  os.makedirs(out_dir, exist_ok=True)
+  records_lib.atomic_write_bytes(
+      os.path.join(out_dir, 'scores_train.csv'),
+      _csv_bytes(train, sc['example'], easy, hard, sc['archs']))
+  if test is None:
+    result['test'] = {'skipped': 'no test records' if cfg.test.enabled
+                      else 'config.analysis.test.enabled is False'}
+  else:
+    tsc = scores_lib.compute_scores(test, cfg.window, cfg.dynamics_window)
+    tlabels = np.asarray(test.labels, np.int32)
+    report, teasy, thard = heldout_errors.heldout_error_report(
+        tsc, np.asarray(test.correct[:, -1, :]), tlabels, rule, num_classes)
+    report['final_probe_epoch'] = float(test.probe_epochs[-1])
+    result['test'] = report
+    result['records']['test'] = _records_info(test, tsc)
+    _, _, result['sets']['test'] = _split_sets(tsc, tlabels, rule, num_classes)
+    result['score_summary']['test'] = _score_summary(tsc['example'])
+    records_lib.atomic_write_bytes(
+        os.path.join(out_dir, 'scores_test.csv'),
+        _csv_bytes(test, tsc['example'], teasy, thard, tsc['archs']))
+    if test_images is not None:
+      for name, mask in (('easy', teasy), ('hard', thard),
+                         ('all', np.ones_like(teasy))):
+        m, c = similarity_lib.class_mean_images(test_images, tlabels, mask,
+                                                num_classes)
+        npz[f'test_{name}_mean'], npz[f'test_{name}_count'] = m, c
+  # Outputs this run does not produce must not survive from an earlier run.
+  for name, made in (('scores_test.csv', test is not None),
+                     ('mean_images.npz', bool(npz))):
+    stale = os.path.join(out_dir, name)
+    if not made and os.path.exists(stale):
+      logging.info('Removing %s from an earlier run.', stale)
+      os.remove(stale)
+  if npz:
+    buf = io.BytesIO()
+    np.savez(buf, **npz)
+    records_lib.atomic_write_bytes(os.path.join(out_dir, 'mean_images.npz'),
+                                   buf.getvalue())
+  else:
+    result['mean_images'] = {'skipped': 'no images passed to run_analysis'}
+  result = to_jsonable(result)
+  records_lib.atomic_write_json(os.path.join(out_dir, 'analysis.json'), result)
+  logging.info('Wrote %s', out_dir)
+  return result
