@@ -9,6 +9,8 @@ Runtime and results: see the dataset configs (cifar10.py, digits.py, ...).
 
 import ml_collections
 
+from easyhard_jax import analysis
+
 
 def get_config() -> ml_collections.ConfigDict:
   """Returns the default study config."""
@@ -58,6 +60,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.probe.first_epoch_fractions = (0.25, 0.5, 0.75)
   c.probe.every_epochs = 1
   c.probe.at_init = False
+
+  # Analysis stage (windows, easy/hard set rule, agreement, similarity).
+  c.analysis = analysis.default_config()
 
   c.checkpoint_every_epochs = 1
   c.checkpoints_to_keep = 2

@@ -93,6 +93,7 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
       f.write(data)
       f.flush()
       os.fsync(f.fileno())
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; results are for sharing.
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
