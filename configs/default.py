@@ -10,6 +10,7 @@ Runtime and results: see the dataset configs (cifar10.py, digits.py, ...).
 import ml_collections
 
 from easyhard_jax import analysis
+from easyhard_jax.experiments import sweeps
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -63,6 +64,11 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Analysis stage (windows, easy/hard set rule, agreement, similarity).
   c.analysis = analysis.default_config()
+
+  # Retraining sweeps (see easyhard_jax/experiments/sweeps.py): removal of
+  # easy / hard / random examples, and compression by easiness vs random.
+  c.removal = sweeps.default_sweep_config('remove')
+  c.compression = sweeps.default_sweep_config('compress')
 
   c.checkpoint_every_epochs = 1
   c.checkpoints_to_keep = 2

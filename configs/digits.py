@@ -28,4 +28,9 @@ def get_config():
   c.probe.first_epoch_fractions = (0.25, 0.5, 0.75)
   c.probe.every_epochs = 1
   c.checkpoint_every_epochs = 3
+  # Sweeps retrain the small CNN only (~1 min each on 2 CPU cores).
+  for sweep in (c.removal, c.compression):
+    sweep.archs = 'cnn'
+    sweep.seeds = 2
+    sweep.epochs = 15
   return c

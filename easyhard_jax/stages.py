@@ -25,7 +25,18 @@ def _analyze(config, workdir):
                      test_images=data.test_images)
 
 
-STAGES = {'record': _record, 'analyze': _analyze}
+def _remove(config, workdir):
+  from easyhard_jax.experiments import sweeps
+  sweeps.run_sweep(config, workdir, 'remove')
+
+
+def _compress(config, workdir):
+  from easyhard_jax.experiments import sweeps
+  sweeps.run_sweep(config, workdir, 'compress')
+
+
+STAGES = {'record': _record, 'analyze': _analyze, 'remove': _remove,
+          'compress': _compress}
 MODES = ('study',) + tuple(STAGES)
 
 

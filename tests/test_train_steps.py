@@ -46,7 +46,7 @@ def test_per_example_stats_match_definitions():
 def test_fused_outputs_equal_separate_forward_pass(trainer):
   t = trainer
   states = t.init_states()
-  perms = t.epoch_perms(t.perm_keys, 0)
+  perms = t.epoch_perms(0)
   m = 1  # Check a member that is not the first.
   state_m = _member(states, m)
   step = functools.partial(
@@ -55,9 +55,11 @@ def test_fused_outputs_equal_separate_forward_pass(trainer):
       augment=device_ops.AugmentConfig(t.config.augment.crop_padding, False),
       mean=t.mean, std=t.std, dtype=t.dtype)
   _, (idx, fused) = jax.jit(step)(state_m, perms[m], t.aug_keys[m],
-                                  t.images['train'], t.labels['train'])
+                                  t.num_kept[m], t.images['train'],
+                                  t.labels['train'])
   # The same batch, rebuilt by hand, through a plain forward pass.
-  idx_ref = device_ops.batch_indices(perms[m], 0, t.config.batch_size)
+  idx_ref = device_ops.batch_indices(perms[m], 0, t.config.batch_size,
+                                     t.num_kept[m])
   np.testing.assert_array_equal(idx, idx_ref)
   x = device_ops.augment(jax.random.fold_in(t.aug_keys[m], 0),
                          t.images['train'][idx_ref],
@@ -77,7 +79,7 @@ def test_fused_outputs_equal_separate_forward_pass(trainer):
 def test_ensemble_step_scatters_by_example_index(trainer):
   t = trainer
   states = t.init_states()
-  perms = t.epoch_perms(t.perm_keys, 0)
+  perms = t.epoch_perms(0)
   n = t.images['train'].shape[0]
   buffers = steps_lib.empty_buffers(t.num_members, n)
   step = jax.jit(functools.partial(
@@ -85,8 +87,8 @@ def test_ensemble_step_scatters_by_example_index(trainer):
       tx=t.tx, batch_size=t.config.batch_size, steps_per_epoch=t.spe,
       augment=device_ops.AugmentConfig(), mean=t.mean, std=t.std,
       dtype=t.dtype))
-  _, buffers = step(states, buffers, perms, t.aug_keys, t.images['train'],
-                    t.labels['train'])
+  _, buffers = step(states, buffers, perms, t.aug_keys, t.num_kept,
+                    t.images['train'], t.labels['train'])
   seen = np.isfinite(np.asarray(buffers['loss']))
   perms = np.asarray(perms)
   for m in range(t.num_members):
@@ -102,13 +104,13 @@ def test_members_differ_in_init_order_and_outputs(trainer):
              if leaf.ndim == 5]  # [members, kh, kw, cin, cout] conv kernels.
   k = kernels[0]
   assert not np.allclose(k[0], k[1]) and not np.allclose(k[1], k[2])
-  perms = np.asarray(t.epoch_perms(t.perm_keys, 0))
+  perms = np.asarray(t.epoch_perms(0))
   assert not np.array_equal(perms[0], perms[1])
   assert sorted(perms[0]) == list(range(perms.shape[1]))
   out = t.probe(states, 'test')
   assert not np.allclose(out['loss'][0], out['loss'][1])
   # A new epoch gives a new order for the same member.
-  assert not np.array_equal(np.asarray(t.epoch_perms(t.perm_keys, 1))[0],
+  assert not np.array_equal(np.asarray(t.epoch_perms(1))[0],
                             perms[0])
 
 
@@ -124,9 +126,9 @@ def test_vmap_and_unroll_strategies_agree(trainer):
         dtype=t.dtype))
     states = t.init_states()
     buffers = steps_lib.empty_buffers(t.num_members, n)
-    perms = t.epoch_perms(t.perm_keys, 0)
+    perms = t.epoch_perms(0)
     for _ in range(3):
-      states, buffers = step(states, buffers, perms, t.aug_keys,
+      states, buffers = step(states, buffers, perms, t.aug_keys, t.num_kept,
                              t.images['train'], t.labels['train'])
     results[strategy] = (jax.device_get(states), jax.device_get(buffers))
   (s_u, b_u), (s_v, b_v) = results['unroll'], results['vmap']

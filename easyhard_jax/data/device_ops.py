@@ -36,20 +36,25 @@ def normalize(images: jax.Array, mean: jax.Array, std: jax.Array,
   return ((x - mean) / std).astype(dtype)
 
 
-def epoch_permutation(key: jax.Array, num_examples: int) -> jax.Array:
-  """A member's example order for one epoch (int32 [N])."""
-  return jax.random.permutation(key, num_examples).astype(jnp.int32)
+def epoch_permutation(key: jax.Array, keep: jax.Array) -> jax.Array:
+  """A member's example order for one epoch (int32 [N]).
+
+  Examples with ``keep`` True come first, in random order; the excluded ones
+  (a member's removed subset) follow and are never drawn by batch_indices.
+  """
+  u = jax.random.uniform(key, keep.shape)
+  return jnp.argsort(jnp.where(keep, u, 2.0)).astype(jnp.int32)
 
 
-def batch_indices(perm: jax.Array, step_in_epoch: jax.Array,
-                  batch_size: int) -> jax.Array:
-  """Example indices of one training batch.
+def batch_indices(perm: jax.Array, step_in_epoch: jax.Array, batch_size: int,
+                  num_kept: jax.Array | int | None = None) -> jax.Array:
+  """Example indices of one training batch, drawn from the first num_kept.
 
   The last batch of an epoch wraps around to the start of the permutation, so
-  every batch is full (BatchNorm sees no padding) and every example is seen at
-  least once per epoch.
+  every batch is full (BatchNorm sees no padding) and every kept example is
+  seen at least once per epoch.
   """
-  n = perm.shape[0]
+  n = perm.shape[0] if num_kept is None else num_kept
   pos = (step_in_epoch * batch_size + jnp.arange(batch_size)) % n
   return perm[pos]
 

@@ -49,15 +49,16 @@ def _classic_rng(fn):
   return wrapped
 
 
-def member_keys(config, arch: str) -> jax.Array:
-  """Per-member base keys: fold_in(fold_in(seed, crc32(arch)), member)."""
+def member_keys(config, arch: str, seeds) -> jax.Array:
+  """Per-member base keys: fold_in(fold_in(seed, crc32(arch)), member seed)."""
   root = jax.random.fold_in(jax.random.key(config.seed),
                             zlib.crc32(arch.encode()) & 0x7FFFFFFF)
   return jax.vmap(lambda i: jax.random.fold_in(root, i))(
-      jnp.arange(config.seeds_per_arch))
+      jnp.asarray(seeds, jnp.int32))
 
 
 def member_infos(config, arch: str) -> list[dict[str, Any]]:
+  """The study's members of ``arch``: seeds 0..seeds_per_arch-1, all data."""
   return [{'name': f'{arch}/s{i}', 'arch': arch, 'seed': i,
            'root_seed': int(config.seed)}
           for i in range(config.seeds_per_arch)]
@@ -68,25 +69,49 @@ def steps_per_epoch(config, num_examples: int) -> int:
 
 
 class ArchTrainer:
-  """Holds the compiled steps and device data of one architecture's members."""
+  """Holds the compiled steps and device data of one architecture's members.
 
-  def __init__(self, config, data: sources.Dataset, arch: str):
+  Args:
+    config: the study config.
+    data: the dataset (uint8, moved to the device here).
+    arch: model registry name.
+    members: member dicts (name, arch, seed, ...); default: the study's seeds.
+    keep: optional bool [M, N] training subset per member (all members must
+      keep the same number of examples, which sets the epoch length).
+    total_steps: training length; default ``epochs`` epochs of the subset.
+  """
+
+  def __init__(self, config, data: sources.Dataset, arch: str,
+               members: list[dict[str, Any]] | None = None,
+               keep: np.ndarray | None = None,
+               total_steps: int | None = None):
     self.config, self.data, self.arch = config, data, arch
+    self.members = members or member_infos(config, arch)
+    self.num_members = len(self.members)
     n = data.train_images.shape[0]
-    self.spe = steps_per_epoch(config, n)
-    self.total_steps = config.epochs * self.spe
-    self.num_members = config.seeds_per_arch
+    keep = (np.ones((self.num_members, n), bool) if keep is None
+            else np.asarray(keep, bool))
+    kept = keep.sum(axis=1)
+    if keep.shape != (self.num_members, n) or (kept != kept[0]).any() or (
+        kept[0] == 0):
+      raise ValueError(f'keep must be bool [members={self.num_members}, '
+                       f'examples={n}] with the same nonzero count per '
+                       f'member; got shape {keep.shape}, counts {kept}.')
+    self.keep = keep
+    self.spe = steps_per_epoch(config, int(kept[0]))
+    self.total_steps = total_steps or config.epochs * self.spe
     self.dtype = config_checks.compute_dtype(config)
     self.strategy = config_checks.member_strategy(config)
     kwargs = dict(config.model_kwargs.get(arch, {}))
     self.model = models.get_model(arch, num_classes=data.num_classes,
                                   width=config.width, dtype=self.dtype,
                                   **kwargs)
-    self.tx = optim.make_optimizer(config, self.spe)
-    keys = member_keys(config, arch)
+    self.tx = optim.make_optimizer(config, self.spe, self.total_steps)
+    keys = member_keys(config, arch, [m['seed'] for m in self.members])
     self.init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys)
     self.perm_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
     self.aug_keys = jax.vmap(lambda k: jax.random.fold_in(k, 2))(keys)
+    self.num_kept = jnp.asarray(kept, jnp.int32)
     mean, std = device_ops.channel_stats(data.train_images)
     self.mean, self.std = jnp.asarray(mean), jnp.asarray(std)
     self.images = {s: jnp.asarray(data.split(s)[0]) for s in records.SPLITS}
@@ -108,10 +133,18 @@ class ArchTrainer:
             steps_lib.ensemble_probe_step, model=self.model,
             strategy=self.strategy, mean=self.mean, std=self.std,
             dtype=self.dtype))
-    self.epoch_perms = _classic_rng(jax.jit(
-        lambda keys, epoch: jax.vmap(
-            lambda k: device_ops.epoch_permutation(
-                jax.random.fold_in(k, epoch), n))(keys)))
+    perms = _classic_rng(jax.jit(
+        lambda keys, keep, epoch: jax.vmap(
+            lambda k, m: device_ops.epoch_permutation(
+                jax.random.fold_in(k, epoch), m))(keys, keep)))
+    keep_device = jnp.asarray(keep)
+    self.epoch_perms = lambda epoch: perms(self.perm_keys, keep_device, epoch)
+
+  def step(self, states, buffers, perms):
+    """One train step of every member on the device-resident training set."""
+    return self.train_step(states, buffers, perms, self.aug_keys,
+                           self.num_kept, self.images['train'],
+                           self.labels['train'])
 
   @_classic_rng
   def init_states(self) -> steps_lib.TrainState:
@@ -152,11 +185,23 @@ def _write_metrics(workdir: str, row: dict[str, Any]) -> None:
 
 
 def train_arch(config, data: sources.Dataset, arch: str, workdir: str,
-               writer: records.RecordWriter) -> None:
-  """Trains one architecture's members, writing probe and fused records."""
-  t = ArchTrainer(config, data, arch)
-  schedule = optim.probe_schedule(config, t.spe)
-  writer.begin_arch(arch, member_infos(config, arch), t.spe, schedule)
+               writer: records.RecordWriter, program: str | None = None,
+               **trainer_kwargs) -> None:
+  """Trains one architecture's members, writing probe and fused records.
+
+  Args:
+    config, data, arch: as for ArchTrainer.
+    workdir: where checkpoints/ and metrics.jsonl go.
+    writer: the records writer of ``workdir``.
+    program: name of this group of members in records and checkpoints
+      (default: ``arch``); the experiments train one arch in several groups.
+    **trainer_kwargs: members, keep, total_steps (see ArchTrainer); subsets
+      and step budgets are how the experiments retrain on part of the data.
+  """
+  t = ArchTrainer(config, data, arch, **trainer_kwargs)
+  schedule = optim.probe_schedule(config, t.spe, t.total_steps)
+  arch = program or arch  # From here on: the name of this member group.
+  writer.begin_arch(arch, t.members, t.spe, schedule)
   probe_index = {s: k for k, s in enumerate(schedule)}
   ckpt = checkpoints.Checkpointer(
       os.path.join(workdir, 'checkpoints', arch), config.checkpoints_to_keep)
@@ -189,13 +234,12 @@ def train_arch(config, data: sources.Dataset, arch: str, workdir: str,
     if step in probe_index and (in_epoch != 0 or step == 0):
       run_probe(step, states)
     if in_epoch == 0 or perms is None:
-      perms = t.epoch_perms(t.perm_keys, epoch)
+      perms = t.epoch_perms(epoch)
       buffers = steps_lib.empty_buffers(t.num_members, t.images['train'].shape[0])
-    states, buffers = t.train_step(states, buffers, perms, t.aug_keys,
-                                   t.images['train'], t.labels['train'])
-    if in_epoch == t.spe - 1:
+    states, buffers = t.step(states, buffers, perms)
+    if in_epoch == t.spe - 1 or step + 1 == t.total_steps:
       fused = jax.device_get(buffers)
-      _check_finite(fused['loss'], arch, epoch)
+      _check_finite(np.where(t.keep, fused['loss'], 0.0), arch, epoch)
       writer.write_chunk(arch, 'fused', 'train', epoch, step + 1, fused)
       dt, tick = time.time() - tick, time.time()
       _write_metrics(workdir, {

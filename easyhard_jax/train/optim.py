@@ -7,14 +7,15 @@ from typing import Callable
 import optax
 
 
-def learning_rate_schedule(config, steps_per_epoch: int) -> optax.Schedule:
+def learning_rate_schedule(config, steps_per_epoch: int,
+                           total_steps: int | None = None) -> optax.Schedule:
   """``config.optimizer.schedule``: 'cosine', 'constant' or 'step'.
 
   Linear warm-up over ``warmup_epochs``; 'step' multiplies by ``decay_factor``
   at each epoch in ``decay_epochs``.
   """
   opt = config.optimizer
-  total = config.epochs * steps_per_epoch
+  total = total_steps or config.epochs * steps_per_epoch
   warmup = int(round(opt.get('warmup_epochs', 0.0) * steps_per_epoch))
   base = opt.learning_rate
   name = opt.get('schedule', 'cosine')
@@ -43,13 +44,15 @@ _OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
 }
 
 
-def make_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:
+def make_optimizer(config, steps_per_epoch: int,
+                   total_steps: int | None = None
+                   ) -> optax.GradientTransformation:
   """SGD with momentum (or Adam) with L2 weight decay on every parameter."""
   opt = config.optimizer
   if opt.name not in _OPTIMIZERS:
     raise ValueError(f'optimizer.name must be one of {sorted(_OPTIMIZERS)}, '
                      f'got {opt.name!r}')
-  lr = learning_rate_schedule(config, steps_per_epoch)
+  lr = learning_rate_schedule(config, steps_per_epoch, total_steps)
   parts = []
   if opt.get('grad_clip_norm'):
     parts.append(optax.clip_by_global_norm(opt.grad_clip_norm))
@@ -59,7 +62,8 @@ def make_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation
   return optax.chain(*parts)
 
 
-def probe_schedule(config, steps_per_epoch: int) -> list[int]:
+def probe_schedule(config, steps_per_epoch: int,
+                   total_steps: int | None = None) -> list[int]:
   """Global train steps at which the probe pass runs, sorted and unique.
 
   ``config.probe.first_epoch_fractions`` (e.g. (0.25, 0.5, 0.75)) places probes
@@ -67,7 +71,7 @@ def probe_schedule(config, steps_per_epoch: int) -> list[int]:
   the end of training is always probed; ``at_init`` adds step 0.
   """
   probe = config.probe
-  total = config.epochs * steps_per_epoch
+  total = total_steps or config.epochs * steps_per_epoch
   steps = set()
   if probe.get('at_init', False):
     steps.add(0)
@@ -82,7 +86,7 @@ def probe_schedule(config, steps_per_epoch: int) -> list[int]:
   if not isinstance(every, int) or every < 1:
     raise ValueError(f'probe.every_epochs must be an integer >= 1, got '
                      f'{every!r}.')
-  steps.update(e * steps_per_epoch
-               for e in range(every, config.epochs + 1, every))
+  steps.update(range(every * steps_per_epoch, total + 1,
+                     every * steps_per_epoch))
   steps.add(total)
   return sorted(s for s in steps if s <= total)

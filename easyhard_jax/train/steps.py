@@ -95,12 +95,13 @@ def _map_members(fn, strategy: str, *args):
 
 
 def member_train_step(state: TrainState, perm: jax.Array, aug_key: jax.Array,
-                      images: jax.Array, labels: jax.Array, *, model, tx,
+                      num_kept: jax.Array, images: jax.Array,
+                      labels: jax.Array, *, model, tx,
                       batch_size: int, steps_per_epoch: int,
                       augment: device_ops.AugmentConfig, mean, std, dtype):
   """One SGD step of one member; returns (new state, (indices, stats))."""
   idx = device_ops.batch_indices(perm, state.step % steps_per_epoch,
-                                 batch_size)
+                                 batch_size, num_kept)
   y = labels[idx]
   x = device_ops.augment(jax.random.fold_in(aug_key, state.step), images[idx],
                          augment)
@@ -122,7 +123,8 @@ def member_train_step(state: TrainState, perm: jax.Array, aug_key: jax.Array,
 
 
 def ensemble_train_step(states: TrainState, buffers, perms: jax.Array,
-                        aug_keys: jax.Array, images: jax.Array,
+                        aug_keys: jax.Array, num_kept: jax.Array,
+                        images: jax.Array,
                         labels: jax.Array, *, strategy: str,
                         record: bool = True, **member_kwargs):
   """One step of every member; fills the per-epoch example buffers.
@@ -130,8 +132,9 @@ def ensemble_train_step(states: TrainState, buffers, perms: jax.Array,
   Args:
     states: member-stacked TrainState (donated).
     buffers: dict of [M, N] per-example buffers for this epoch (donated).
-    perms: int32 [M, N] this epoch's example order per member.
+    perms: int32 [M, N] this epoch's example order per member (kept first).
     aug_keys: [M] per-member augmentation keys (step is folded in).
+    num_kept: int32 [M] size of each member's training subset.
     images: uint8 [N, H, W, C] device-resident training images.
     labels: int32 [N].
     strategy: 'unroll' or 'vmap'.
@@ -143,7 +146,8 @@ def ensemble_train_step(states: TrainState, buffers, perms: jax.Array,
   """
   step = functools.partial(member_train_step, images=images, labels=labels,
                            **member_kwargs)
-  states, (idx, stats) = _map_members(step, strategy, states, perms, aug_keys)
+  states, (idx, stats) = _map_members(step, strategy, states, perms, aug_keys,
+                                      num_kept)
   if record:
     buffers = _scatter(buffers, idx, stats)
   return states, buffers

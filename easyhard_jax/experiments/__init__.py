@@ -1,0 +1,1 @@
+"""Experiments built on the recorder: removal, compression, cause probes."""

@@ -1,0 +1,306 @@
+"""Builds ``WORKDIR/report`` from a study workdir.
+
+:func:`build_report` reads what the stages left in the workdir (analysis
+outputs, ``metrics.jsonl``, records, ``config.json``, ``timings.json`` and
+the later stages' ``results.json``) into a :class:`Study`, builds the
+sections of :mod:`easyhard_jax.report.sections`, and writes ``index.html``,
+``summary.md`` and ``figures/*.png``. Every section is built on its own: one
+whose inputs are missing says "not run" (and why), one that fails says
+"error" with the exception, and the rest of the report is still written.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from typing import Any, Callable
+
+from absl import logging
+import numpy as np
+
+from easyhard_jax import records as records_lib
+from easyhard_jax.report import html as html_lib
+from easyhard_jax.report import sections
+
+# Later stages whose generic curves JSON (see the package docstring) is shown.
+LATER_STAGES = (
+    ('removal', 'Removing easy or hard examples',
+     'Test accuracy after training without the easiest, the hardest or '
+     'random examples, as the fraction removed grows (mean and std over '
+     'seeds).'),
+    ('compression', 'Dataset compression',
+     'Test accuracy of models trained on subsets chosen by easiness against '
+     'random subsets of the same size (mean and std over seeds).'),
+    ('causes', 'Probing the causes',
+     'How easiness changes under the cause probes (random labels, optimizer '
+     'and batch size, low-pass or colour-stripped inputs), mean and std over '
+     'seeds.'),
+)
+_DEFAULTS = {'examples_per_class': 8, 'max_classes': 20}
+
+
+def _report_options(config: Any) -> dict[str, int]:
+  opts = dict(_DEFAULTS)
+  rc = None
+  try:
+    rc = config.get('report') if config is not None else None
+  except AttributeError:
+    pass
+  for k in opts:
+    if rc is not None and k in rc:
+      opts[k] = int(rc[k])
+  return opts
+
+
+def _read_json(path: str) -> Any:
+  with open(path) as f:
+    return json.load(f)
+
+
+def read_scores(path: str) -> dict[str, np.ndarray]:
+  """Reads a scores CSV of the analysis stage into columns.
+
+  Args:
+    path: ``scores_train.csv`` or ``scores_test.csv``.
+
+  Returns:
+    {column: array}; numeric columns are float64 (``nan`` kept),
+    ``example_index``, ``label``, ``is_easy`` and ``is_hard`` are int64, and
+    ``tfds_id`` stays a string array.
+  """
+  with open(path, newline='') as f:
+    reader = csv.reader(f)
+    header = next(reader)
+    rows = list(reader)
+  cols = list(zip(*rows)) if rows else [()] * len(header)
+  out = {}
+  for name, values in zip(header, cols):
+    if name == 'tfds_id':
+      out[name] = np.asarray(values, dtype=str)
+    elif name in ('example_index', 'label', 'is_easy', 'is_hard'):
+      out[name] = np.asarray(values, dtype=np.int64)
+    else:
+      out[name] = np.asarray(values, dtype=np.float64)
+  return out
+
+
+def read_metrics(workdir: str) -> list[dict[str, Any]]:
+  """The rows of ``WORKDIR/metrics.jsonl``, one per (arch, kind, step).
+
+  A resumed run appends again the rows of the steps it redid; the last one
+  of each (arch, kind, step) wins. Unparseable lines (a run killed while
+  writing) are skipped.
+
+  Args:
+    workdir: the study workdir.
+
+  Returns:
+    Rows in first-seen order; empty when the file does not exist.
+  """
+  path = os.path.join(workdir, 'metrics.jsonl')
+  if not os.path.exists(path):
+    return []
+  rows: dict[tuple, dict[str, Any]] = {}
+  with open(path) as f:
+    for line in f:
+      try:
+        row = json.loads(line)
+      except json.JSONDecodeError:
+        continue
+      if isinstance(row, dict):
+        rows[(row.get('arch'), row.get('kind'), row.get('step'))] = row
+  return list(rows.values())
+
+
+class Study:
+  """Everything read from the workdir, loaded once and shared by sections."""
+
+  def __init__(self, config: Any, workdir: str, train_images: Any,
+               test_images: Any):
+    self.config, self.workdir = config, workdir
+    self.train_images = None if train_images is None else np.asarray(
+        train_images)
+    self.test_images = None if test_images is None else np.asarray(
+        test_images)
+    self.opts = _report_options(config)
+    adir = os.path.join(workdir, 'analysis')
+    self.analysis = self.scores = None
+    self.scores_test = self.means = None
+    path = os.path.join(adir, 'analysis.json')
+    if os.path.exists(path):
+      self.analysis = _read_json(path)
+      for attr, name in (('scores', 'scores_train.csv'),
+                         ('scores_test', 'scores_test.csv')):
+        p = os.path.join(adir, name)
+        if os.path.exists(p):
+          setattr(self, attr, read_scores(p))
+      p = os.path.join(adir, 'mean_images.npz')
+      if os.path.exists(p):
+        with np.load(p, allow_pickle=False) as z:
+          self.means = {k: z[k] for k in z.files}
+    self.metrics = read_metrics(workdir)
+    self.run_config = self._run_config()
+    p = os.path.join(workdir, 'timings.json')
+    self.timings = _read_json(p) if os.path.exists(p) else None
+    self.later = {}
+    for name, _, _ in LATER_STAGES:
+      p = os.path.join(workdir, name, 'results.json')
+      self.later[name] = p if os.path.exists(p) else None
+
+  def _run_config(self) -> Any:
+    p = os.path.join(self.workdir, 'config.json')
+    if os.path.exists(p):
+      return _read_json(p)
+    if self.config is not None and hasattr(self.config, 'to_json_best_effort'):
+      return json.loads(self.config.to_json_best_effort())
+    return None
+
+  def probe_accuracy(self) -> dict[str, Any] | None:
+    """{member: {'epochs', 'train', 'test'}} from the probe records."""
+    try:
+      tr = records_lib.load(self.workdir, 'train', 'probe',
+                            complete_only=False)
+      te = records_lib.load(self.workdir, 'test', 'probe',
+                            complete_only=False)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+      logging.info('No probe records for the learning curves: %s', e)
+      return None
+    p = min(tr.correct.shape[1], te.correct.shape[1])
+    return {m['name']: {'arch': m['arch'], 'epochs': tr.probe_epochs[:p],
+                        'train': tr.correct[i, :p].mean(-1),
+                        'test': te.correct[i, :p].mean(-1)}
+            for i, m in enumerate(tr.members)}
+
+  def subtitle(self) -> str:
+    c = self.run_config or {}
+    parts = [f"dataset {c.get('dataset', '?')}"]
+    if self.analysis:
+      r = self.analysis.get('records', {}).get('train', {})
+      parts.append(f"{r.get('members', '?')} members "
+                   f"({', '.join(r.get('archs', []))})")
+      parts.append(f"{r.get('examples', '?')} train examples")
+    parts.append(f'workdir {self.workdir}')
+    parts.append(time.strftime('built %Y-%m-%d %H:%M'))
+    return ' | '.join(parts)
+
+
+
+def _guarded(fn: Callable[[Study], html_lib.Section], study: Study,
+             key: str, title: str) -> html_lib.Section:
+  try:
+    return fn(study)
+  except Exception as e:  # pylint: disable=broad-except
+    # One broken input must not cost the user the rest of the report.
+    logging.exception('Report section %s failed.', key)
+    return html_lib.Section(key, title, 'This section could not be built.',
+                            status=html_lib.STATUS_ERROR,
+                            note=f'{type(e).__name__}: {e}')
+
+
+def _fmt(x: Any, spec: str = '.3g') -> str:
+  try:
+    v = float(x)
+  except (TypeError, ValueError):
+    return 'n/a'
+  return format(v, spec) if math.isfinite(v) else 'n/a'
+
+
+def summary_blocks(study: Study) -> list[tuple[str, list[str]]]:
+  """Headline findings as (heading, bullets) for summary.md.
+
+  Args:
+    study: the loaded study.
+
+  Returns:
+    Blocks of Markdown bullet lines; empty where the stage has not run.
+  """
+  a = study.analysis
+  if a is None:
+    return [('Findings', ['The analysis stage has not run: no easiness, '
+                          'sets or agreement yet.'])]
+  sets = a['sets']['train']
+  out = [f"Train: {sets['easy_size']} easy and {sets['hard_size']} hard of "
+         f"{sum(sets['class_sizes'])} examples ({sets['rule']} by "
+         f"{sets['score']})."]
+  ag = a['agreement']
+  ap = ag.get('arch_pairs', {})
+  if 'skipped' not in ap:
+    k = len(ag['archs'])
+    off = ~np.eye(k, dtype=bool)
+    for which in ('easy', 'hard'):
+      r = np.asarray(ap[f'{which}_sets']['ratio'], np.float64)[off]
+      out.append(f'{which.capitalize()} sets of different architectures '
+                 f'overlap {_fmt(np.nanmean(r))}x chance on average '
+                 f'(chance overlap {sections.chance_text(ap[f"{which}_sets"])}).')
+  summ = ag['member_pairs'].get('summary', {}).get('spearman_easiness')
+  if summ:
+    out.append(f"Easiness Spearman between members: same architecture "
+               f"{_fmt(summ.get('same_arch'))}, across architectures "
+               f"{_fmt(summ.get('cross_arch'))}.")
+  pix = (a.get('similarity') or {}).get('pixels')
+  if pix:
+    g = pix['global']['l2']
+    out.append(f"Mean pixel L2 distance within sets: easy {_fmt(g['easy'])}, "
+               f"hard {_fmt(g['hard'])}, random {_fmt(g['random'])}.")
+  t = a.get('test') or {}
+  if t.get('errors_in_hard'):
+    r = t['errors_in_hard']
+    out.append(f"{_fmt(100 * float(r['pooled_fraction']), '.1f')}% of test "
+               f"errors are in the hard test set, which holds "
+               f"{_fmt(100 * float(r['set_share']), '.1f')}% of the split.")
+  later = [f"{name}: {'ran' if study.later[name] else 'not run'}"
+           for name, _, _ in LATER_STAGES]
+  return [('Findings', out), ('Later stages', later)]
+
+
+def build_report(config: Any, workdir: str, *, train_images: Any = None,
+                 test_images: Any = None) -> str:
+  """Writes the study's HTML report, Markdown summary and figure PNGs.
+
+  Args:
+    config: the study ConfigDict (or None). Optional ``config.report`` fields:
+      ``examples_per_class`` (8) and ``max_classes`` (20) of the example
+      grids. The page shows ``WORKDIR/config.json`` when it exists, else this.
+    workdir: the study workdir.
+    train_images: optional [N, H, W(, C)] train images in example-index order
+      (e.g. ``sources.load_dataset(config).train_images``); without them the
+      example grids say "not run".
+    test_images: optional test images, same layout, for the test grids.
+
+  Returns:
+    The path of ``WORKDIR/report/index.html``.
+  """
+  out_dir = os.path.join(workdir, 'report')
+  fig_dir = os.path.join(out_dir, 'figures')
+  os.makedirs(fig_dir, exist_ok=True)
+  study = Study(config, workdir, train_images, test_images)
+  built = [_guarded(fn, study, key, title)
+           for key, title, fn in sections.SECTIONS]
+  for name, title, explanation in LATER_STAGES:
+    built.insert(len(built) - 1, _guarded(
+        lambda s, n=name, t=title, e=explanation: sections.curves_section(
+            s.later[n], n, t, e), study, name, title))
+  # Figures of an earlier build that this one did not make must not linger.
+  wanted = {f'{f.name}.png' for s in built for f in s.figures}
+  for old in os.listdir(fig_dir):
+    if old.endswith('.png') and old not in wanted:
+      os.remove(os.path.join(fig_dir, old))
+  for s in built:
+    for f in s.figures:
+      records_lib.atomic_write_bytes(os.path.join(fig_dir, f'{f.name}.png'),
+                                     f.png)
+  title = 'Easy and hard examples: study report'
+  subtitle = study.subtitle()
+  path = os.path.join(out_dir, 'index.html')
+  records_lib.atomic_write_bytes(
+      path, html_lib.render_page(title, subtitle, built).encode('utf-8'))
+  summary = html_lib.render_summary(title, subtitle, summary_blocks(study),
+                                    built)
+  records_lib.atomic_write_bytes(os.path.join(out_dir, 'summary.md'),
+                                 summary.encode('utf-8'))
+  logging.info('Wrote %s (%d sections, %d figures).', path, len(built),
+               len(wanted))
+  return path

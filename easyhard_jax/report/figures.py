@@ -1,0 +1,375 @@
+"""The report's figures: each function takes plain data and returns PNG bytes.
+
+Nothing here reads files or knows the workdir layout; :mod:`build` gathers the
+data. Matplotlib runs on the Agg backend (no display needed) through its
+object API, so figures never touch pyplot's global state and can be built from
+any thread.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use('Agg')  # Before anything imports pyplot: headless machines.
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
+from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
+
+SET_COLOURS = {'easy': '#2a9d4b', 'hard': '#d1495b', 'random': '#7f7f7f',
+               'all': '#4c72b0'}
+_DPI = 110
+
+
+def _png(fig: Figure) -> bytes:
+  FigureCanvasAgg(fig)
+  buf = io.BytesIO()
+  fig.savefig(buf, format='png', dpi=_DPI, bbox_inches='tight')
+  return buf.getvalue()
+
+
+def _to_unit(images: np.ndarray) -> np.ndarray:
+  """Images as float in [0, 1], NaN kept (uint8 or float in [0,1]/[0,255])."""
+  x = np.asarray(images, np.float32)
+  finite = x[np.isfinite(x)]
+  if np.asarray(images).dtype == np.uint8 or (finite.size and
+                                              finite.max() > 1.5):
+    x = x / 255.0
+  return np.clip(x, 0.0, 1.0)
+
+
+def _mosaic(tiles: np.ndarray, frames: np.ndarray, pad: int,
+            frame_colours: Mapping[int, Sequence[float]]) -> np.ndarray:
+  """Lays out tiles [R, C, H, W, 3] on a white canvas with coloured frames."""
+  r, c, h, w, _ = tiles.shape
+  cell_h, cell_w = h + 2 * pad, w + 2 * pad
+  canvas = np.ones((r * cell_h, c * cell_w, 3), np.float32)
+  for i in range(r):
+    for j in range(c):
+      y, x = i * cell_h, j * cell_w
+      colour = frame_colours.get(int(frames[i, j]))
+      if colour is not None:
+        canvas[y:y + cell_h, x:x + cell_w] = colour
+      tile = tiles[i, j]
+      canvas[y + pad:y + pad + h, x + pad:x + pad + w] = np.where(
+          np.isnan(tile), 1.0, tile)
+  return canvas
+
+
+def _rgb(images: np.ndarray) -> np.ndarray:
+  x = _to_unit(images)
+  if x.ndim == 3:
+    x = x[..., None]
+  return np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x[..., :3]
+
+
+def example_grid(images: np.ndarray, rows: Sequence[Sequence[int]],
+                 row_labels: Sequence[str], frames: np.ndarray | None = None,
+                 title: str = '') -> bytes:
+  """A grid of examples, one row per class.
+
+  Args:
+    images: [N, H, W(, C)] uint8 or float images of the split.
+    rows: per row, the example indices to show (rows may be shorter; the rest
+      stays blank).
+    row_labels: one label per row.
+    frames: optional int [R, C] frame codes: 1 = in the easy set, 2 = in the
+      hard set, 0 = neither.
+    title: figure title.
+
+  Returns:
+    PNG bytes.
+  """
+  images = _rgb(images)
+  h, w = images.shape[1:3]
+  ncols = max([len(r) for r in rows] + [1])
+  tiles = np.full((len(rows), ncols, h, w, 3), np.nan, np.float32)
+  for i, idx in enumerate(rows):
+    for j, k in enumerate(idx):
+      tiles[i, j] = images[int(k)]
+  if frames is None:
+    frames = np.zeros((len(rows), ncols), int)
+  pad = max(1, round(max(h, w) / 12))
+  colours = {1: matplotlib.colors.to_rgb(SET_COLOURS['easy']),
+             2: matplotlib.colors.to_rgb(SET_COLOURS['hard'])}
+  canvas = _mosaic(tiles, frames, pad, colours)
+  scale = 0.55 if max(h, w) <= 16 else 0.8  # Inches per tile.
+  fig = Figure(figsize=(1.2 + ncols * scale, 0.6 + len(rows) * scale))
+  ax = fig.add_subplot()
+  ax.imshow(canvas, interpolation='nearest')
+  ax.set_yticks([(i + 0.5) * (h + 2 * pad) for i in range(len(rows))],
+                list(row_labels))
+  ax.set_xticks([])
+  for side in ax.spines.values():
+    side.set_visible(False)
+  if title:
+    ax.set_title(title)
+  return _png(fig)
+
+
+def mean_images(means: Mapping[str, np.ndarray],
+                counts: Mapping[str, np.ndarray], title: str = '') -> bytes:
+  """Per-class mean images, one row per set (blank where a set has none).
+
+  Args:
+    means: {set name: float [K, H, W, C] mean images (NaN where empty)}.
+    counts: {set name: int [K] examples averaged}.
+    title: figure title.
+
+  Returns:
+    PNG bytes.
+  """
+  names = list(means)
+  k = np.asarray(means[names[0]]).shape[0]
+  fig = Figure(figsize=(1.0 + 1.0 * k, 0.5 + 1.25 * len(names)))
+  axes = fig.subplots(len(names), k, squeeze=False)
+  for i, name in enumerate(names):
+    m = _rgb(np.asarray(means[name]))
+    for c in range(k):
+      ax = axes[i, c]
+      ax.set_xticks([])
+      ax.set_yticks([])
+      n = int(np.asarray(counts[name])[c])
+      if n > 0 and np.isfinite(m[c]).all():
+        ax.imshow(m[c], interpolation='nearest', vmin=0.0, vmax=1.0)
+      else:
+        ax.set_facecolor('#eeeeee')
+      ax.set_xlabel(f'n={n}', fontsize=7)
+      if i == 0:
+        ax.set_title(f'class {c}', fontsize=8)
+      if c == 0:
+        ax.set_ylabel(name, color=SET_COLOURS.get(name, 'black'))
+  if title:
+    fig.suptitle(title)
+  return _png(fig)
+
+
+def score_histogram(values: Mapping[str, np.ndarray],
+                    markers: Mapping[str, float] | None = None,
+                    xlabel: str = 'easiness') -> bytes:
+  """Overlaid normalised histograms of a score, one per split.
+
+  Args:
+    values: {split name: [N] scores}; NaNs are dropped.
+    markers: optional {label: x} vertical lines (e.g. the set thresholds).
+    xlabel: x-axis label.
+
+  Returns:
+    PNG bytes.
+  """
+  fig = Figure(figsize=(6.4, 3.4))
+  ax = fig.add_subplot()
+  finite = [np.asarray(v, np.float64)[np.isfinite(v)] for v in values.values()]
+  allv = np.concatenate(finite) if finite else np.zeros(1)
+  lo, hi = float(allv.min()), float(allv.max())
+  bins = np.linspace(lo, hi if hi > lo else lo + 1.0, 31)
+  for (name, _), v in zip(values.items(), finite):
+    ax.hist(v, bins=bins, density=True, histtype='stepfilled', alpha=0.35,
+            label=f'{name} (n={v.size})')
+    ax.hist(v, bins=bins, density=True, histtype='step', color='black',
+            linewidth=0.5)
+  for (label, x), colour in zip((markers or {}).items(),
+                                ('#2a9d4b', '#d1495b', '#555555')):
+    ax.axvline(x, color=colour, linestyle='--', linewidth=1, label=label)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel('density')
+  ax.legend(fontsize=8)
+  return _png(fig)
+
+
+def heatmap(matrix: np.ndarray, labels: Sequence[str], title: str, *,
+            cbar_label: str = '', center: float | None = None,
+            intervals: tuple[np.ndarray, np.ndarray] | None = None,
+            mask_diagonal: bool = False, fmt: str = '.2f',
+            groups: Sequence[str] | None = None) -> bytes:
+  """An annotated square heatmap.
+
+  Args:
+    matrix: [K, K] values (NaN / None cells are drawn blank).
+    labels: K tick labels.
+    title: axes title.
+    cbar_label: colour bar label.
+    center: value at the middle of a diverging colour map (None: sequential).
+    intervals: optional (lo, hi) [K, K] arrays annotated under each value.
+    mask_diagonal: leave the diagonal blank (self-comparisons).
+    fmt: number format of the annotations.
+    groups: optional K group names; lines are drawn between groups.
+
+  Returns:
+    PNG bytes.
+  """
+  m = np.array(matrix, dtype=np.float64)
+  k = m.shape[0]
+  if mask_diagonal:
+    np.fill_diagonal(m, np.nan)
+  size = min(max(3.6, 0.55 * k + 2.0), 11.0)
+  fig = Figure(figsize=(size + 1.0, size))
+  ax = fig.add_subplot()
+  fin = m[np.isfinite(m)]
+  if center is not None:
+    span = max(float(np.abs(fin - center).max()) if fin.size else 1.0, 1e-6)
+    im = ax.imshow(m, cmap='RdBu_r', vmin=center - span, vmax=center + span)
+  else:
+    im = ax.imshow(m, cmap='viridis')
+  cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+  cb.set_label(cbar_label)
+  ax.set_xticks(range(k), list(labels), rotation=45, ha='right', fontsize=8)
+  ax.set_yticks(range(k), list(labels), fontsize=8)
+  ax.set_title(title)
+  annotate_size = 9 if k <= 6 else 7 if k <= 12 else 0
+  for i in range(k):
+    for j in range(k):
+      if not annotate_size:
+        break
+      if not np.isfinite(m[i, j]):
+        ax.text(j, i, '-', ha='center', va='center', color='#999999')
+        continue
+      text = format(m[i, j], fmt)
+      if intervals is not None and k <= 6:
+        text += (f'\n[{format(intervals[0][i][j], fmt)}, '
+                 f'{format(intervals[1][i][j], fmt)}]')
+      ax.text(j, i, text, ha='center', va='center', fontsize=annotate_size,
+              color='white' if center is None and fin.size and
+              m[i, j] < np.median(fin) else 'black')
+  if groups is not None:
+    for b in [i for i in range(1, k) if groups[i] != groups[i - 1]]:
+      ax.axhline(b - 0.5, color='black', linewidth=1)
+      ax.axvline(b - 0.5, color='black', linewidth=1)
+  return _png(fig)
+
+
+def set_bars(panels: Mapping[str, Mapping[str, Any]], ylabel: str = '',
+             sets: Sequence[str] = ('easy', 'hard', 'random'),
+             references: Mapping[str, tuple[str, float]] | None = None
+             ) -> bytes:
+  """Bars of a statistic per set, with error bars and optional points.
+
+  Args:
+    panels: {panel title: {set: {'value': float, 'err': float or None,
+      'points': [floats] or None}}}; a missing set is skipped.
+    ylabel: y-axis label of every panel.
+    sets: set names in bar order.
+    references: optional {panel title: (label, y)} dashed reference lines.
+
+  Returns:
+    PNG bytes.
+  """
+  n = len(panels)
+  fig = Figure(figsize=(3.2 * n + 0.6, 3.4))
+  axes = fig.subplots(1, n, squeeze=False)[0]
+  rng = np.random.default_rng(0)  # Jitter only; deterministic figures.
+  for ax, (title, stats) in zip(axes, panels.items()):
+    names = [s for s in sets if stats.get(s) is not None]
+    for x, name in enumerate(names):
+      st = stats[name]
+      err = st.get('err')
+      ax.bar(x, st['value'], color=SET_COLOURS.get(name, '#4c72b0'),
+             alpha=0.8, yerr=None if err is None else [[err], [err]],
+             capsize=4, error_kw={'linewidth': 1})
+      pts = [p for p in (st.get('points') or []) if p is not None]
+      if pts:
+        ax.scatter(x + rng.uniform(-0.18, 0.18, len(pts)), pts, s=9,
+                   color='black', alpha=0.6, zorder=3, linewidths=0)
+    ref = (references or {}).get(title)
+    if ref is not None:
+      ax.axhline(ref[1], color='black', linestyle='--', linewidth=1,
+                 label=ref[0])
+      ax.legend(fontsize=8)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_title(title, fontsize=10)
+    ax.set_ylabel(ylabel)
+  fig.tight_layout()
+  return _png(fig)
+
+
+def member_lines(panels: Mapping[str, Mapping[str, tuple[np.ndarray,
+                                                           np.ndarray]]],
+                 groups: Mapping[str, str], xlabel: str = 'epoch') -> bytes:
+  """Line plots with one line per member, coloured by group (architecture).
+
+  Args:
+    panels: {panel y-label: {member name: (x [T], y [T])}}.
+    groups: {member name: group name}; members of a group share a colour.
+    xlabel: x-axis label.
+
+  Returns:
+    PNG bytes.
+  """
+  n = len(panels)
+  fig = Figure(figsize=(4.2 * n + 0.4, 3.5))
+  axes = fig.subplots(1, n, squeeze=False)[0]
+  order = list(dict.fromkeys(groups.values()))
+  cmap = matplotlib.colormaps['tab10']
+  colours = {g: cmap(i % 10) for i, g in enumerate(order)}
+  styles = ('-', '--', ':', '-.')
+  for ax, (ylabel, lines) in zip(axes, panels.items()):
+    seen: dict[str, int] = {}
+    for name, (x, y) in lines.items():
+      g = groups.get(name, name)
+      k = seen[g] = seen.get(g, -1) + 1
+      ax.plot(x, y, styles[k % len(styles)], color=colours.get(g, 'black'),
+              marker='.', markersize=4, linewidth=1.2,
+              label=g if k == 0 else None)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+  axes[0].legend(fontsize=8)
+  fig.tight_layout()
+  return _png(fig)
+
+
+def curves(spec: Mapping[str, Any]) -> bytes:
+  """Mean curves with +-std error bars and an optional reference line.
+
+  Args:
+    spec: {'curves': [{'name', 'x', 'mean', 'std' (optional)}], 'reference':
+      float or None, 'reference_label' (optional), 'xlabel', 'ylabel',
+      'title' (optional)}; see :mod:`easyhard_jax.report` for the contract.
+
+  Returns:
+    PNG bytes.
+  """
+  fig = Figure(figsize=(6.4, 3.8))
+  ax = fig.add_subplot()
+  for c in spec['curves']:
+    x = np.asarray(c['x'], np.float64)
+    y = np.asarray([np.nan if v is None else v for v in c['mean']],
+                   np.float64)
+    std = c.get('std')
+    yerr = None if std is None else np.asarray(
+        [0.0 if v is None else v for v in std], np.float64)
+    ax.errorbar(x, y, yerr=yerr, marker='o', markersize=4, capsize=3,
+                linewidth=1.4, label=str(c.get('name', '')))
+  ref = spec.get('reference')
+  if ref is not None:
+    ax.axhline(float(ref), color='black', linestyle='--', linewidth=1,
+               label=spec.get('reference_label') or 'reference')
+  ax.set_xlabel(spec.get('xlabel') or '')
+  ax.set_ylabel(spec.get('ylabel') or '')
+  if spec.get('title'):
+    ax.set_title(spec['title'])
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  return _png(fig)
+
+
+def horizontal_bars(values: Mapping[str, float], xlabel: str) -> bytes:
+  """One horizontal bar per named value (e.g. seconds per stage).
+
+  Args:
+    values: {label: value}, drawn top to bottom in order.
+    xlabel: x-axis label.
+
+  Returns:
+    PNG bytes.
+  """
+  fig = Figure(figsize=(6.0, 0.6 + 0.35 * max(len(values), 1)))
+  ax = fig.add_subplot()
+  names = list(values)
+  ax.barh(range(len(names)), [values[k] for k in names], color='#4c72b0')
+  ax.set_yticks(range(len(names)), names)
+  ax.invert_yaxis()
+  ax.set_xlabel(xlabel)
+  return _png(fig)

@@ -1,0 +1,453 @@
+"""Report sections: each turns the study's outputs into one html.Section.
+
+Every builder takes the loaded study (:class:`easyhard_jax.report.build.Study`:
+``analysis``, ``scores``, ``scores_test``, ``means``, ``metrics``, images,
+``run_config``, ``timings``, ``opts``) and returns a section; one whose inputs
+are missing comes back with status "not run" and the reason.
+:data:`SECTIONS` lists them in page order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any, Mapping
+
+import numpy as np
+
+from easyhard_jax.report import figures
+from easyhard_jax.report import html as html_lib
+
+Section = html_lib.Section
+_NO_ANALYSIS = 'no analysis/analysis.json: run --mode=analyze first'
+
+
+def _num(x: Any) -> float | None:
+  """A JSON number as float, or None for null / 'inf' / NaN."""
+  try:
+    v = float(x)
+  except (TypeError, ValueError):
+    return None
+  return v if math.isfinite(v) else None
+
+
+def _fig(name: str, png: bytes, caption: str = '') -> html_lib.FigureItem:
+  return html_lib.FigureItem(name, png, caption)
+
+
+def _overview(s: Any) -> Section:
+  sec = Section('overview', 'Study and sets',
+                'What was trained, which probes define easiness, and how '
+                'many examples of each class fell in the easy and hard sets.')
+  if s.analysis is None:
+    return dataclasses.replace(sec, status=html_lib.STATUS_NOT_RUN,
+                             note=_NO_ANALYSIS)
+  a, rec = s.analysis, s.analysis['records']
+  tr, rule = rec['train'], s.analysis['sets']['train']
+  rows = [('members', f"{tr['members']} ({', '.join(tr['member_names'])})"),
+          ('probes (epochs)', ', '.join(f'{e:.3g}' for e in
+                                        tr['probe_epochs'])),
+          ('easiness window (probe epochs)', ', '.join(
+              f'{e:.3g}' for e in tr['window_probe_epochs'])),
+          ('records source', rec.get('source')),
+          ('set rule', f"{rule['rule']} by {rule['score']}"
+           + (f", k={rule['k']}" if rule.get('k') is not None else ''))]
+  for split, st in a['sets'].items():
+    rows.append((f'{split}: easy / hard / examples',
+                 f"{st['easy_size']} / {st['hard_size']} / "
+                 f"{sum(st['class_sizes'])}"))
+  per_class = [(c, n, e, h) for c, (n, e, h) in enumerate(zip(
+      rule['class_sizes'], rule['easy_per_class'], rule['hard_per_class']))]
+  sec.body_html = (html_lib.table(['', ''], rows) + html_lib.table(
+      ['class', 'train examples', 'easy', 'hard'], per_class,
+      'Train set sizes per class'))
+  return sec
+
+
+def _class_order(sc: Mapping[str, np.ndarray], c: int, easiest: bool,
+                 k: int) -> np.ndarray:
+  rows = np.flatnonzero(sc['label'] == c)
+  e = sc['easiness'][rows]
+  tie = sc['aum'][rows] if 'aum' in sc else np.zeros_like(e)
+  sign = -1.0 if easiest else 1.0
+  order = np.lexsort((sign * np.nan_to_num(tie), sign * np.nan_to_num(e)))
+  return rows[order[:k]]
+
+
+def _examples(s: Any) -> Section:
+  k, kmax = s.opts['examples_per_class'], s.opts['max_classes']
+  sec = Section('examples', 'Easiest and hardest examples',
+                f'The {k} easiest and {k} hardest examples of each class by '
+                'easiness (the share of early probes that the members got '
+                'right), hardest first in the second grid; a green frame '
+                'marks the easy set and a red frame the hard set.')
+  if s.analysis is None or s.scores is None:
+    return dataclasses.replace(sec, status=html_lib.STATUS_NOT_RUN,
+                             note=_NO_ANALYSIS)
+  if s.train_images is None:
+    return dataclasses.replace(sec, status=html_lib.STATUS_NOT_RUN,
+                             note='no train images passed to build_report')
+  for split, sc, images in (('train', s.scores, s.train_images),
+                            ('test', s.scores_test, s.test_images)):
+    if sc is None or images is None:
+      continue
+    if images.shape[0] != sc['label'].size:
+      raise ValueError(f'{split} images have {images.shape[0]} rows but '
+                       f'scores_{split}.csv has {sc["label"].size}.')
+    classes = np.unique(sc['label'])
+    shown = classes[:kmax]
+    more = (f' (first {kmax} of {classes.size} classes)'
+            if classes.size > kmax else '')
+    for easiest, word in ((True, 'easiest'), (False, 'hardest')):
+      rows = [sc['example_index'][_class_order(sc, c, easiest, k)]
+              for c in shown]
+      frames = np.zeros((len(rows), k), int)
+      for i, r in enumerate(rows):
+        pos = np.searchsorted(sc['example_index'], r)
+        frames[i, :len(r)] = np.where(sc['is_easy'][pos] == 1, 1,
+                                      np.where(sc['is_hard'][pos] == 1, 2, 0))
+      png = figures.example_grid(images, rows, [f'class {c}' for c in shown],
+                                 frames, f'{split}: {word} per class')
+      sec.figures.append(_fig(f'{split}_{word}', png,
+                              f'{split.capitalize()} split, {word} {k} '
+                              f'examples per class{more}.'))
+  return sec
+
+
+def _mean_images(s: Any) -> Section:
+  sec = Section('mean-images', 'Mean easy and hard image per class',
+                'The pixel-wise mean of the easy, hard and all examples of '
+                'each class (n = examples averaged; grey = none): a sharp '
+                'easy mean and a blurred hard mean mean easy examples look '
+                'alike and hard ones differ.')
+  if s.means is None:
+    return dataclasses.replace(sec, status=html_lib.STATUS_NOT_RUN, note=(
+        _NO_ANALYSIS if s.analysis is None else
+        'no mean_images.npz: the analysis ran without images'))
+  for split in ('train', 'test'):
+    names = [n for n in ('easy', 'hard', 'all')
+             if f'{split}_{n}_mean' in s.means]
+    if names:
+      sec.figures.append(_fig(f'mean_images_{split}', figures.mean_images(
+          {n: s.means[f'{split}_{n}_mean'] for n in names},
+          {n: s.means[f'{split}_{n}_count'] for n in names}, split)))
+  return sec
+
+
+def _histogram(s: Any) -> Section:
+  sec = Section('histogram', 'Easiness distribution',
+                'Histogram of the easiness score on the train and test '
+                'splits; dashed lines mark the easiest hard-set and hardest '
+                'easy-set score on the train split.')
+  if s.scores is None:
+    return dataclasses.replace(sec, status=html_lib.STATUS_NOT_RUN,
+                             note=_NO_ANALYSIS)
+  vals = {'train': s.scores['easiness']}
+  if s.scores_test is not None:
+    vals['test'] = s.scores_test['easiness']
+  e, easy, hard = (s.scores['easiness'], s.scores['is_easy'] == 1,
+                   s.scores['is_hard'] == 1)
+  marks = {}
+  if easy.any():
+    marks[f'easy set >= {e[easy].min():.3g}'] = float(e[easy].min())
+  if hard.any():
+    marks[f'hard set <= {e[hard].max():.3g}'] = float(e[hard].max())
+  sec.figures.append(_fig('easiness_histogram',
+                          figures.score_histogram(vals, marks)))
+  summ = s.analysis.get('score_summary', {}).get('train', {})
+  orient = s.analysis.get('score_orientation', {})
+  rows = [(n, orient.get(n, ''), *(None if v is None else v[k] for k in
+                                   ('mean', 'std', 'min', 'max')))
+          for n, v in summ.items()]
+  sec.body_html = html_lib.table(
+      ['score', 'orientation', 'mean', 'std', 'min', 'max'], rows,
+      'Train scores')
+  return sec
+
+
+def chance_text(sets: Mapping[str, Any]) -> str:
+  m = np.array(sets['chance_overlap'], np.float64)
+  off = m[~np.eye(m.shape[0], dtype=bool)] if m.shape[0] > 1 else m.ravel()
+  lo, hi = float(np.min(off)), float(np.max(off))
+  return f'{lo:.3f}' if math.isclose(lo, hi, rel_tol=1e-3) else (
+      f'{lo:.3f}-{hi:.3f}')
+
+
+def _agreement(s: Any) -> Section:
+  sec = Section('agreement', 'Agreement across architectures',
+                'How much the easy and hard sets of different architectures '
+                'overlap, as a ratio to the overlap two random sets of the '
+                'same sizes would have (1 = chance), and the Spearman '
+                'correlation of easiness between individual members.')
+  if s.analysis is None:
+    return dataclasses.replace(sec, status=html_lib.STATUS_NOT_RUN,
+                             note=_NO_ANALYSIS)
+  ag = s.analysis['agreement']
+  ap = ag.get('arch_pairs', {})
+  if 'skipped' in ap:
+    sec.body_html += html_lib.paragraph(f"Architecture pairs: {ap['skipped']}.")
+  else:
+    iv = ap.get('bootstrap', {}).get('intervals', {})
+    level = ap.get('bootstrap', {}).get('level')
+    for which in ('easy', 'hard'):
+      sets = ap[f'{which}_sets']
+      ci = iv.get(f'{which}_ratio')
+      chance = chance_text(sets)
+      png = figures.heatmap(
+          sets['ratio'], ag['archs'], f'{which} sets: overlap / chance',
+          cbar_label='overlap ratio to chance', mask_diagonal=True,
+          intervals=None if ci is None else (ci['lo'], ci['hi']))
+      sec.figures.append(_fig(
+          f'agreement_{which}', png,
+          f'{which.capitalize()} sets: overlap (|A and B| / min size) '
+          f'divided by the chance overlap {chance}'
+          + (f'; brackets: {level:.0%} bootstrap interval over seeds.'
+             if ci is not None and level else '.')))
+  mp = ag['member_pairs']
+  sec.figures.append(_fig('member_spearman', figures.heatmap(
+      mp['spearman_easiness'], ag['members'], 'member easiness Spearman',
+      cbar_label='Spearman rho', center=0.0, mask_diagonal=True,
+      groups=ag.get('member_arch')), 'Spearman rank correlation of the '
+      'per-member easiness; lines separate architectures.'))
+  rows = [(k, v.get('same_arch'), v.get('cross_arch'))
+          for k, v in mp.get('summary', {}).items()]
+  rows.append(('chance overlap (easy / hard)',
+               chance_text(mp['easy_sets']), chance_text(mp['hard_sets'])))
+  sec.body_html += html_lib.table(['member pairs', 'same arch', 'cross arch'],
+                                  rows, 'Mean over member pairs')
+  return sec
+
+
+def _dist_panels(st: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+  panels = {}
+  per = [v for v in (st.get('per_class') or {}).values() if v]
+  for metric in ('l2', 'cosine'):
+    g = st['global'][metric]
+    panels[f'{prefix} {metric}: whole split'] = {
+        n: {'value': g[n]} for n in ('easy', 'hard', 'random')
+        if _num(g.get(n)) is not None}
+    pts = {n: [_num(p[metric][n]) for p in per] for n in
+           ('easy', 'hard', 'random')}
+    pts = {n: [x for x in v if x is not None] for n, v in pts.items()}
+    if any(pts.values()):
+      panels[f'{prefix} {metric}: within class ({len(per)} classes)'] = {
+          n: {'value': float(np.mean(v)), 'err': float(np.std(v)),
+              'points': v} for n, v in pts.items() if v}
+  return panels
+
+
+def _distances(s: Any) -> Section:
+  sec = Section('similarity', 'Within-set distances',
+                'Mean pairwise distance inside equal-size easy, hard and '
+                'random sets (lower = more alike); within-class bars are the '
+                'mean over classes with the std across classes as error bar '
+                'and one dot per class.')
+  sim = (s.analysis or {}).get('similarity')
+  if sim is None or 'skipped' in sim:
+    return dataclasses.replace(sec, status=html_lib.STATUS_NOT_RUN, note=(
+        _NO_ANALYSIS if sim is None else sim['skipped']))
+  sources = ([('pixels', sim['pixels'])] if 'pixels' in sim else []) + [
+      (f'features/{k}', v) for k, v in sim.get('features', {}).items()]
+  rows = []
+  for name, st in sources:
+    sec.figures.append(_fig(f"distances_{name.replace('/', '_')}",
+                            figures.set_bars(_dist_panels(st, name),
+                                             'mean pairwise distance')))
+    for metric in ('l2', 'cosine'):
+      g = st['global'][metric]
+      rows.append((f'{name} {metric}', g.get('easy'), g.get('hard'),
+                   g.get('random'), g.get('hard_over_easy')))
+  sec.body_html = html_lib.table(['', 'easy', 'hard', 'random',
+                                  'hard / easy'], rows, 'Whole split')
+  return sec
+
+
+def _colour_freq(s: Any) -> Section:
+  sec = Section('colour-frequency', 'Colour and frequency statistics',
+                'Mean pixel intensity per channel and the share of image '
+                'energy above the high-frequency cutoff, per set (error bars: '
+                'std over the set\'s examples).')
+  sim = (s.analysis or {}).get('similarity') or {}
+  if 'colour' not in sim:
+    return dataclasses.replace(sec, status=html_lib.STATUS_NOT_RUN, note=(
+        _NO_ANALYSIS if s.analysis is None else
+        'the analysis ran without images'))
+  sets = ('easy', 'hard', 'random', 'all')
+  colour = {k: v for k, v in sim['colour'].items() if v}
+  channels = len(next(iter(colour.values()))['mean']) if colour else 0
+  panels = {f'channel {c} intensity': {
+      n: {'value': colour[n]['mean'][c], 'err': colour[n]['std'][c]}
+      for n in sets if n in colour} for c in range(channels)}
+  hf = {k: v for k, v in sim['high_frequency'].items() if v}
+  panels[f"high-frequency energy (cutoff {sim.get('hf_cutoff')})"] = {
+      n: {'value': hf[n]['mean'], 'err': hf[n]['std']} for n in sets
+      if n in hf}
+  sec.figures.append(_fig('colour_frequency',
+                          figures.set_bars(panels, '', sets)))
+  return sec
+
+
+def _test_errors(s: Any) -> Section:
+  sec = Section('test-errors', 'Test errors and hard examples',
+                'The share of each member\'s final test errors that fall in '
+                'the test split\'s easy and hard sets (dots: members), '
+                'against the share of the test split those sets hold '
+                '(dashed: what chance would give).')
+  t = (s.analysis or {}).get('test')
+  if t is None or 'skipped' in t:
+    return dataclasses.replace(sec, status=html_lib.STATUS_NOT_RUN, note=(
+        _NO_ANALYSIS if t is None else t['skipped']))
+  panels, refs, rows = {}, {}, []
+  for key in ('errors_in_easy', 'errors_in_hard',
+              'errors_in_hard_leave_one_out'):
+    r = t.get(key)
+    if not r:
+      continue
+    title = key.replace('errors_in_', '').replace('_', ' ')
+    panels[title] = {'set': {'value': r['pooled_fraction'],
+                             'points': r['fraction']}}
+    refs[title] = ('set share', r['set_share'])
+    rows.append((title, r['set_share'], r['pooled_fraction'],
+                 r['enrichment']))
+  sec.figures.append(_fig('test_errors', figures.set_bars(
+      panels, 'fraction of test errors', ('set',), refs)))
+  sec.body_html = html_lib.table(
+      ['set', 'share of test split', 'share of errors (pooled)',
+       'enrichment'], rows, f"Test split: {t.get('num_examples')} examples, "
+      f"final probe at epoch {t.get('final_probe_epoch')}")
+  return sec
+
+
+def _learning_curves(s: Any) -> Section:
+  sec = Section('learning-curves', 'Learning curves',
+                'Train and test accuracy of every member at each probe '
+                '(eval mode, no augmentation) and its mean training-pass '
+                'loss per epoch; colours are architectures, line styles '
+                'seeds.')
+  probes = [r for r in s.metrics if r.get('kind') == 'probe']
+  epochs = [r for r in s.metrics if r.get('kind') == 'epoch']
+  lines: dict[str, dict[str, Any]] = {'train accuracy': {},
+                                      'test accuracy': {}}
+  groups = {}
+  if probes:
+    for field, panel in (('train_acc', 'train accuracy'),
+                         ('test_acc', 'test accuracy')):
+      _member_series(probes, field, lines[panel], groups)
+  else:
+    acc = s.probe_accuracy() or {}
+    for name, v in acc.items():
+      groups[name] = v['arch']
+      lines['train accuracy'][name] = (v['epochs'], v['train'])
+      lines['test accuracy'][name] = (v['epochs'], v['test'])
+  if epochs:
+    lines['train loss (training pass)'] = {}
+    _member_series(epochs, 'train_loss', lines['train loss (training pass)'],
+                   groups)
+  lines = {k: v for k, v in lines.items() if v}
+  if not lines:
+    return dataclasses.replace(sec, status=html_lib.STATUS_NOT_RUN,
+                             note='no metrics.jsonl and no probe records')
+  sec.figures.append(_fig('learning_curves',
+                          figures.member_lines(lines, groups)))
+  final = [(n, round(float(y[-1]), 4), round(float(x[-1]), 3))
+           for n, (x, y) in lines.get('test accuracy', {}).items()]
+  if final:
+    sec.body_html = html_lib.table(['member', 'final test accuracy',
+                                    'at epoch'], final)
+  return sec
+
+
+def _member_series(rows: list[dict[str, Any]], field: str,
+                   out: dict[str, Any], groups: dict[str, str]) -> None:
+  for arch in dict.fromkeys(r['arch'] for r in rows):
+    mine = sorted((r for r in rows if r['arch'] == arch and field in r),
+                  key=lambda r: r['step'])
+    if not mine:
+      continue
+    x = np.asarray([r['epoch'] for r in mine], np.float64)
+    y = np.asarray([r[field] for r in mine], np.float64)  # [T, members]
+    for m in range(y.shape[1]):
+      name = f'{arch}/s{m}'
+      groups[name] = arch
+      out[name] = (x, y[:, m])
+
+
+def curves_section(path: str | None, key: str, title: str,
+                   explanation: str) -> Section:
+  """A section of generic curves from a later stage's ``results.json``.
+
+  Args:
+    path: the JSON file (see the package docstring), or None when the stage
+      has not run.
+    key: section id (the stage name).
+    title: heading.
+    explanation: the sentence used unless the JSON has a ``description``.
+
+  Returns:
+    The section.
+  """
+  sec = Section(key, title, explanation)
+  if path is None:
+    return dataclasses.replace(sec, status=html_lib.STATUS_NOT_RUN,
+                             note=f'no {key}/results.json')
+  with open(path) as f:
+    data = json.load(f)
+  sec.explanation = data.get('description') or explanation
+  for i, spec in enumerate(data.get('panels') or [data]):
+    if not isinstance(spec.get('curves'), list) or not spec['curves']:
+      raise ValueError(f'{path}: a panel needs a non-empty "curves" list.')
+    for c in spec['curves']:
+      if len(c['x']) != len(c['mean']) or (
+          c.get('std') is not None and len(c['std']) != len(c['x'])):
+        raise ValueError(f"{path}: curve {c.get('name')!r} has x, mean and "
+                         'std of different lengths.')
+    ref = spec.get('reference')
+    sec.figures.append(_fig(f'{key}_{i}', figures.curves(spec), (
+        spec.get('caption') or '') + (f' Dashed: {spec.get("reference_label") or "reference"} = {ref:.4g}.' if ref is not None else '')))
+  sec.body_html = html_lib.details('results.json',
+                                   json.dumps(data, indent=1)[:20000])
+  return sec
+
+
+def _config_timings(s: Any) -> Section:
+  sec = Section('config', 'Config and timings',
+                'How long each stage took (timings.json) and each '
+                'architecture trained (sum of epoch times in metrics.jsonl), '
+                'and the run\'s full config.')
+  body = []
+  if s.timings:
+    t = {k: float(v) for k, v in s.timings.items()}
+    sec.figures.append(_fig('timings', figures.horizontal_bars(t, 'seconds')))
+    body.append(html_lib.table(['stage', 'seconds'], list(t.items()),
+                               'Stages'))
+  else:
+    body.append(html_lib.paragraph('No timings.json in the workdir.'))
+  train = {}
+  for r in s.metrics:
+    if r.get('kind') == 'epoch' and 'seconds' in r:
+      train[r['arch']] = train.get(r['arch'], 0.0) + float(r['seconds'])
+  if train:
+    body.append(html_lib.table(['architecture', 'training seconds'],
+                               list(train.items()), 'Training'))
+  body.append(html_lib.details('config.json', json.dumps(
+      s.run_config, indent=1, sort_keys=True)) if s.run_config is not None
+              else html_lib.paragraph('No config.json in the workdir.'))
+  sec.body_html = '\n'.join(body)
+  return sec
+
+
+# (key, title, builder) in page order; the later stages' curve sections go
+# before the last one (config and timings).
+SECTIONS = (
+    ('overview', 'Study and sets', _overview),
+    ('examples', 'Easiest and hardest examples', _examples),
+    ('mean-images', 'Mean easy and hard image per class', _mean_images),
+    ('histogram', 'Easiness distribution', _histogram),
+    ('agreement', 'Agreement across architectures', _agreement),
+    ('similarity', 'Within-set distances', _distances),
+    ('colour-frequency', 'Colour and frequency statistics', _colour_freq),
+    ('test-errors', 'Test errors and hard examples', _test_errors),
+    ('learning-curves', 'Learning curves', _learning_curves),
+    ('config', 'Config and timings', _config_timings),
+)
