@@ -10,6 +10,7 @@ Runtime and results: see the dataset configs (cifar10.py, digits.py, ...).
 import ml_collections
 
 from easyhard_jax import analysis
+from easyhard_jax.experiments import causes
 from easyhard_jax.experiments import sweeps
 
 
@@ -69,6 +70,20 @@ def get_config() -> ml_collections.ConfigDict:
   # easy / hard / random examples, and compression by easiness vs random.
   c.removal = sweeps.default_sweep_config('remove')
   c.compression = sweeps.default_sweep_config('compress')
+  # Cause probes (experiments/causes.py): random labels, batch size, Adam,
+  # low-pass and grayscale inputs, compared with this study's easiness.
+  c.causes = causes.default_causes_config()
+
+  # Report (easyhard_jax/report): example grids per class.
+  c.report = ml_collections.ConfigDict()
+  c.report.examples_per_class = 8
+  c.report.max_classes = 20
+
+  # Stages that --mode=study runs (in this order); False switches one off.
+  c.stages = ml_collections.ConfigDict()
+  for name in ('record', 'analyze', 'remove', 'compress', 'probe_causes',
+               'report'):
+    c.stages[name] = True
 
   c.checkpoint_every_epochs = 1
   c.checkpoints_to_keep = 2

@@ -28,9 +28,18 @@ def get_config():
   c.probe.first_epoch_fractions = (0.25, 0.5, 0.75)
   c.probe.every_epochs = 1
   c.checkpoint_every_epochs = 3
+  # "Early" on digits: the first 3 epochs (epoch 1 is mostly lr warm-up).
+  c.analysis.window = (0.0, 3.0)
   # Sweeps retrain the small CNN only (~1 min each on 2 CPU cores).
   for sweep in (c.removal, c.compression):
     sweep.archs = 'cnn'
     sweep.seeds = 2
     sweep.epochs = 15
+  c.causes.archs = 'cnn,vgg11'
+  c.causes.epochs = 10
+  c.causes.variants = ('random_labels', 'large_batch', 'full_batch', 'adam',
+                       'lowpass', 'grayscale')
+  c.causes.large_batch_size = 512
+  c.causes.full_batch_epochs = 150
+  c.causes.lowpass_sigma = 0.7    # Digits are 8x8: a light blur.
   return c

@@ -24,4 +24,16 @@ def get_config():
   c.probe.first_epoch_fractions = (0.5,)
   c.probe.every_epochs = 1
   c.checkpoint_every_epochs = 1
+  c.analysis.window = (0.0, 1.0)
+  for sweep in (c.removal, c.compression):
+    sweep.seeds = 1
+    sweep.epochs = 2
+    sweep.fractions = (0.5,)
+  c.removal.strategies = ('easiest', 'hardest', 'random')
+  c.compression.strategies = ('drop_easiest', 'random')
+  c.compression.scores = ('easiness',)
+  c.causes.archs = 'cnn'
+  c.causes.seeds = 1
+  c.causes.epochs = 2
+  c.causes.variants = ('random_labels', 'adam')
   return c

@@ -1,15 +1,28 @@
-"""The study's stages, in order, and the dispatcher used by main.py."""
+"""The study's stages, in order, and the dispatcher used by main.py.
+
+``--mode=study`` runs every stage in order. A stage whose output is complete is
+skipped, unless a stage before it ran in this invocation (its inputs may have
+changed), so an interrupted study resumes where it stopped. Stages can be
+switched off with ``config.stages.<name> = False``. An explicit ``--mode=X``
+always runs X (which itself resumes its finished parts).
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import time
+from typing import Callable
 
 import jax
 from absl import logging
 
 from easyhard_jax import records
+
+
+def _dataset(config):
+  from easyhard_jax.data import sources
+  return sources.load_dataset(config)
 
 
 def _record(config, workdir):
@@ -19,8 +32,7 @@ def _record(config, workdir):
 
 def _analyze(config, workdir):
   from easyhard_jax.analysis import stage
-  from easyhard_jax.data import sources
-  data = sources.load_dataset(config)
+  data = _dataset(config)
   stage.run_analysis(config, workdir, train_images=data.train_images,
                      test_images=data.test_images)
 
@@ -35,8 +47,39 @@ def _compress(config, workdir):
   sweeps.run_sweep(config, workdir, 'compress')
 
 
-STAGES = {'record': _record, 'analyze': _analyze, 'remove': _remove,
-          'compress': _compress}
+def _probe_causes(config, workdir):
+  from easyhard_jax.experiments import causes
+  causes.run_causes(config, workdir)
+
+
+def _report(config, workdir):
+  from easyhard_jax import report
+  data = _dataset(config)
+  path = report.build_report(config, workdir, train_images=data.train_images,
+                             test_images=data.test_images)
+  logging.info('Report: %s', path)
+
+
+def _records_complete(config, workdir) -> bool:
+  from easyhard_jax.train import config_checks
+  manifest = records.read_manifest(workdir)
+  return all(manifest['archs'].get(a, {}).get('complete')
+             for a in config_checks.arch_list(config))
+
+
+def _exists(*parts) -> Callable[..., bool]:
+  return lambda config, workdir: os.path.exists(os.path.join(workdir, *parts))
+
+
+# name -> (run, is_complete); the order is the study's order.
+STAGES = {
+    'record': (_record, _records_complete),
+    'analyze': (_analyze, _exists('analysis', 'analysis.json')),
+    'remove': (_remove, _exists('removal', 'results.json')),
+    'compress': (_compress, _exists('compression', 'results.json')),
+    'probe_causes': (_probe_causes, _exists('causes', 'results.json')),
+    'report': (_report, _exists('report', 'index.html')),
+}
 MODES = ('study',) + tuple(STAGES)
 
 
@@ -48,18 +91,42 @@ def enable_compilation_cache(config) -> None:
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
 
 
+def _record_timing(workdir: str, stage: str, seconds: float) -> None:
+  path = os.path.join(workdir, 'timings.json')
+  timings = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      timings = json.load(f)
+  timings[stage] = round(seconds, 2)
+  records.atomic_write_json(path, timings)
+
+
 def run(config, workdir: str, mode: str = 'study') -> None:
-  """Runs one stage, or every stage in order for mode='study'."""
+  """Runs one stage, or every enabled stage in order for mode='study'."""
+  if mode not in MODES:
+    raise ValueError(f'mode must be one of {MODES}, got {mode!r}.')
   os.makedirs(workdir, exist_ok=True)
   enable_compilation_cache(config)
-  if jax.process_index() == 0:
+  writer = jax.process_index() == 0
+  if writer:
     records.atomic_write_json(os.path.join(workdir, 'config.json'),
                               json.loads(config.to_json_best_effort()))
   names = list(STAGES) if mode == 'study' else [mode]
+  upstream_ran = False
   for name in names:
-    if mode == 'study' and not config.get('stages', {}).get(name, True):
-      continue
+    fn, is_complete = STAGES[name]
+    if mode == 'study':
+      if not config.get('stages', {}).get(name, True):
+        logging.info('Stage %s is switched off in config.stages.', name)
+        continue
+      if not upstream_ran and is_complete(config, workdir):
+        logging.info('Stage %s is complete; skipping.', name)
+        continue
     tick = time.time()
     logging.info('Stage %s starting.', name)
-    STAGES[name](config, workdir)
-    logging.info('Stage %s done in %.1fs.', name, time.time() - tick)
+    fn(config, workdir)
+    upstream_ran = True
+    seconds = time.time() - tick
+    logging.info('Stage %s done in %.1fs.', name, seconds)
+    if writer:
+      _record_timing(workdir, name, seconds)

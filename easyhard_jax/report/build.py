@@ -232,9 +232,10 @@ def summary_blocks(study: Study) -> list[tuple[str, list[str]]]:
     off = ~np.eye(k, dtype=bool)
     for which in ('easy', 'hard'):
       r = np.asarray(ap[f'{which}_sets']['ratio'], np.float64)[off]
+      chance = sections.chance_text(ap[f'{which}_sets'])
       out.append(f'{which.capitalize()} sets of different architectures '
                  f'overlap {_fmt(np.nanmean(r))}x chance on average '
-                 f'(chance overlap {sections.chance_text(ap[f"{which}_sets"])}).')
+                 f'(chance overlap {chance}).')
   summ = ag['member_pairs'].get('summary', {}).get('spearman_easiness')
   if summ:
     out.append(f"Easiness Spearman between members: same architecture "

@@ -14,9 +14,11 @@ from typing import Any, Mapping, Sequence
 import matplotlib
 
 matplotlib.use('Agg')  # Before anything imports pyplot: headless machines.
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
-from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
-import numpy as np  # pylint: disable=g-import-not-at-top
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+import numpy as np
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 SET_COLOURS = {'easy': '#2a9d4b', 'hard': '#d1495b', 'random': '#7f7f7f',
                'all': '#4c72b0'}
@@ -42,16 +44,20 @@ def _to_unit(images: np.ndarray) -> np.ndarray:
 
 def _mosaic(tiles: np.ndarray, frames: np.ndarray, pad: int,
             frame_colours: Mapping[int, Sequence[float]]) -> np.ndarray:
-  """Lays out tiles [R, C, H, W, 3] on a white canvas with coloured frames."""
+  """Lays out tiles [R, C, H, W, 3] on a white canvas with coloured frames.
+
+  Each tile gets a ``pad``-pixel frame (coloured by its code in ``frames``,
+  white for codes without a colour) and a ``pad``-pixel white gap around it.
+  """
   r, c, h, w, _ = tiles.shape
-  cell_h, cell_w = h + 2 * pad, w + 2 * pad
+  cell_h, cell_w = h + 4 * pad, w + 4 * pad
   canvas = np.ones((r * cell_h, c * cell_w, 3), np.float32)
   for i in range(r):
     for j in range(c):
-      y, x = i * cell_h, j * cell_w
+      y, x = i * cell_h + pad, j * cell_w + pad
       colour = frame_colours.get(int(frames[i, j]))
       if colour is not None:
-        canvas[y:y + cell_h, x:x + cell_w] = colour
+        canvas[y:y + h + 2 * pad, x:x + w + 2 * pad] = colour
       tile = tiles[i, j]
       canvas[y + pad:y + pad + h, x + pad:x + pad + w] = np.where(
           np.isnan(tile), 1.0, tile)
@@ -99,7 +105,7 @@ def example_grid(images: np.ndarray, rows: Sequence[Sequence[int]],
   fig = Figure(figsize=(1.2 + ncols * scale, 0.6 + len(rows) * scale))
   ax = fig.add_subplot()
   ax.imshow(canvas, interpolation='nearest')
-  ax.set_yticks([(i + 0.5) * (h + 2 * pad) for i in range(len(rows))],
+  ax.set_yticks([(i + 0.5) * (h + 4 * pad) for i in range(len(rows))],
                 list(row_labels))
   ax.set_xticks([])
   for side in ax.spines.values():
@@ -134,8 +140,8 @@ def mean_images(means: Mapping[str, np.ndarray],
       n = int(np.asarray(counts[name])[c])
       if n > 0 and np.isfinite(m[c]).all():
         ax.imshow(m[c], interpolation='nearest', vmin=0.0, vmax=1.0)
-      else:
-        ax.set_facecolor('#eeeeee')
+      else:  # An image, not a facecolour, so the cell keeps the tiles' shape.
+        ax.imshow(np.full(m[c].shape, 0.93), vmin=0.0, vmax=1.0)
       ax.set_xlabel(f'n={n}', fontsize=7)
       if i == 0:
         ax.set_title(f'class {c}', fontsize=8)
@@ -181,6 +187,7 @@ def score_histogram(values: Mapping[str, np.ndarray],
 
 def heatmap(matrix: np.ndarray, labels: Sequence[str], title: str, *,
             cbar_label: str = '', center: float | None = None,
+            vmin: float | None = None,
             intervals: tuple[np.ndarray, np.ndarray] | None = None,
             mask_diagonal: bool = False, fmt: str = '.2f',
             groups: Sequence[str] | None = None) -> bytes:
@@ -191,7 +198,8 @@ def heatmap(matrix: np.ndarray, labels: Sequence[str], title: str, *,
     labels: K tick labels.
     title: axes title.
     cbar_label: colour bar label.
-    center: value at the middle of a diverging colour map (None: sequential).
+    center: value drawn white in a diverging colour map (None: sequential).
+    vmin: lower end of a diverging map (default: symmetric about center).
     intervals: optional (lo, hi) [K, K] arrays annotated under each value.
     mask_diagonal: leave the diagonal blank (self-comparisons).
     fmt: number format of the annotations.
@@ -208,11 +216,21 @@ def heatmap(matrix: np.ndarray, labels: Sequence[str], title: str, *,
   fig = Figure(figsize=(size + 1.0, size))
   ax = fig.add_subplot()
   fin = m[np.isfinite(m)]
-  if center is not None:
-    span = max(float(np.abs(fin - center).max()) if fin.size else 1.0, 1e-6)
-    im = ax.imshow(m, cmap='RdBu_r', vmin=center - span, vmax=center + span)
+  # Blank (masked) cells grey, so they are not read as the white centre.
+  diverging = matplotlib.colormaps['RdBu_r'].with_extremes(bad='#e4e4e4')
+  if center is not None and vmin is None:
+    span = max(float(np.abs(fin - center).max()) if fin.size else 1.0, 1e-3)
+    im = ax.imshow(m, cmap=diverging, vmin=center - span, vmax=center + span)
+  elif center is not None:  # Bounded below (a ratio): two linear halves.
+    hi = max(float(fin.max()) if fin.size else center, center + 1e-3)
+    im = ax.imshow(m, cmap=diverging, norm=matplotlib.colors.TwoSlopeNorm(
+        center, vmin=min(vmin, center - 1e-3), vmax=hi))
   else:
-    im = ax.imshow(m, cmap='viridis')
+    im = ax.imshow(m, cmap=matplotlib.colormaps['viridis'].with_extremes(
+        bad='#e4e4e4'))
+  rgba = im.cmap(im.norm(np.nan_to_num(m)))
+  # Rec. 601 luma: dark cells get white text.
+  dark = rgba[..., :3] @ np.array([0.299, 0.587, 0.114]) < 0.5
   cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
   cb.set_label(cbar_label)
   ax.set_xticks(range(k), list(labels), rotation=45, ha='right', fontsize=8)
@@ -231,8 +249,7 @@ def heatmap(matrix: np.ndarray, labels: Sequence[str], title: str, *,
         text += (f'\n[{format(intervals[0][i][j], fmt)}, '
                  f'{format(intervals[1][i][j], fmt)}]')
       ax.text(j, i, text, ha='center', va='center', fontsize=annotate_size,
-              color='white' if center is None and fin.size and
-              m[i, j] < np.median(fin) else 'black')
+              color='white' if dark[i, j] else 'black')
   if groups is not None:
     for b in [i for i in range(1, k) if groups[i] != groups[i - 1]]:
       ax.axhline(b - 0.5, color='black', linewidth=1)
@@ -242,40 +259,46 @@ def heatmap(matrix: np.ndarray, labels: Sequence[str], title: str, *,
 
 def set_bars(panels: Mapping[str, Mapping[str, Any]], ylabel: str = '',
              sets: Sequence[str] = ('easy', 'hard', 'random'),
-             references: Mapping[str, tuple[str, float]] | None = None
-             ) -> bytes:
+             ref_label: str = 'reference') -> bytes:
   """Bars of a statistic per set, with error bars and optional points.
 
   Args:
     panels: {panel title: {set: {'value': float, 'err': float or None,
-      'points': [floats] or None}}}; a missing set is skipped.
+      'points': [floats] or None, 'ref': float or None}}}; a missing set is
+      skipped; 'ref' draws a dashed reference segment across that bar.
     ylabel: y-axis label of every panel.
-    sets: set names in bar order.
-    references: optional {panel title: (label, y)} dashed reference lines.
+    sets: set names in bar order (colours follow the first word).
+    ref_label: legend label of the reference segments.
 
   Returns:
     PNG bytes.
   """
   n = len(panels)
-  fig = Figure(figsize=(3.2 * n + 0.6, 3.4))
+  fig = Figure(figsize=(max(3.2 * n, 1.1 * len(sets) + 1.5) + 0.6, 3.4))
   axes = fig.subplots(1, n, squeeze=False)[0]
   rng = np.random.default_rng(0)  # Jitter only; deterministic figures.
   for ax, (title, stats) in zip(axes, panels.items()):
     names = [s for s in sets if stats.get(s) is not None]
+    values = []
     for x, name in enumerate(names):
       st = stats[name]
       err = st.get('err')
-      ax.bar(x, st['value'], color=SET_COLOURS.get(name, '#4c72b0'),
-             alpha=0.8, yerr=None if err is None else [[err], [err]],
+      ax.bar(x, st['value'], alpha=0.8,
+             color=SET_COLOURS.get(name.split()[0], '#4c72b0'),
+             yerr=None if err is None else [[err], [err]],
              capsize=4, error_kw={'linewidth': 1})
       pts = [p for p in (st.get('points') or []) if p is not None]
       if pts:
         ax.scatter(x + rng.uniform(-0.18, 0.18, len(pts)), pts, s=9,
                    color='black', alpha=0.6, zorder=3, linewidths=0)
-    ref = (references or {}).get(title)
-    if ref is not None:
-      ax.axhline(ref[1], color='black', linestyle='--', linewidth=1,
-                 label=ref[0])
+      if st.get('ref') is not None:
+        ax.hlines(st['ref'], x - 0.45, x + 0.45, colors='black',
+                  linestyles='--', linewidth=1.2, zorder=4,
+                  label=ref_label if not values else None)
+      values += [st['value'], st.get('ref') or 0.0] + pts
+    if values and min(values) >= 0:  # Std bars must not suggest values < 0.
+      ax.set_ylim(bottom=0.0)
+    if any(stats[k].get('ref') is not None for k in names):
       ax.legend(fontsize=8)
     ax.set_xticks(range(len(names)), names)
     ax.set_title(title, fontsize=10)

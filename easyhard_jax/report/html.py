@@ -58,12 +58,12 @@ def data_uri(png: bytes) -> str:
   return 'data:image/png;base64,' + base64.b64encode(png).decode('ascii')
 
 
-def table(header: Sequence[str], rows: Sequence[Sequence[Any]],
+def table(header: Sequence[str] | None, rows: Sequence[Sequence[Any]],
           caption: str = '') -> str:
   """An HTML table of escaped cells; floats are shown with 4 significant digits.
 
   Args:
-    header: column names.
+    header: column names; None for a key-value table without a header row.
     rows: cell values.
     caption: optional caption above the table.
 
@@ -74,10 +74,12 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]],
     if isinstance(v, float):
       return esc(f'{v:.4g}')
     return esc('-' if v is None else v)
-  out = ['<table>']
+  out = ['<table>' if header else '<table class="kv">']
   if caption:
     out.append(f'<caption>{esc(caption)}</caption>')
-  out.append('<tr>' + ''.join(f'<th>{esc(h)}</th>' for h in header) + '</tr>')
+  if header:
+    out.append('<tr>' + ''.join(f'<th>{esc(h)}</th>' for h in header) +
+               '</tr>')
   for r in rows:
     out.append('<tr>' + ''.join(f'<td>{cell(v)}</td>' for v in r) + '</tr>')
   out.append('</table>')
@@ -112,14 +114,19 @@ p.explain { color: #444; margin: 4px 0 12px 0; }
 p.status { color: #8a6d3b; background: #fcf8e3; padding: 6px 10px;
            border-radius: 4px; }
 p.status.error { color: #a94442; background: #f2dede; }
-figure { margin: 10px 0 18px 0; }
+/* inline-table + table-caption: side by side, captions as wide as images. */
+figure { display: inline-table; vertical-align: top;
+         margin: 10px 18px 18px 0; }
 figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
-figcaption { font-size: 13px; color: #555; margin-top: 4px; }
+figcaption { display: table-caption; caption-side: bottom; font-size: 13px;
+             color: #555; margin-top: 4px; }
 table { border-collapse: collapse; margin: 8px 0 14px 0; font-size: 13px; }
 caption { text-align: left; font-weight: 600; padding-bottom: 4px; }
 th, td { border: 1px solid #ddd; padding: 3px 9px; text-align: right; }
 th { background: #f0f2f5; }
 td:first-child, th:first-child { text-align: left; }
+table.kv td { text-align: left; }
+table.kv td:first-child { font-weight: 600; background: #f7f8fa; }
 pre { background: #f6f8fa; padding: 10px; font-size: 12px; overflow-x: auto; }
 details summary { cursor: pointer; color: #23395d; }
 """

@@ -32,6 +32,10 @@ def _num(x: Any) -> float | None:
   return v if math.isfinite(v) else None
 
 
+def _not_run(sec: Section, note: str) -> Section:
+  return dataclasses.replace(sec, status=html_lib.STATUS_NOT_RUN, note=note)
+
+
 def _fig(name: str, png: bytes, caption: str = '') -> html_lib.FigureItem:
   return html_lib.FigureItem(name, png, caption)
 
@@ -41,8 +45,7 @@ def _overview(s: Any) -> Section:
                 'What was trained, which probes define easiness, and how '
                 'many examples of each class fell in the easy and hard sets.')
   if s.analysis is None:
-    return dataclasses.replace(sec, status=html_lib.STATUS_NOT_RUN,
-                             note=_NO_ANALYSIS)
+    return _not_run(sec, _NO_ANALYSIS)
   a, rec = s.analysis, s.analysis['records']
   tr, rule = rec['train'], s.analysis['sets']['train']
   rows = [('members', f"{tr['members']} ({', '.join(tr['member_names'])})"),
@@ -59,7 +62,7 @@ def _overview(s: Any) -> Section:
                  f"{sum(st['class_sizes'])}"))
   per_class = [(c, n, e, h) for c, (n, e, h) in enumerate(zip(
       rule['class_sizes'], rule['easy_per_class'], rule['hard_per_class']))]
-  sec.body_html = (html_lib.table(['', ''], rows) + html_lib.table(
+  sec.body_html = (html_lib.table(None, rows) + html_lib.table(
       ['class', 'train examples', 'easy', 'hard'], per_class,
       'Train set sizes per class'))
   return sec
@@ -83,11 +86,9 @@ def _examples(s: Any) -> Section:
                 'right), hardest first in the second grid; a green frame '
                 'marks the easy set and a red frame the hard set.')
   if s.analysis is None or s.scores is None:
-    return dataclasses.replace(sec, status=html_lib.STATUS_NOT_RUN,
-                             note=_NO_ANALYSIS)
+    return _not_run(sec, _NO_ANALYSIS)
   if s.train_images is None:
-    return dataclasses.replace(sec, status=html_lib.STATUS_NOT_RUN,
-                             note='no train images passed to build_report')
+    return _not_run(sec, 'no train images passed to build_report')
   for split, sc, images in (('train', s.scores, s.train_images),
                             ('test', s.scores_test, s.test_images)):
     if sc is None or images is None:
@@ -119,19 +120,22 @@ def _mean_images(s: Any) -> Section:
   sec = Section('mean-images', 'Mean easy and hard image per class',
                 'The pixel-wise mean of the easy, hard and all examples of '
                 'each class (n = examples averaged; grey = none): a sharp '
-                'easy mean and a blurred hard mean mean easy examples look '
-                'alike and hard ones differ.')
+                'easy mean beside a blurred hard mean says easy examples '
+                'look alike and hard ones differ.')
   if s.means is None:
-    return dataclasses.replace(sec, status=html_lib.STATUS_NOT_RUN, note=(
-        _NO_ANALYSIS if s.analysis is None else
-        'no mean_images.npz: the analysis ran without images'))
+    return _not_run(sec, _NO_ANALYSIS if s.analysis is None else
+                    'no mean_images.npz: the analysis ran without images')
+  kmax = s.opts['max_classes']
   for split in ('train', 'test'):
     names = [n for n in ('easy', 'hard', 'all')
              if f'{split}_{n}_mean' in s.means]
-    if names:
-      sec.figures.append(_fig(f'mean_images_{split}', figures.mean_images(
-          {n: s.means[f'{split}_{n}_mean'] for n in names},
-          {n: s.means[f'{split}_{n}_count'] for n in names}, split)))
+    if not names:
+      continue
+    k = s.means[f'{split}_{names[0]}_mean'].shape[0]
+    sec.figures.append(_fig(f'mean_images_{split}', figures.mean_images(
+        {n: s.means[f'{split}_{n}_mean'][:kmax] for n in names},
+        {n: s.means[f'{split}_{n}_count'][:kmax] for n in names}, split),
+        f'First {kmax} of {k} classes.' if k > kmax else ''))
   return sec
 
 
@@ -141,8 +145,7 @@ def _histogram(s: Any) -> Section:
                 'splits; dashed lines mark the easiest hard-set and hardest '
                 'easy-set score on the train split.')
   if s.scores is None:
-    return dataclasses.replace(sec, status=html_lib.STATUS_NOT_RUN,
-                             note=_NO_ANALYSIS)
+    return _not_run(sec, _NO_ANALYSIS)
   vals = {'train': s.scores['easiness']}
   if s.scores_test is not None:
     vals['test'] = s.scores_test['easiness']
@@ -181,8 +184,7 @@ def _agreement(s: Any) -> Section:
                 'same sizes would have (1 = chance), and the Spearman '
                 'correlation of easiness between individual members.')
   if s.analysis is None:
-    return dataclasses.replace(sec, status=html_lib.STATUS_NOT_RUN,
-                             note=_NO_ANALYSIS)
+    return _not_run(sec, _NO_ANALYSIS)
   ag = s.analysis['agreement']
   ap = ag.get('arch_pairs', {})
   if 'skipped' in ap:
@@ -196,7 +198,9 @@ def _agreement(s: Any) -> Section:
       chance = chance_text(sets)
       png = figures.heatmap(
           sets['ratio'], ag['archs'], f'{which} sets: overlap / chance',
-          cbar_label='overlap ratio to chance', mask_diagonal=True,
+          cbar_label='overlap ratio to chance (1 = chance)', center=1.0,
+          vmin=0.0,
+          mask_diagonal=True,
           intervals=None if ci is None else (ci['lo'], ci['hi']))
       sec.figures.append(_fig(
           f'agreement_{which}', png,
@@ -231,7 +235,8 @@ def _dist_panels(st: Mapping[str, Any], prefix: str) -> dict[str, Any]:
            ('easy', 'hard', 'random')}
     pts = {n: [x for x in v if x is not None] for n, v in pts.items()}
     if any(pts.values()):
-      panels[f'{prefix} {metric}: within class ({len(per)} classes)'] = {
+      classes = f"{len(per)} class{'es' if len(per) != 1 else ''}"
+      panels[f'{prefix} {metric}: within class ({classes})'] = {
           n: {'value': float(np.mean(v)), 'err': float(np.std(v)),
               'points': v} for n, v in pts.items() if v}
   return panels
@@ -245,8 +250,7 @@ def _distances(s: Any) -> Section:
                 'and one dot per class.')
   sim = (s.analysis or {}).get('similarity')
   if sim is None or 'skipped' in sim:
-    return dataclasses.replace(sec, status=html_lib.STATUS_NOT_RUN, note=(
-        _NO_ANALYSIS if sim is None else sim['skipped']))
+    return _not_run(sec, _NO_ANALYSIS if sim is None else sim['skipped'])
   sources = ([('pixels', sim['pixels'])] if 'pixels' in sim else []) + [
       (f'features/{k}', v) for k, v in sim.get('features', {}).items()]
   rows = []
@@ -270,9 +274,8 @@ def _colour_freq(s: Any) -> Section:
                 'std over the set\'s examples).')
   sim = (s.analysis or {}).get('similarity') or {}
   if 'colour' not in sim:
-    return dataclasses.replace(sec, status=html_lib.STATUS_NOT_RUN, note=(
-        _NO_ANALYSIS if s.analysis is None else
-        'the analysis ran without images'))
+    return _not_run(sec, _NO_ANALYSIS if s.analysis is None else
+                    'the analysis ran without images')
   sets = ('easy', 'hard', 'random', 'all')
   colour = {k: v for k, v in sim['colour'].items() if v}
   channels = len(next(iter(colour.values()))['mean']) if colour else 0
@@ -296,22 +299,24 @@ def _test_errors(s: Any) -> Section:
                 '(dashed: what chance would give).')
   t = (s.analysis or {}).get('test')
   if t is None or 'skipped' in t:
-    return dataclasses.replace(sec, status=html_lib.STATUS_NOT_RUN, note=(
-        _NO_ANALYSIS if t is None else t['skipped']))
-  panels, refs, rows = {}, {}, []
+    return _not_run(sec, _NO_ANALYSIS if t is None else t['skipped'])
+  bars, rows = {}, []
   for key in ('errors_in_easy', 'errors_in_hard',
               'errors_in_hard_leave_one_out'):
     r = t.get(key)
-    if not r:
+    if not r or 'skipped' in r:
       continue
-    title = key.replace('errors_in_', '').replace('_', ' ')
-    panels[title] = {'set': {'value': r['pooled_fraction'],
-                             'points': r['fraction']}}
-    refs[title] = ('set share', r['set_share'])
-    rows.append((title, r['set_share'], r['pooled_fraction'],
+    name = key.replace('errors_in_', '').replace('_', ' ')
+    name = name.replace('hard leave one out', 'hard (leave one out)')
+    bars[name] = {'value': r['pooled_fraction'], 'points': r['fraction'],
+                  'ref': r['set_share']}
+    rows.append((name, r['set_share'], r['pooled_fraction'],
                  r['enrichment']))
   sec.figures.append(_fig('test_errors', figures.set_bars(
-      panels, 'fraction of test errors', ('set',), refs)))
+      {'test errors inside each set': bars}, 'fraction of test errors',
+      list(bars), 'share of the test split (chance)'), 'Bars: errors of all '
+      'members pooled; "leave one out": each member\'s errors against the hard '
+      'set of the other members.'))
   sec.body_html = html_lib.table(
       ['set', 'share of test split', 'share of errors (pooled)',
        'enrichment'], rows, f"Test split: {t.get('num_examples')} examples, "
@@ -346,8 +351,7 @@ def _learning_curves(s: Any) -> Section:
                    groups)
   lines = {k: v for k, v in lines.items() if v}
   if not lines:
-    return dataclasses.replace(sec, status=html_lib.STATUS_NOT_RUN,
-                             note='no metrics.jsonl and no probe records')
+    return _not_run(sec, 'no metrics.jsonl and no probe records')
   sec.figures.append(_fig('learning_curves',
                           figures.member_lines(lines, groups)))
   final = [(n, round(float(y[-1]), 4), round(float(x[-1]), 3))
@@ -389,11 +393,24 @@ def curves_section(path: str | None, key: str, title: str,
   """
   sec = Section(key, title, explanation)
   if path is None:
-    return dataclasses.replace(sec, status=html_lib.STATUS_NOT_RUN,
-                             note=f'no {key}/results.json')
+    return _not_run(sec, f'no {key}/results.json')
   with open(path) as f:
     data = json.load(f)
   sec.explanation = data.get('description') or explanation
+  raw = html_lib.details('results.json', json.dumps(data, indent=1)[:20000])
+  if 'curves' not in data and 'panels' not in data:
+    # A stage that predates the contract: show its rows, not an error.
+    sec.body_html = html_lib.paragraph(
+        'results.json has no "curves" (the report contract: see '
+        'easyhard_jax.report); its rows and raw content follow.')
+    rows = data.get('rows')
+    if isinstance(rows, list) and rows and isinstance(rows[0], dict):
+      cols = [k for k, v in rows[0].items()
+              if isinstance(v, (str, int, float, type(None)))]
+      sec.body_html += html_lib.table(cols, [[r.get(c) for c in cols]
+                                             for r in rows])
+    sec.body_html += raw
+    return sec
   for i, spec in enumerate(data.get('panels') or [data]):
     if not isinstance(spec.get('curves'), list) or not spec['curves']:
       raise ValueError(f'{path}: a panel needs a non-empty "curves" list.')
@@ -402,11 +419,13 @@ def curves_section(path: str | None, key: str, title: str,
           c.get('std') is not None and len(c['std']) != len(c['x'])):
         raise ValueError(f"{path}: curve {c.get('name')!r} has x, mean and "
                          'std of different lengths.')
-    ref = spec.get('reference')
-    sec.figures.append(_fig(f'{key}_{i}', figures.curves(spec), (
-        spec.get('caption') or '') + (f' Dashed: {spec.get("reference_label") or "reference"} = {ref:.4g}.' if ref is not None else '')))
-  sec.body_html = html_lib.details('results.json',
-                                   json.dumps(data, indent=1)[:20000])
+    caption = spec.get('caption') or ''
+    if spec.get('reference') is not None:
+      label = spec.get('reference_label') or 'reference'
+      caption += f" Dashed: {label} = {float(spec['reference']):.4g}."
+    sec.figures.append(_fig(f'{key}_{i}', figures.curves(spec),
+                            caption.strip()))
+  sec.body_html = raw
   return sec
 
 

@@ -23,7 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from easyhard_jax import metrics_writer
 from easyhard_jax import models
+from easyhard_jax import progress
 from easyhard_jax import records
 from easyhard_jax.data import device_ops
 from easyhard_jax.data import sources
@@ -214,6 +216,10 @@ def train_arch(config, data: sources.Dataset, arch: str, workdir: str,
                'probes at steps %s', arch, t.num_members, t.spe, t.strategy,
                jnp.dtype(t.dtype).name, schedule)
 
+  tb = metrics_writer.MetricsWriter(workdir)
+  bar = progress.Progress((t.total_steps - start) * config.batch_size *
+                          t.num_members, desc=arch)
+
   def run_probe(step, states):
     k = probe_index[step]
     accs = {}
@@ -221,6 +227,8 @@ def train_arch(config, data: sources.Dataset, arch: str, workdir: str,
       out = t.probe(states, split)
       writer.write_chunk(arch, 'probe', split, k, step, out)
       accs[split] = out['correct'].mean(axis=1).round(4).tolist()
+      tb.write(step, {f'{m["name"]}/probe_{split}_acc': a
+                      for m, a in zip(t.members, accs[split])})
     _write_metrics(workdir, {'arch': arch, 'kind': 'probe', 'step': step,
                              'epoch': step / t.spe, 'train_acc': accs['train'],
                              'test_acc': accs['test']})
@@ -237,15 +245,20 @@ def train_arch(config, data: sources.Dataset, arch: str, workdir: str,
       perms = t.epoch_perms(epoch)
       buffers = steps_lib.empty_buffers(t.num_members, t.images['train'].shape[0])
     states, buffers = t.step(states, buffers, perms)
+    bar.update(config.batch_size * t.num_members)
     if in_epoch == t.spe - 1 or step + 1 == t.total_steps:
       fused = jax.device_get(buffers)
       _check_finite(np.where(t.keep, fused['loss'], 0.0), arch, epoch)
       writer.write_chunk(arch, 'fused', 'train', epoch, step + 1, fused)
       dt, tick = time.time() - tick, time.time()
+      losses = np.nanmean(np.where(t.keep, fused['loss'], np.nan), axis=1)
+      tb.write(step + 1, {f'{m["name"]}/train_loss': l
+                          for m, l in zip(t.members, losses)})
       _write_metrics(workdir, {
           'arch': arch, 'kind': 'epoch', 'epoch': epoch + 1, 'step': step + 1,
-          'train_loss': np.nanmean(fused['loss'], 1).round(5).tolist(),
-          'train_acc': fused['correct'].mean(1).round(4).tolist(),
+          'train_loss': losses.round(5).tolist(),
+          'train_acc': ((fused['correct'] & t.keep).sum(1) /
+                        t.keep.sum(1)).round(4).tolist(),
           'seconds': round(dt, 3)})
       if step + 1 in probe_index:  # Before the checkpoint that marks it done.
         run_probe(step + 1, states)
@@ -253,6 +266,8 @@ def train_arch(config, data: sources.Dataset, arch: str, workdir: str,
           step + 1 == t.total_steps):
         ckpt.save(step + 1, states)
   ckpt.wait()
+  bar.close()
+  tb.close()
   writer.finish_arch(arch)
 
 
@@ -266,11 +281,16 @@ def _check_finite(losses: np.ndarray, arch: str, epoch: int) -> None:
         'dtype=float32; rerunning resumes from the last good checkpoint.')
 
 
-def record_study(config, workdir: str) -> list[str]:
-  """The record stage: trains all architectures; returns the finished ones."""
+def record_study(config, workdir: str,
+                 data: sources.Dataset | None = None) -> list[str]:
+  """The record stage: trains all architectures; returns the finished ones.
+
+  ``data`` replaces ``load_dataset(config)`` (the cause probes pass modified
+  copies: shuffled labels, filtered images).
+  """
   config_checks.validate(config)
   os.makedirs(workdir, exist_ok=True)
-  data = sources.load_dataset(config)
+  data = data or sources.load_dataset(config)
   writer = records.RecordWriter(workdir)
   writer.write_split_metadata('train', data.train_labels, data.train_ids)
   writer.write_split_metadata('test', data.test_labels, data.test_ids)

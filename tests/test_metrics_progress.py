@@ -1,0 +1,151 @@
+"""MetricsWriter (JSON lines + TensorBoard without TensorFlow) and Progress."""
+
+import io
+import json
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from easyhard_jax import metrics_writer
+from easyhard_jax import progress
+
+STEPS = [(0, {'loss': 2.5, 'acc': 0.1}),
+         (10, {'loss': np.float32(1.25), 'acc': 0.5}),
+         (20, {'loss': 0.75, 'acc': float('nan')})]
+
+
+def _write(workdir, **kwargs):
+  with metrics_writer.MetricsWriter(str(workdir), **kwargs) as w:
+    for step, scalars in STEPS:
+      w.write(step, scalars, prefix='train')
+    w.write(20, {'acc': 0.9}, prefix='test/')
+  return w
+
+
+def test_tensorboard_events_read_back_without_tensorflow(tmp_path,
+                                                         monkeypatch):
+  # None in sys.modules makes `import tensorflow` raise ImportError.
+  monkeypatch.setitem(sys.modules, 'tensorflow', None)
+  from tensorboard.backend.event_processing import event_accumulator
+  w = _write(tmp_path)
+  files = os.listdir(w.tensorboard_dir)
+  assert files and all(f.startswith('events.out.tfevents') for f in files)
+  acc = event_accumulator.EventAccumulator(w.tensorboard_dir)
+  acc.Reload()
+  assert sorted(acc.Tags()['scalars']) == ['test/acc', 'train/acc',
+                                          'train/loss']
+  loss = acc.Scalars('train/loss')
+  assert [e.step for e in loss] == [0, 10, 20]
+  np.testing.assert_allclose([e.value for e in loss], [2.5, 1.25, 0.75])
+  train_acc = acc.Scalars('train/acc')
+  assert train_acc[1].value == pytest.approx(0.5)
+  assert math.isnan(train_acc[2].value)
+  assert [(e.step, e.value) for e in acc.Scalars('test/acc')] == [
+      (20, pytest.approx(0.9))]
+
+
+def test_json_lines_hold_steps_and_prefixed_scalars(tmp_path):
+  w = _write(tmp_path)
+  assert w.jsonl_path == os.path.join(str(tmp_path), 'metrics',
+                                      'metrics.jsonl')
+  with open(w.jsonl_path) as f:
+    rows = [json.loads(line) for line in f]
+  assert [r['step'] for r in rows] == [0, 10, 20, 20]
+  assert rows[1]['train/loss'] == 1.25 and rows[1]['train/acc'] == 0.5
+  assert rows[2]['train/acc'] is None  # NaN: JSON has none.
+  assert rows[3] == {'step': 20, 'wall_time': rows[3]['wall_time'],
+                     'test/acc': 0.9}
+  # A second writer (a resumed run) appends.
+  _write(tmp_path)
+  with open(w.jsonl_path) as f:
+    assert len(f.readlines()) == 8
+
+
+def test_disabled_writer_writes_nothing(tmp_path):
+  _write(tmp_path, enabled=False)
+  assert os.listdir(tmp_path) == []
+
+
+def test_non_zero_process_writes_nothing(tmp_path, monkeypatch):
+  monkeypatch.setattr(metrics_writer.jax, 'process_index', lambda: 1)
+  _write(tmp_path)
+  assert os.listdir(tmp_path) == []
+
+
+def test_write_after_close_is_an_error(tmp_path):
+  w = _write(tmp_path)
+  w.close()  # Idempotent.
+  with pytest.raises(ValueError, match='closed'):
+    w.write(30, {'loss': 1.0})
+
+
+class FakeTTY(io.StringIO):
+
+  def isatty(self):
+    return True
+
+
+class FakeClock:
+
+  def __init__(self):
+    self.t = 100.0
+
+  def __call__(self):
+    return self.t
+
+
+def test_progress_is_silent_when_not_a_tty():
+  stream = io.StringIO()
+  clock = FakeClock()
+  bar = progress.Progress(1000, 'epoch 1', stream=stream, clock=clock)
+  assert not bar.enabled
+  for _ in range(10):
+    clock.t += 1.0
+    bar.update(100)
+  bar.close()
+  assert stream.getvalue() == ''
+  assert bar.n == 1000
+
+
+def test_progress_draws_rate_and_eta_on_a_tty():
+  stream = FakeTTY()
+  clock = FakeClock()
+  bar = progress.Progress(1000, 'epoch 1', unit='ex', stream=stream,
+                          clock=clock, min_interval=0.5)
+  clock.t += 2.0
+  bar.update(250)  # 125 ex/s; 750 left -> 6 s.
+  out = stream.getvalue()
+  assert out.startswith('\repoch 1') and ' 25% |######  ' in out
+  assert '250/1000 ex' in out and '125 ex/s' in out and 'ETA 0:06' in out
+  bar.update(10)  # No time passed: counted, not drawn.
+  assert stream.getvalue() == out
+  clock.t += 2.0
+  bar.update(740)
+  bar.close()
+  final = stream.getvalue().split('\r')[-1]
+  assert '100% |' + '#' * 24 + '|' in final
+  assert '1000/1000 ex' in final and '250 ex/s' in final
+  assert final.endswith('ETA 0:00\n')
+  bar.close()
+  assert stream.getvalue().count('\n') == 1
+
+
+def test_progress_without_total_shows_count_rate_and_elapsed():
+  stream = FakeTTY()
+  clock = FakeClock()
+  with progress.Progress(None, unit='img', stream=stream, clock=clock,
+                         min_interval=0.0) as bar:
+    clock.t += 4.0
+    bar.update(4000)
+  line = stream.getvalue().split('\r')[-1]
+  assert line == '4000 img  1k img/s  elapsed 0:04\n'
+
+
+def test_format_duration():
+  assert progress.format_duration(5) == '0:05'
+  assert progress.format_duration(3725) == '1:02:05'
+  assert progress.format_duration(float('inf')) == '?'
+  assert progress.format_duration(float('nan')) == '?'

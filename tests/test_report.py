@@ -1,0 +1,207 @@
+"""The HTML report from a tiny real study, checked as a browser renders it."""
+
+import base64
+import html.parser
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from easyhard_jax.report import build_report
+
+CHROMIUM_NAMES = ('chromium', 'chromium-browser', 'google-chrome',
+                  'google-chrome-stable')
+INSTALL_HINT = ('no Chromium binary found; install one with '
+                '`apt-get update && apt-get install -y chromium`')
+CHROMIUM_FLAGS = ('--headless', '--no-sandbox', '--disable-gpu',
+                  '--disable-quic', '--no-first-run',
+                  '--disable-background-networking',
+                  '--disable-component-update', '--disable-sync',
+                  '--hide-scrollbars')
+REMOVAL = {'curves': [
+    {'name': 'remove hardest', 'x': [0.0, 0.1, 0.2], 'mean': [0.9, 0.85, 0.8],
+     'std': [0.01, 0.02, 0.02]},
+    {'name': 'remove random', 'x': [0.0, 0.1, 0.2], 'mean': [0.9, 0.89, None],
+     'std': None}],
+    'reference': 0.9, 'reference_label': 'full data',
+    'xlabel': 'fraction removed', 'ylabel': 'test accuracy'}
+
+
+class _Images(html.parser.HTMLParser):
+  """Collects the <img> tags and the sections' ids and status notes."""
+
+  def __init__(self):
+    super().__init__()
+    self.images, self.sections, self._section = [], {}, None
+    self._in_status = False
+
+  def handle_starttag(self, tag, attrs):
+    attrs = dict(attrs)
+    if tag == 'img':
+      self.images.append(attrs)
+    elif tag == 'section':
+      self._section = attrs['id']
+      self.sections[self._section] = ''
+    elif tag == 'p' and 'status' in (attrs.get('class') or ''):
+      self._in_status = True
+
+  def handle_endtag(self, tag):
+    if tag == 'p':
+      self._in_status = False
+
+  def handle_data(self, data):
+    if self._in_status:
+      self.sections[self._section] += data
+
+
+def _parse(path):
+  p = _Images()
+  with open(path, encoding='utf-8') as f:
+    p.feed(f.read())
+  return p
+
+
+def _copy(workdir, tmp_path_factory, name):
+  dst = str(tmp_path_factory.mktemp(name) / 'study')
+  shutil.copytree(workdir, dst, ignore=shutil.ignore_patterns('checkpoints'))
+  return dst
+
+
+@pytest.fixture(scope='module')
+def report(quick_study, tmp_path_factory):
+  """(workdir, index.html path) of an analysed copy of the quick study."""
+  from easyhard_jax.analysis import stage
+  from easyhard_jax.data import sources
+  config, workdir = quick_study
+  workdir = _copy(workdir, tmp_path_factory, 'report')
+  data = sources.load_dataset(config)
+  stage.run_analysis(config, workdir, train_images=data.train_images,
+                     test_images=data.test_images)
+  os.makedirs(os.path.join(workdir, 'removal'))
+  with open(os.path.join(workdir, 'removal', 'results.json'), 'w') as f:
+    json.dump(REMOVAL, f)
+  with open(os.path.join(workdir, 'timings.json'), 'w') as f:
+    json.dump({'record': 12.5, 'analyze': 4.0}, f)
+  path = build_report(config, workdir, train_images=data.train_images,
+                      test_images=data.test_images)
+  return workdir, path
+
+
+def test_report_writes_page_summary_and_figures(report):
+  workdir, path = report
+  out = os.path.join(workdir, 'report')
+  assert path == os.path.join(out, 'index.html')
+  pngs = sorted(os.listdir(os.path.join(out, 'figures')))
+  for name in ('train_easiest.png', 'train_hardest.png',
+               'mean_images_train.png', 'easiness_histogram.png',
+               'member_spearman.png', 'distances_pixels.png',
+               'colour_frequency.png', 'test_errors.png',
+               'learning_curves.png', 'removal_0.png', 'timings.png'):
+    assert name in pngs
+  with open(os.path.join(out, 'summary.md')) as f:
+    summary = f.read()
+  assert summary.startswith('# ') and 'easy and' in summary
+  assert '- removal: ran' in summary and '- causes: not run' in summary
+
+
+def test_every_img_is_an_embedded_png(report):
+  workdir, path = report
+  page = _parse(path)
+  figures = os.listdir(os.path.join(workdir, 'report', 'figures'))
+  assert len(page.images) == len(figures) > 10
+  for img in page.images:
+    src = img['src']
+    assert src.startswith('data:image/png;base64,'), img['alt']
+    png = base64.b64decode(src.split(',', 1)[1], validate=True)
+    assert png.startswith(b'\x89PNG\r\n\x1a\n')
+    with Image.open(io.BytesIO(png)) as im:
+      im.verify()
+      assert im.size[0] > 50 and im.size[1] > 50
+
+
+def test_sections_ran_or_say_not_run(report):
+  _, path = report
+  page = _parse(path)
+  # One architecture: no architecture pairs, but no section failed either.
+  assert not [k for k, v in page.sections.items() if 'error' in v]
+  for key in ('overview', 'examples', 'agreement', 'similarity',
+              'learning-curves', 'removal', 'config'):
+    assert page.sections[key] == '', key
+  assert page.sections['compression'].startswith('not run')
+  assert page.sections['causes'].startswith('not run')
+  with open(path) as f:
+    text = f.read()
+  assert 'chance overlap' in text and 'Architecture pairs: only one' in text
+
+
+def _chromium():
+  for name in CHROMIUM_NAMES:
+    if shutil.which(name):
+      return shutil.which(name)
+  pytest.skip(INSTALL_HINT)
+
+
+def _run_chromium(binary, tmp_path, *args):
+  cmd = [binary, *CHROMIUM_FLAGS, f'--user-data-dir={tmp_path / "profile"}',
+         *args]
+  return subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                        check=True)
+
+
+def test_headless_chromium_loads_every_figure(report, tmp_path):
+  binary = _chromium()
+  _, path = report
+  url = 'file://' + os.path.abspath(path)
+  dom = _run_chromium(binary, tmp_path, '--virtual-time-budget=10000',
+                      '--dump-dom', url).stdout
+  body = re.search(r'<body[^>]*>', dom).group(0)
+  assert 'data-figures-broken' not in body, body
+  loaded = re.search(r'data-figures-loaded="(\d+)"', body)
+  assert loaded, f'the page script never ran: {body}'
+  assert int(loaded.group(1)) == len(_parse(path).images)
+
+  shot = tmp_path / 'shot.png'
+  _run_chromium(binary, tmp_path, '--window-size=1280,2400',
+                f'--screenshot={shot}', url)
+  with Image.open(shot) as im:
+    pixels = np.asarray(im.convert('RGB'), np.float32)
+  assert pixels.shape[:2] == (2400, 1280)
+  # A blank or unstyled page is one or two flat colours.
+  assert pixels.std() > 20
+  assert len(np.unique(pixels.reshape(-1, 3)[::97], axis=0)) > 50
+
+
+def test_report_without_analysis_says_not_run(quick_study, tmp_path_factory):
+  config, workdir = quick_study
+  workdir = _copy(workdir, tmp_path_factory, 'bare')
+  shutil.rmtree(os.path.join(workdir, 'analysis'), ignore_errors=True)
+  os.makedirs(os.path.join(workdir, 'causes'))
+  with open(os.path.join(workdir, 'causes', 'results.json'), 'w') as f:
+    json.dump({'curves': [{'name': 'a', 'x': [1, 2], 'mean': [1.0]}]}, f)
+  os.makedirs(os.path.join(workdir, 'compression'))
+  with open(os.path.join(workdir, 'compression', 'results.json'), 'w') as f:
+    json.dump({'rows': [{'variant': 'kept_easy_0.5', 'test_acc': 0.75}]}, f)
+  path = build_report(config, workdir)
+  page = _parse(path)
+  for key in ('overview', 'examples', 'mean-images', 'histogram',
+              'agreement', 'similarity', 'colour-frequency', 'test-errors',
+              'removal'):
+    assert page.sections[key].startswith('not run'), key
+  # Results without curves: shown as a table, not an error.
+  assert page.sections['compression'] == ''
+  with open(path) as f:
+    assert '<td>kept_easy_0.5</td>' in f.read()
+  assert 'analyze' in page.sections['agreement']
+  # A malformed later-stage file costs its own section only.
+  assert page.sections['causes'].startswith('error')
+  assert 'different lengths' in page.sections['causes']
+  assert page.sections['learning-curves'] == ''
+  assert [i['alt'] for i in page.images] == ['learning_curves']
+  with open(os.path.join(workdir, 'report', 'summary.md')) as f:
+    assert 'analysis stage has not run' in f.read()
