@@ -31,10 +31,12 @@ def _record(config, workdir):
 
 
 def _analyze(config, workdir):
+  from easyhard_jax import exports
   from easyhard_jax.analysis import stage
   data = _dataset(config)
   stage.run_analysis(config, workdir, train_images=data.train_images,
                      test_images=data.test_images)
+  exports.write_exports(config, workdir)
 
 
 def _remove(config, workdir):

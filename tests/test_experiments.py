@@ -200,3 +200,24 @@ def test_probe_causes_end_to_end(study_copy):
     bad = copy.deepcopy(config)
     bad.causes.variants = ('moonlight',)
     stages.run(bad, workdir, 'probe_causes')
+
+
+def test_analyze_writes_exports_and_keep_lists(study_copy):
+  config, workdir = study_copy
+  stages.run(quick_config(), workdir, 'analyze')
+  z = np.load(os.path.join(workdir, 'exports', 'scores_train.npz'))
+  n = config.max_train_examples
+  np.testing.assert_array_equal(z['example_index'], np.arange(n))
+  rec = records.load(workdir, 'train')
+  np.testing.assert_array_equal(z['label'], rec.labels)
+  assert z['is_easy'].sum() > 0 and z['is_hard'].sum() > 0
+  for fraction in config.compression.fractions:
+    path = os.path.join(workdir, 'exports', 'keep_lists',
+                        f'drop_easiest_keep{fraction:.2f}.csv')
+    kept = np.loadtxt(path, delimiter=',', skiprows=1, usecols=0, dtype=int,
+                      ndmin=1)
+    assert len(kept) == round(fraction * n)
+    assert (np.diff(kept) > 0).all() and kept.max() < n
+    # Dropping the easiest first keeps the hardest: kept easiness is lower.
+    dropped = np.setdiff1d(np.arange(n), kept)
+    assert z['easiness'][kept].mean() <= z['easiness'][dropped].mean()

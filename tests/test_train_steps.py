@@ -114,11 +114,11 @@ def test_members_differ_in_init_order_and_outputs(trainer):
                             perms[0])
 
 
-def test_vmap_and_unroll_strategies_agree(trainer):
+def test_member_strategies_agree(trainer):
   t = trainer
   n = t.images['train'].shape[0]
   results = {}
-  for strategy in ('unroll', 'vmap'):
+  for strategy in ('unroll', 'vmap', 'map'):
     step = jax.jit(functools.partial(
         steps_lib.ensemble_train_step, strategy=strategy, model=t.model,
         tx=t.tx, batch_size=t.config.batch_size, steps_per_epoch=t.spe,
@@ -131,10 +131,13 @@ def test_vmap_and_unroll_strategies_agree(trainer):
       states, buffers = step(states, buffers, perms, t.aug_keys, t.num_kept,
                              t.images['train'], t.labels['train'])
     results[strategy] = (jax.device_get(states), jax.device_get(buffers))
-  (s_u, b_u), (s_v, b_v) = results['unroll'], results['vmap']
-  for a, b in zip(jax.tree.leaves(s_u.params), jax.tree.leaves(s_v.params)):
-    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
-  np.testing.assert_allclose(b_u['loss'], b_v['loss'], rtol=1e-4, atol=1e-5)
+  s_u, b_u = results['unroll']
+  for other in ('vmap', 'map'):
+    s_v, b_v = results[other]
+    for a, b in zip(jax.tree.leaves(s_u.params), jax.tree.leaves(s_v.params)):
+      np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5, err_msg=other)
+    np.testing.assert_allclose(b_u['loss'], b_v['loss'], rtol=1e-4,
+                               atol=1e-5, err_msg=other)
 
 
 def test_augmentation_crops_and_flips_per_example():

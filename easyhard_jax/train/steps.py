@@ -8,6 +8,8 @@ program. How the member axis is executed is a strategy:
   graphs; fastest on XLA:CPU, where vmapped convolutions become slow grouped
   convolutions).
 - ``vmap``: ``jax.vmap`` over the member axis (one batched graph).
+- ``map``: ``jax.lax.map`` over the member axis (one member's graph in a loop
+  inside the program: compiles like one member, runs members in turn).
 
 The train step computes per-example loss, correctness, logit margin and p(true)
 from the same forward pass that produces the gradient and scatters them by
@@ -26,7 +28,7 @@ import optax
 
 from easyhard_jax.data import device_ops
 
-STRATEGIES = ('unroll', 'vmap')
+STRATEGIES = ('unroll', 'vmap', 'map')
 
 
 @flax.struct.dataclass
@@ -86,6 +88,8 @@ def _map_members(fn, strategy: str, *args):
   """Applies ``fn`` per member over the leading (member) axis of ``args``."""
   if strategy == 'vmap':
     return jax.vmap(fn)(*args)
+  if strategy == 'map':
+    return jax.lax.map(lambda xs: fn(*xs), args)
   if strategy != 'unroll':
     raise ValueError(f'member strategy must be one of {STRATEGIES}, got '
                      f'{strategy!r}')

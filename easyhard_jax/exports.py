@@ -1,0 +1,83 @@
+"""Exports for use outside easyhard_jax: scores as .npz and keep-lists.
+
+Written by the analyze stage into ``WORKDIR/exports/``:
+
+  scores_{split}.npz   example_index, tfds_id (strings; '' where unknown),
+                       label, every score column of the analysis CSV, is_easy,
+                       is_hard; all in example-index order, numpy-only.
+  keep_lists/{strategy}_keep{fraction}.csv
+                       the training examples to keep for a compressed subset
+                       (columns example_index, tfds_id), for every fraction in
+                       ``config.compression.fractions`` and the easiness-based
+                       strategies ``drop_easiest`` and ``stratified``.
+
+A training script of your own reads a keep-list with e.g.
+``np.loadtxt(path, delimiter=',', skiprows=1, usecols=0, dtype=int)``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+
+import numpy as np
+
+from easyhard_jax import records
+from easyhard_jax.experiments import subsets
+
+KEEP_STRATEGIES = ('drop_easiest', 'stratified')
+
+
+def _read_scores_csv(path: str) -> dict[str, np.ndarray]:
+  with open(path, newline='') as f:
+    rows = list(csv.DictReader(f))
+  if not rows:
+    raise ValueError(f'{path} has no rows; rerun --mode=analyze.')
+  out = {}
+  for key in rows[0]:
+    values = [r[key] for r in rows]
+    if key == 'tfds_id':
+      out[key] = np.asarray(values, dtype=str)
+    elif key in ('example_index', 'label', 'is_easy', 'is_hard'):
+      out[key] = np.asarray(values, dtype=np.int64)
+    else:
+      out[key] = np.asarray([float(v) if v else np.nan for v in values],
+                            np.float64)
+  if not np.array_equal(out['example_index'], np.arange(len(rows))):
+    raise ValueError(f'{path} is not in example-index order.')
+  return out
+
+
+def write_exports(config, workdir: str) -> str:
+  """Writes the .npz score tables and keep-lists; returns the export dir."""
+  out_dir = os.path.join(workdir, 'exports')
+  scores = {}
+  for split in records.SPLITS:
+    path = os.path.join(workdir, 'analysis', f'scores_{split}.csv')
+    if not os.path.exists(path):
+      continue
+    table = _read_scores_csv(path)
+    scores[split] = table
+    buf = io.BytesIO()
+    np.savez(buf, **{k.replace('/', '__'): v for k, v in table.items()})
+    records.atomic_write_bytes(os.path.join(out_dir, f'scores_{split}.npz'),
+                               buf.getvalue())
+  train = scores.get('train')
+  if train is None:
+    raise FileNotFoundError(f'No analysis/scores_train.csv in {workdir}; run '
+                            '--mode=analyze first.')
+  n = train['example_index'].shape[0]
+  for fraction in config.compression.fractions:
+    k = int(round(fraction * n))
+    for strategy in KEEP_STRATEGIES:
+      keep = subsets.compression_mask(
+          strategy, k, score=train['easiness'], score_name='easiness',
+          labels=train['label'], seed=0, aum=train.get('aum'))
+      lines = ['example_index,tfds_id'] + [
+          f'{i},{train["tfds_id"][i]}' for i in np.flatnonzero(keep)]
+      records.atomic_write_bytes(
+          os.path.join(out_dir, 'keep_lists',
+                       f'{strategy}_keep{fraction:.2f}.csv'),
+          ('\n'.join(lines) + '\n').encode())
+  return out_dir
