@@ -12,6 +12,7 @@ import ml_collections
 from easyhard_jax import analysis
 from easyhard_jax.experiments import causes
 from easyhard_jax.experiments import sweeps
+from easyhard_jax.train import checkpoint_probe
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -73,6 +74,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Cause probes (experiments/causes.py): random labels, batch size, Adam,
   # low-pass and grayscale inputs, compared with this study's easiness.
   c.causes = causes.default_causes_config()
+
+  # --mode=probe_checkpoints: records and features from saved checkpoints.
+  c.probe_checkpoints = checkpoint_probe.default_config()
 
   # Report (easyhard_jax/report): example grids per class.
   c.report = ml_collections.ConfigDict()

@@ -62,6 +62,11 @@ def _report(config, workdir):
   logging.info('Report: %s', path)
 
 
+def _probe_checkpoints(config, workdir):
+  from easyhard_jax.train import checkpoint_probe
+  checkpoint_probe.probe_checkpoints(config, workdir)
+
+
 def _records_complete(config, workdir) -> bool:
   from easyhard_jax.train import config_checks
   manifest = records.read_manifest(workdir)
@@ -82,7 +87,9 @@ STAGES = {
     'probe_causes': (_probe_causes, _exists('causes', 'results.json')),
     'report': (_report, _exists('report', 'index.html')),
 }
-MODES = ('study',) + tuple(STAGES)
+# Run on request only (not part of --mode=study).
+EXTRA_STAGES = {'probe_checkpoints': _probe_checkpoints}
+MODES = ('study',) + tuple(STAGES) + tuple(EXTRA_STAGES)
 
 
 def enable_compilation_cache(config) -> None:
@@ -116,7 +123,7 @@ def run(config, workdir: str, mode: str = 'study') -> None:
   names = list(STAGES) if mode == 'study' else [mode]
   upstream_ran = False
   for name in names:
-    fn, is_complete = STAGES[name]
+    fn, is_complete = STAGES.get(name, (EXTRA_STAGES.get(name), None))
     if mode == 'study':
       if not config.get('stages', {}).get(name, True):
         logging.info('Stage %s is switched off in config.stages.', name)

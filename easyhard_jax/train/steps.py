@@ -169,3 +169,18 @@ def ensemble_probe_step(states: TrainState, images: jax.Array,
     return per_example_stats(logits, labels)
 
   return _map_members(member, strategy, states)
+
+
+def ensemble_feature_step(states: TrainState, images: jax.Array,
+                          labels: jax.Array, *, model, strategy: str, mean,
+                          std, dtype):
+  """Like ensemble_probe_step, plus penultimate features [M, B, D] (float32)."""
+  x = device_ops.normalize(images, mean, std, dtype)
+
+  def member(state):
+    logits, feats = model.apply({'params': state.params,
+                                 'batch_stats': state.batch_stats}, x,
+                                train=False, return_features=True)
+    return per_example_stats(logits, labels), feats
+
+  return _map_members(member, strategy, states)
