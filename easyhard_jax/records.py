@@ -105,6 +105,17 @@ def atomic_write_json(path: str, obj: Any) -> None:
   atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True).encode())
 
 
+def atomic_write_csv(path: str, rows: Sequence[Mapping[str, Any]]) -> None:
+  """Writes dict rows (same keys, first row's order) as CSV, atomically."""
+  import csv
+  import io
+  buf = io.StringIO()
+  writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+  writer.writeheader()
+  writer.writerows(rows)
+  atomic_write_bytes(path, buf.getvalue().encode())
+
+
 def _atomic_savez(path: str, arrays: Mapping[str, np.ndarray]) -> None:
   import io
   buf = io.BytesIO()

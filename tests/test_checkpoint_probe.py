@@ -1,7 +1,6 @@
 """--mode=probe_checkpoints: records from saved checkpoints match the study."""
 
 import os
-import shutil
 
 import numpy as np
 import pytest

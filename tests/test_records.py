@@ -8,10 +8,8 @@ import sys
 import time
 
 import numpy as np
-import pytest
 
 from conftest import ROOT
-from conftest import quick_config
 from easyhard_jax import records
 from easyhard_jax import stages
 from easyhard_jax.train import optim

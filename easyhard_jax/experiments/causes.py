@@ -24,9 +24,7 @@ accuracy. Results: ``WORKDIR/causes/results.json`` and ``results.csv``.
 from __future__ import annotations
 
 import copy
-import csv
 import dataclasses
-import io
 import os
 from typing import Any, Callable
 
@@ -206,12 +204,7 @@ def run_causes(config, workdir: str) -> dict[str, Any]:
   out = {'archs': archs, 'seeds': cfg.seeds, 'variants': detail,
          'rows': rows}
   records.atomic_write_json(os.path.join(out_dir, 'results.json'), out)
-  buf = io.StringIO()
-  writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-  writer.writeheader()
-  writer.writerows(rows)
-  records.atomic_write_bytes(os.path.join(out_dir, 'results.csv'),
-                             buf.getvalue().encode())
+  records.atomic_write_csv(os.path.join(out_dir, 'results.csv'), rows)
   return out
 
 

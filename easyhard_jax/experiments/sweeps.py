@@ -21,7 +21,6 @@ trains every subset for as many steps as the full set takes in ``epochs``.
 from __future__ import annotations
 
 import copy
-import csv
 import io
 import os
 from typing import Any
@@ -189,12 +188,7 @@ def run_sweep(config, workdir: str, kind: str) -> dict[str, Any]:
             'full_steps': full_steps, 'num_train': n, 'rows': rows,
             'members': per_member, **_curves(kind, rows)}
   records.atomic_write_json(os.path.join(out_dir, 'results.json'), result)
-  buf = io.StringIO()
-  writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-  writer.writeheader()
-  writer.writerows(rows)
-  records.atomic_write_bytes(os.path.join(out_dir, 'results.csv'),
-                             buf.getvalue().encode())
+  records.atomic_write_csv(os.path.join(out_dir, 'results.csv'), rows)
   return result
 
 
