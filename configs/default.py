@@ -40,6 +40,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.width = 1.0                   # Channel multiplier for every model.
   c.model_kwargs = ml_collections.ConfigDict()  # {arch: {kwarg: value}}.
   c.member_strategy = 'auto'      # auto | unroll | vmap (see train/steps.py).
+  c.mesh_shape = 'auto'           # auto (data axis = all devices) or 'M,D'.
   c.dtype = 'auto'                # auto (f32 on CPU, bf16 elsewhere) | float32 | bfloat16.
 
   # Optimisation.

@@ -80,7 +80,8 @@ def validate(config) -> None:
   if config.augment.crop_padding < 0:
     raise ValueError('config.augment.crop_padding must be >= 0.')
   compute_dtype(config)
-  member_strategy(config)
+  from easyhard_jax.train import mesh as mesh_lib
+  mesh_lib.mesh_shape(config, config.seeds_per_arch, member_strategy(config))
   from easyhard_jax.train import optim  # Validates the probe schedule.
   optim.probe_schedule(config, steps_per_epoch=4)
   optim.make_optimizer(config, steps_per_epoch=4)

@@ -31,6 +31,7 @@ from easyhard_jax.data import device_ops
 from easyhard_jax.data import sources
 from easyhard_jax.train import checkpoints
 from easyhard_jax.train import config_checks
+from easyhard_jax.train import mesh as mesh_lib
 from easyhard_jax.train import optim
 from easyhard_jax.train import steps as steps_lib
 
@@ -114,10 +115,20 @@ class ArchTrainer:
     self.perm_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
     self.aug_keys = jax.vmap(lambda k: jax.random.fold_in(k, 2))(keys)
     self.num_kept = jnp.asarray(kept, jnp.int32)
+    self.mesh = mesh_lib.make_mesh(config, self.num_members, self.strategy)
+    rep = mesh_lib.replicated(self.mesh)
+    member_axis = 'member' if self.mesh.shape['member'] > 1 else None
+    self.state_sharding = (mesh_lib.member_sharded(self.mesh) if member_axis
+                           else rep)
+    shard = dict(batch_sharding=mesh_lib.batch_sharding(self.mesh),
+                 member_axis=member_axis)
     mean, std = device_ops.channel_stats(data.train_images)
     self.mean, self.std = jnp.asarray(mean), jnp.asarray(std)
-    self.images = {s: jnp.asarray(data.split(s)[0]) for s in records.SPLITS}
-    self.labels = {s: jnp.asarray(data.split(s)[1]) for s in records.SPLITS}
+    # The uint8 dataset is replicated on every device of the mesh.
+    self.images = {s: jax.device_put(data.split(s)[0], rep)
+                   for s in records.SPLITS}
+    self.labels = {s: jax.device_put(data.split(s)[1], rep)
+                   for s in records.SPLITS}
     aug = device_ops.AugmentConfig(config.augment.crop_padding,
                                    bool(config.augment.horizontal_flip))
     self.train_step = _classic_rng(jax.jit(
@@ -125,7 +136,7 @@ class ArchTrainer:
             steps_lib.ensemble_train_step, strategy=self.strategy,
             model=self.model, tx=self.tx, batch_size=config.batch_size,
             steps_per_epoch=self.spe, augment=aug, mean=self.mean,
-            std=self.std, dtype=self.dtype),
+            std=self.std, dtype=self.dtype, **shard),
         donate_argnums=(0, 1)))
     self.probe_batch = min(config.eval_batch_size,
                            max(x.shape[0] for x in self.images.values()))
@@ -134,7 +145,7 @@ class ArchTrainer:
         functools.partial(
             steps_lib.ensemble_probe_step, model=self.model,
             strategy=self.strategy, mean=self.mean, std=self.std,
-            dtype=self.dtype))
+            dtype=self.dtype, **shard))
     perms = _classic_rng(jax.jit(
         lambda keys, keep, epoch: jax.vmap(
             lambda k, m: device_ops.epoch_permutation(
@@ -162,7 +173,8 @@ class ArchTrainer:
           batch_stats=variables.get('batch_stats', {}),
           opt_state=self.tx.init(params))
 
-    return jax.jit(jax.vmap(init))(self.init_keys)
+    return jax.device_put(jax.jit(jax.vmap(init))(self.init_keys),
+                          self.state_sharding)
 
   def probe(self, states, split: str) -> dict[str, np.ndarray]:
     """Eval-mode per-example statistics of every member on a whole split.

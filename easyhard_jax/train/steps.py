@@ -84,10 +84,13 @@ def _scatter(buffers, idx, stats: ExampleStats):
           for f in buffers}
 
 
-def _map_members(fn, strategy: str, *args):
-  """Applies ``fn`` per member over the leading (member) axis of ``args``."""
+def _map_members(fn, strategy: str, *args, member_axis: str | None = None):
+  """Applies ``fn`` per member over the leading (member) axis of ``args``.
+
+  ``member_axis`` names the mesh axis that shards members (vmap only).
+  """
   if strategy == 'vmap':
-    return jax.vmap(fn)(*args)
+    return jax.vmap(fn, spmd_axis_name=member_axis)(*args)
   if strategy == 'map':
     return jax.lax.map(lambda xs: fn(*xs), args)
   if strategy != 'unroll':
@@ -102,13 +105,21 @@ def member_train_step(state: TrainState, perm: jax.Array, aug_key: jax.Array,
                       num_kept: jax.Array, images: jax.Array,
                       labels: jax.Array, *, model, tx,
                       batch_size: int, steps_per_epoch: int,
-                      augment: device_ops.AugmentConfig, mean, std, dtype):
-  """One SGD step of one member; returns (new state, (indices, stats))."""
+                      augment: device_ops.AugmentConfig, mean, std, dtype,
+                      batch_sharding=None):
+  """One SGD step of one member; returns (new state, (indices, stats)).
+
+  ``batch_sharding`` (a NamedSharding over the mesh's data axis, or None)
+  splits the batch across devices; GSPMD then all-reduces the gradient and
+  the BatchNorm statistics over the global batch.
+  """
   idx = device_ops.batch_indices(perm, state.step % steps_per_epoch,
                                  batch_size, num_kept)
-  y = labels[idx]
-  x = device_ops.augment(jax.random.fold_in(aug_key, state.step), images[idx],
-                         augment)
+  y, x = labels[idx], images[idx]
+  if batch_sharding is not None:
+    x = jax.lax.with_sharding_constraint(x, batch_sharding)
+    y = jax.lax.with_sharding_constraint(y, batch_sharding)
+  x = device_ops.augment(jax.random.fold_in(aug_key, state.step), x, augment)
   x = device_ops.normalize(x, mean, std, dtype)
 
   def loss_fn(params):
@@ -130,7 +141,8 @@ def ensemble_train_step(states: TrainState, buffers, perms: jax.Array,
                         aug_keys: jax.Array, num_kept: jax.Array,
                         images: jax.Array,
                         labels: jax.Array, *, strategy: str,
-                        record: bool = True, **member_kwargs):
+                        record: bool = True, member_axis: str | None = None,
+                        **member_kwargs):
   """One step of every member; fills the per-epoch example buffers.
 
   Args:
@@ -143,6 +155,7 @@ def ensemble_train_step(states: TrainState, buffers, perms: jax.Array,
     labels: int32 [N].
     strategy: 'unroll' or 'vmap'.
     record: scatter per-example outputs (False only for benchmarking).
+    member_axis: mesh axis that shards the members (vmap), or None.
     **member_kwargs: bound by functools.partial, see member_train_step.
 
   Returns:
@@ -151,7 +164,7 @@ def ensemble_train_step(states: TrainState, buffers, perms: jax.Array,
   step = functools.partial(member_train_step, images=images, labels=labels,
                            **member_kwargs)
   states, (idx, stats) = _map_members(step, strategy, states, perms, aug_keys,
-                                      num_kept)
+                                      num_kept, member_axis=member_axis)
   if record:
     buffers = _scatter(buffers, idx, stats)
   return states, buffers
@@ -159,8 +172,11 @@ def ensemble_train_step(states: TrainState, buffers, perms: jax.Array,
 
 def ensemble_probe_step(states: TrainState, images: jax.Array,
                         labels: jax.Array, *, model, strategy: str, mean, std,
-                        dtype) -> ExampleStats:
+                        dtype, batch_sharding=None,
+                        member_axis: str | None = None) -> ExampleStats:
   """Eval-mode statistics of every member on one batch: each field [M, B]."""
+  if batch_sharding is not None:
+    images = jax.lax.with_sharding_constraint(images, batch_sharding)
   x = device_ops.normalize(images, mean, std, dtype)
 
   def member(state):
@@ -168,7 +184,7 @@ def ensemble_probe_step(states: TrainState, images: jax.Array,
                           'batch_stats': state.batch_stats}, x, train=False)
     return per_example_stats(logits, labels)
 
-  return _map_members(member, strategy, states)
+  return _map_members(member, strategy, states, member_axis=member_axis)
 
 
 def ensemble_feature_step(states: TrainState, images: jax.Array,

@@ -1,0 +1,77 @@
+"""The device mesh: a member axis and a data axis.
+
+Steps are plain ``jax.jit`` programs; sharding comes from where the arrays are
+placed and from ``with_sharding_constraint`` on the batch, so XLA (GSPMD)
+splits every batch over the ``data`` axis, averages gradients across it and
+computes BatchNorm statistics over the global batch. Per-example outputs are
+scattered by example index, so they land in the same place whichever device
+computed them. The ``member`` axis shards the member-stacked state when the
+``vmap`` strategy is used; ``unroll`` and ``map`` need it to be 1.
+
+This is the successor of ``pmap`` with the same per-device semantics; the
+package has no ``pmap`` code.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import numpy as np
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+AXES = ('member', 'data')
+
+
+def mesh_shape(config, num_members: int, strategy: str,
+               num_devices: int | None = None) -> tuple[int, int]:
+  """(member, data) sizes from ``config.mesh_shape``: 'auto' or 'M,D'."""
+  num_devices = num_devices or jax.device_count()
+  spec = str(config.get('mesh_shape', 'auto'))
+  batch = config.batch_size
+  if spec == 'auto':
+    data = math.gcd(num_devices, batch)
+    member = 1
+    if strategy == 'vmap':
+      member = math.gcd(num_devices // data, num_members)
+    return member, data
+  try:
+    member, data = (int(v) for v in spec.split(','))
+  except ValueError as e:
+    raise ValueError(f"mesh_shape must be 'auto' or 'MEMBERS,DATA' (e.g. "
+                     f"'1,8'), got {spec!r}.") from e
+  if member * data > num_devices or member < 1 or data < 1:
+    raise ValueError(f'mesh_shape {spec} needs {member * data} devices; '
+                     f'{num_devices} are visible.')
+  if batch % data:
+    raise ValueError(f'batch_size {batch} is not divisible by the data axis '
+                     f'({data}) of mesh_shape {spec}.')
+  if member > 1 and (strategy != 'vmap' or num_members % member):
+    raise ValueError(f'A member axis of {member} needs member_strategy=vmap '
+                     f'and a member count divisible by it ({num_members}).')
+  return member, data
+
+
+def make_mesh(config, num_members: int, strategy: str) -> Mesh:
+  """A ('member', 'data') mesh over the first member*data devices."""
+  member, data = mesh_shape(config, num_members, strategy)
+  devices = np.asarray(jax.devices()[:member * data]).reshape(member, data)
+  return Mesh(devices, AXES)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def member_sharded(mesh: Mesh) -> NamedSharding:
+  """Leading (member) axis over 'member', replicated over 'data'."""
+  return NamedSharding(mesh, P('member'))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding | None:
+  """Per-member batch [B, ...] split over 'data' (None on one device)."""
+  if mesh.shape['data'] == 1:
+    return None
+  return NamedSharding(mesh, P('data'))
