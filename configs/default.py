@@ -92,6 +92,13 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.checkpoint_every_epochs = 1
   c.checkpoints_to_keep = 2
+  # Multi-process launches (easyhard_jax/distributed.py); auto-detected on
+  # SLURM and Cloud TPU pods, explicit for a local multi-process run.
+  c.distributed = ml_collections.ConfigDict()
+  c.distributed.coordinator_address = ''  # 'HOST:PORT' ('' = auto / none).
+  c.distributed.num_processes = 0
+  c.distributed.process_id = -1
+
   # Persistent XLA cache: reruns and resumes skip compilation ('' = off).
   c.compilation_cache_dir = '~/.cache/easyhard_jax/xla'
   return c

@@ -19,6 +19,9 @@ def get_config():
   c.archs = 'cnn,resnet18,vgg11'
   c.seeds_per_arch = 3
   c.width = 0.25
+  # The plain CNN at 4x its default channels (16, 32, 64 after width): the
+  # default (8, 16, 32) sits too close to the 95% bar on 8x8 digits.
+  c.model_kwargs.cnn = dict(channels=(64, 128, 256))
   c.augment.crop_padding = 1
   c.augment.horizontal_flip = False   # Digits are not mirror-symmetric.
   c.epochs = 15

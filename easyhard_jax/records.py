@@ -140,22 +140,35 @@ def read_manifest(workdir: str) -> dict[str, Any]:
 
 
 class RecordWriter:
-  """Writes records for one study workdir. Only process 0 should use it."""
+  """Writes records for one study workdir.
 
-  def __init__(self, workdir: str):
+  With ``enabled=False`` (every process but 0 of a multi-process run) it keeps
+  the manifest in memory, so the same calls work, and writes nothing.
+  """
+
+  def __init__(self, workdir: str, enabled: bool | None = None):
+    if enabled is None:
+      import jax  # Only the writer needs JAX; loading records does not.
+      enabled = jax.process_index() == 0
+    self.enabled = enabled
     self.workdir = workdir
     self.root = records_dir(workdir)
-    os.makedirs(self.root, exist_ok=True)
+    if enabled:
+      os.makedirs(self.root, exist_ok=True)
     self.manifest = read_manifest(workdir)
 
   def _flush_manifest(self) -> None:
-    atomic_write_json(os.path.join(self.root, 'manifest.json'), self.manifest)
+    if self.enabled:
+      atomic_write_json(os.path.join(self.root, 'manifest.json'),
+                        self.manifest)
 
   def write_split_metadata(self, split: str, labels: np.ndarray,
                            tfds_ids: Sequence[str] | None) -> None:
     """Stores the labels (and TFDS ids) of a split, checking prior runs agree."""
     labels = np.asarray(labels, np.int32)
     path = os.path.join(self.root, f'labels_{split}.npy')
+    if not self.enabled:
+      return
     if os.path.exists(path):
       old = np.load(path, allow_pickle=False)
       if old.shape != labels.shape or not np.array_equal(old, labels):
@@ -200,8 +213,9 @@ class RecordWriter:
     if source not in SOURCES or split not in SPLITS:
       raise ValueError(f'bad source/split {source!r}/{split!r}')
     name = f'{source}_{split}_{index:04d}.npz'
-    _atomic_savez(os.path.join(self.root, arch, name),
-                  {k: np.asarray(v) for k, v in arrays.items()})
+    if self.enabled:
+      _atomic_savez(os.path.join(self.root, arch, name),
+                    {k: np.asarray(v) for k, v in arrays.items()})
     chunks = self.manifest['archs'][arch]['chunks'].setdefault(
         f'{source}_{split}', {})
     chunks[str(index)] = {'file': name, 'step': int(step)}

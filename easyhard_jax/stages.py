@@ -114,9 +114,11 @@ def run(config, workdir: str, mode: str = 'study') -> None:
   """Runs one stage, or every enabled stage in order for mode='study'."""
   if mode not in MODES:
     raise ValueError(f'mode must be one of {MODES}, got {mode!r}.')
+  from easyhard_jax import distributed
+  distributed.maybe_initialize(config)  # Before any JAX computation.
   os.makedirs(workdir, exist_ok=True)
   enable_compilation_cache(config)
-  writer = jax.process_index() == 0
+  writer = distributed.is_writer()
   if writer:
     records.atomic_write_json(os.path.join(workdir, 'config.json'),
                               json.loads(config.to_json_best_effort()))

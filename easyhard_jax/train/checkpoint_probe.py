@@ -21,6 +21,7 @@ import jax
 import numpy as np
 from absl import logging
 
+from easyhard_jax import distributed
 from easyhard_jax import records
 from easyhard_jax.data import sources
 from easyhard_jax.train import checkpoints
@@ -40,7 +41,7 @@ def _probe_with_features(t: ensemble.ArchTrainer, states, split: str):
   for start in range(0, n, b):
     idx = np.minimum(np.arange(start, start + b), n - 1)
     outs.append(step(states, images[idx], labels[idx]))
-  outs = jax.device_get(outs)
+  outs = distributed.fetch(outs)
   stats = {f: np.concatenate([getattr(o[0], f) for o in outs], 1)[:, :n]
            for f in records.FIELDS}
   feats = np.concatenate([o[1] for o in outs], axis=1)[:, :n]

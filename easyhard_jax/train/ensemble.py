@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from easyhard_jax import distributed
 from easyhard_jax import metrics_writer
 from easyhard_jax import models
 from easyhard_jax import progress
@@ -110,24 +111,25 @@ class ArchTrainer:
                                   width=config.width, dtype=self.dtype,
                                   **kwargs)
     self.tx = optim.make_optimizer(config, self.spe, self.total_steps)
-    keys = member_keys(config, arch, [m['seed'] for m in self.members])
-    self.init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys)
-    self.perm_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
-    self.aug_keys = jax.vmap(lambda k: jax.random.fold_in(k, 2))(keys)
-    self.num_kept = jnp.asarray(kept, jnp.int32)
     self.mesh = mesh_lib.make_mesh(config, self.num_members, self.strategy)
-    rep = mesh_lib.replicated(self.mesh)
+    rep = self.replicated = mesh_lib.replicated(self.mesh)
+    keys = member_keys(config, arch, [m['seed'] for m in self.members])
+    self.init_keys, self.perm_keys, self.aug_keys = (
+        distributed.put(jax.vmap(lambda k, i=i: jax.random.fold_in(k, i))(
+            keys), rep) for i in range(3))
+    # Every step input is a global array on the mesh (needed multi-process).
+    self.num_kept = distributed.put(kept.astype(np.int32), rep)
     member_axis = 'member' if self.mesh.shape['member'] > 1 else None
     self.state_sharding = (mesh_lib.member_sharded(self.mesh) if member_axis
                            else rep)
     shard = dict(batch_sharding=mesh_lib.batch_sharding(self.mesh),
                  member_axis=member_axis)
     mean, std = device_ops.channel_stats(data.train_images)
-    self.mean, self.std = jnp.asarray(mean), jnp.asarray(std)
+    self.mean, self.std = mean, std  # numpy: constants in the programs.
     # The uint8 dataset is replicated on every device of the mesh.
-    self.images = {s: jax.device_put(data.split(s)[0], rep)
+    self.images = {s: distributed.put(data.split(s)[0], rep)
                    for s in records.SPLITS}
-    self.labels = {s: jax.device_put(data.split(s)[1], rep)
+    self.labels = {s: distributed.put(data.split(s)[1], rep)
                    for s in records.SPLITS}
     aug = device_ops.AugmentConfig(config.augment.crop_padding,
                                    bool(config.augment.horizontal_flip))
@@ -150,7 +152,7 @@ class ArchTrainer:
         lambda keys, keep, epoch: jax.vmap(
             lambda k, m: device_ops.epoch_permutation(
                 jax.random.fold_in(k, epoch), m))(keys, keep)))
-    keep_device = jnp.asarray(keep)
+    keep_device = distributed.put(keep, rep)
     self.epoch_perms = lambda epoch: perms(self.perm_keys, keep_device, epoch)
 
   def step(self, states, buffers, perms):
@@ -173,8 +175,8 @@ class ArchTrainer:
           batch_stats=variables.get('batch_stats', {}),
           opt_state=self.tx.init(params))
 
-    return jax.device_put(jax.jit(jax.vmap(init))(self.init_keys),
-                          self.state_sharding)
+    return jax.jit(jax.vmap(init), out_shardings=self.state_sharding)(
+        self.init_keys)
 
   def probe(self, states, split: str) -> dict[str, np.ndarray]:
     """Eval-mode per-example statistics of every member on a whole split.
@@ -186,14 +188,17 @@ class ArchTrainer:
     n, b = images.shape[0], self.probe_batch
     outs = []
     for start in range(0, n, b):
-      idx = jnp.asarray(np.minimum(np.arange(start, start + b), n - 1))
+      idx = distributed.put(np.minimum(np.arange(start, start + b), n - 1),
+                            self.replicated)
       outs.append(self.probe_step(states, images[idx], labels[idx]))
-    outs = jax.device_get(outs)
+    outs = distributed.fetch(outs)
     return {f: np.concatenate([getattr(o, f) for o in outs], axis=1)[:, :n]
             for f in records.FIELDS}
 
 
 def _write_metrics(workdir: str, row: dict[str, Any]) -> None:
+  if not distributed.is_writer():
+    return
   with open(os.path.join(workdir, 'metrics.jsonl'), 'a') as f:
     f.write(json.dumps(row) + '\n')
 
@@ -255,11 +260,13 @@ def train_arch(config, data: sources.Dataset, arch: str, workdir: str,
       run_probe(step, states)
     if in_epoch == 0 or perms is None:
       perms = t.epoch_perms(epoch)
-      buffers = steps_lib.empty_buffers(t.num_members, t.images['train'].shape[0])
+      buffers = distributed.put(
+          steps_lib.empty_buffers(t.num_members, t.images['train'].shape[0]),
+          t.replicated)
     states, buffers = t.step(states, buffers, perms)
     bar.update(config.batch_size * t.num_members)
     if in_epoch == t.spe - 1 or step + 1 == t.total_steps:
-      fused = jax.device_get(buffers)
+      fused = distributed.fetch(buffers)
       _check_finite(np.where(t.keep, fused['loss'], 0.0), arch, epoch)
       writer.write_chunk(arch, 'fused', 'train', epoch, step + 1, fused)
       dt, tick = time.time() - tick, time.time()

@@ -1,0 +1,56 @@
+"""Two local processes (jax.distributed, gloo, 2 CPU devices each) record the
+same study as one process; bounded by a timeout so it cannot hang."""
+
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+
+from conftest import ROOT
+from easyhard_jax import records
+
+_RUN = """
+import sys
+sys.path.insert(0, {root!r})
+from tests.conftest import quick_config
+from easyhard_jax import stages
+c = quick_config()
+c.distributed.coordinator_address = '127.0.0.1:{port}'
+c.distributed.num_processes = 2
+c.distributed.process_id = {pid}
+stages.run(c, {workdir!r}, 'record')
+import jax
+assert jax.process_count() == 2 and jax.device_count() == 4
+"""
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_record_like_one(quick_study, tmp_path):
+  _, reference = quick_study
+  workdir = str(tmp_path / 'two_processes')
+  port = _free_port()
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2')
+  procs = [subprocess.Popen(
+      [sys.executable, '-c', _RUN.format(root=ROOT, port=port, pid=pid,
+                                         workdir=workdir)],
+      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+           for pid in (0, 1)]
+  try:
+    outs = [p.communicate(timeout=400)[0] for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  for p, out in zip(procs, outs):
+    assert p.returncode == 0, out.decode()[-3000:]
+  for split in ('train', 'test'):
+    a, b = records.load(reference, split), records.load(workdir, split)
+    np.testing.assert_array_equal(a.correct, b.correct)
+    np.testing.assert_allclose(a.loss, b.loss, rtol=1e-4, atol=1e-4)
