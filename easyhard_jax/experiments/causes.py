@@ -14,6 +14,8 @@ one change and records it like the study, in ``WORKDIR/causes/{variant}/``:
                  do the same examples stay easy without high frequencies?
   grayscale      colour removed (luma, replicated over the channels).
 
+Easiness of a variant is taken over the same share of its training as the
+study's window (the window in epochs is scaled by the ratio of epochs).
 For every variant it reports, per architecture and overall, the overlap of its
 easy (and hard) set with the baseline study's, as a ratio to the overlap
 expected by chance, the Spearman correlation of easiness with the baseline,
@@ -57,6 +59,11 @@ def _full_batch(config, data, cfg):
   config.batch_size = int(data.train_images.shape[0])
   config.epochs = cfg.full_batch_epochs
   config.optimizer.warmup_epochs = 0.0
+  # One step per epoch: probe at about as many points as the study does.
+  config.probe.first_epoch_fractions = ()
+  config.probe.every_epochs = max(1, cfg.full_batch_epochs // max(
+      1, cfg.epochs))
+  config.checkpoint_every_epochs = config.probe.every_epochs
   return config, data
 
 
@@ -106,12 +113,16 @@ VARIANTS: dict[str, Callable[..., Any]] = {
 }
 
 
-def _arch_easiness(workdir, archs, cfg_analysis):
-  """(example easiness [N], per-arch easiness [G, N], aum [N], arch names)."""
+def _arch_easiness(workdir, archs, cfg_analysis, scale=1.0):
+  """(example easiness [N], per-arch easiness [G, N], aum [N], arch names).
+
+  ``scale`` stretches the easiness window (in epochs) for a variant trained
+  for a different number of epochs, so "early" is the same share of training.
+  """
   rec = records.load(workdir, 'train', source=cfg_analysis.source,
                      archs=archs)
-  sc = scores_lib.compute_scores(rec, cfg_analysis.window,
-                                 cfg_analysis.dynamics_window)
+  window = tuple(w * scale for w in cfg_analysis.window)
+  sc = scores_lib.compute_scores(rec, window, cfg_analysis.dynamics_window)
   return (sc['example']['easiness'], sc['arch']['easiness'],
           sc['example']['aum'], sc['arch']['aum'], sc['archs'])
 
@@ -137,13 +148,14 @@ def _offdiag_mean(mat):
   return float(mat[~np.eye(mat.shape[0], dtype=bool)].mean())
 
 
-def compare(config, base_dir, variant_dir, archs, labels, num_classes):
+def compare(config, base_dir, variant_dir, archs, labels, num_classes,
+            window_scale=1.0):
   """Easy/hard agreement of a variant's records with the baseline's."""
   cfg_a = config.analysis
   rule = sets_lib.SetRule.from_config(cfg_a.sets)
   b_ex, b_arch, b_aum, b_arch_aum, _ = _arch_easiness(base_dir, archs, cfg_a)
-  v_ex, v_arch, v_aum, v_arch_aum, names = _arch_easiness(variant_dir, archs,
-                                                          cfg_a)
+  v_ex, v_arch, v_aum, v_arch_aum, names = _arch_easiness(
+      variant_dir, archs, cfg_a, window_scale)
   be, bh = _sets(rule, b_ex, b_aum, labels, num_classes)
   ve, vh = _sets(rule, v_ex, v_aum, labels, num_classes)
   bae, _ = _sets(rule, b_arch, b_arch_aum, labels, num_classes)
@@ -193,7 +205,8 @@ def run_causes(config, workdir: str) -> dict[str, Any]:
                  cfg.seeds)
     ensemble.record_study(vconfig, subdir, data=vdata)
     result = compare(config, workdir, subdir, archs, data.train_labels,
-                     data.num_classes)
+                     data.num_classes,
+                     window_scale=vconfig.epochs / config.epochs)
     test = records.load(subdir, 'test')
     acc = test.correct[:, -1].mean(axis=1)
     result.update(test_acc_mean=float(acc.mean()),
