@@ -45,10 +45,10 @@ def get_config():
   # Cause probes: two architectures (agreement needs >= 2), 2 seeds each.
   # grayscale is left out: digits have one channel already.
   c.causes.archs = 'cnn,vgg11'
-  c.causes.epochs = 8
+  c.causes.epochs = 6
   c.causes.variants = ('random_labels', 'large_batch', 'full_batch', 'adam',
                        'lowpass')
   c.causes.large_batch_size = 512
-  c.causes.full_batch_epochs = 150
+  c.causes.full_batch_epochs = 60
   c.causes.lowpass_sigma = 0.7    # Digits are 8x8: a light blur.
   return c
