@@ -31,3 +31,34 @@ def quick_study(tmp_path_factory):
   config = quick_config()
   stages.run(config, workdir, 'record')
   return config, workdir
+
+
+@pytest.fixture(scope='session')
+def one_epoch_study(tmp_path_factory):
+  """(config, workdir) of a one-epoch quick study on one device."""
+  from easyhard_jax import stages
+  workdir = str(tmp_path_factory.mktemp('one_epoch_study'))
+  config = quick_config(epochs=1)
+  stages.run(config, workdir, 'record')
+  return config, workdir
+
+
+def assert_same_records(reference: str, other: str, tol: float = 1e-4):
+  """Records equal up to float reduction order across devices.
+
+  Losses must agree within ``tol``; correctness must be identical except for
+  examples whose reference margin is itself within ``tol`` of a tie.
+  """
+  import numpy as np
+  from easyhard_jax import records
+  for split in ('train', 'test'):
+    a, b = records.load(reference, split), records.load(other, split)
+    np.testing.assert_array_equal(a.probe_steps, b.probe_steps)
+    np.testing.assert_allclose(a.loss, b.loss, rtol=tol, atol=tol)
+    flips = a.correct != b.correct
+    assert not (flips & (np.abs(a.margin) > tol)).any(), (
+        f'{split}: correctness differs away from ties at '
+        f'{np.argwhere(flips)[:5].tolist()}')
+  fa = records.load(reference, 'train', 'fused')
+  fb = records.load(other, 'train', 'fused')
+  np.testing.assert_allclose(fa.loss, fb.loss, rtol=tol, atol=tol)
