@@ -13,39 +13,17 @@ for similarity in feature space. Keep more checkpoints with
 
 from __future__ import annotations
 
-import functools
 import io
 import os
 
-import jax
 import numpy as np
 from absl import logging
 
-from easyhard_jax import distributed
 from easyhard_jax import records
 from easyhard_jax.data import sources
 from easyhard_jax.train import checkpoints
 from easyhard_jax.train import config_checks
 from easyhard_jax.train import ensemble
-from easyhard_jax.train import steps as steps_lib
-
-
-def _probe_with_features(t: ensemble.ArchTrainer, states, split: str):
-  """(stats dict [M, N], features [M, N, D]) of a whole split."""
-  step = jax.jit(functools.partial(
-      steps_lib.ensemble_feature_step, model=t.model, strategy=t.strategy,
-      mean=t.mean, std=t.std, dtype=t.dtype))
-  images, labels = t.images[split], t.labels[split]
-  n, b = images.shape[0], t.probe_batch
-  outs = []
-  for start in range(0, n, b):
-    idx = np.minimum(np.arange(start, start + b), n - 1)
-    outs.append(step(states, images[idx], labels[idx]))
-  outs = distributed.fetch(outs)
-  stats = {f: np.concatenate([getattr(o[0], f) for o in outs], 1)[:, :n]
-           for f in records.FIELDS}
-  feats = np.concatenate([o[1] for o in outs], axis=1)[:, :n]
-  return stats, feats
 
 
 def probe_checkpoints(config, workdir: str) -> str:
@@ -77,7 +55,7 @@ def probe_checkpoints(config, workdir: str) -> str:
       logging.info('%s: probing checkpoint step %d.', arch, step)
       for split in cfg.splits:
         if cfg.features:
-          stats, feats = _probe_with_features(t, states, split)
+          stats, feats = t.probe(states, split, features=True)
           buf = io.BytesIO()
           np.savez(buf, features=feats.astype(np.float16))
           records.atomic_write_bytes(

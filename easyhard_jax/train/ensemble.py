@@ -147,7 +147,7 @@ class ArchTrainer:
         functools.partial(
             steps_lib.ensemble_probe_step, model=self.model,
             strategy=self.strategy, mean=self.mean, std=self.std,
-            dtype=self.dtype, **shard))
+            dtype=self.dtype, **shard), static_argnames=('features',))
     perms = _classic_rng(jax.jit(
         lambda keys, keep, epoch: jax.vmap(
             lambda k, m: device_ops.epoch_permutation(
@@ -178,11 +178,14 @@ class ArchTrainer:
     return jax.jit(jax.vmap(init), out_shardings=self.state_sharding)(
         self.init_keys)
 
-  def probe(self, states, split: str) -> dict[str, np.ndarray]:
+  def probe(self, states, split: str, features: bool = False):
     """Eval-mode per-example statistics of every member on a whole split.
 
     The last batch is padded by repeating the final example; the padding is
     cut off on the host. Results stay on the device until the split is done.
+
+    Returns:
+      {field: [M, N]}, or with ``features`` ({field: [M, N]}, [M, N, D]).
     """
     images, labels = self.images[split], self.labels[split]
     n, b = images.shape[0], self.probe_batch
@@ -190,10 +193,15 @@ class ArchTrainer:
     for start in range(0, n, b):
       idx = distributed.put(np.minimum(np.arange(start, start + b), n - 1),
                             self.replicated)
-      outs.append(self.probe_step(states, images[idx], labels[idx]))
+      outs.append(self.probe_step(states, images[idx], labels[idx],
+                                  features=features))
     outs = distributed.fetch(outs)
-    return {f: np.concatenate([getattr(o, f) for o in outs], axis=1)[:, :n]
-            for f in records.FIELDS}
+    stats = [o[0] for o in outs] if features else outs
+    table = {f: np.concatenate([getattr(o, f) for o in stats], axis=1)[:, :n]
+             for f in records.FIELDS}
+    if not features:
+      return table
+    return table, np.concatenate([o[1] for o in outs], axis=1)[:, :n]
 
 
 def _write_metrics(workdir: str, row: dict[str, Any]) -> None:

@@ -173,30 +173,22 @@ def ensemble_train_step(states: TrainState, buffers, perms: jax.Array,
 def ensemble_probe_step(states: TrainState, images: jax.Array,
                         labels: jax.Array, *, model, strategy: str, mean, std,
                         dtype, batch_sharding=None,
-                        member_axis: str | None = None) -> ExampleStats:
-  """Eval-mode statistics of every member on one batch: each field [M, B]."""
+                        member_axis: str | None = None,
+                        features: bool = False):
+  """Eval-mode statistics of every member on one batch: each field [M, B].
+
+  With ``features`` it returns ``(stats, penultimate features [M, B, D])``.
+  """
   if batch_sharding is not None:
     images = jax.lax.with_sharding_constraint(images, batch_sharding)
   x = device_ops.normalize(images, mean, std, dtype)
 
   def member(state):
-    logits = model.apply({'params': state.params,
-                          'batch_stats': state.batch_stats}, x, train=False)
-    return per_example_stats(logits, labels)
+    out = model.apply({'params': state.params,
+                       'batch_stats': state.batch_stats}, x, train=False,
+                      return_features=features)
+    if features:
+      return per_example_stats(out[0], labels), out[1]
+    return per_example_stats(out, labels)
 
   return _map_members(member, strategy, states, member_axis=member_axis)
-
-
-def ensemble_feature_step(states: TrainState, images: jax.Array,
-                          labels: jax.Array, *, model, strategy: str, mean,
-                          std, dtype):
-  """Like ensemble_probe_step, plus penultimate features [M, B, D] (float32)."""
-  x = device_ops.normalize(images, mean, std, dtype)
-
-  def member(state):
-    logits, feats = model.apply({'params': state.params,
-                                 'batch_stats': state.batch_stats}, x,
-                                train=False, return_features=True)
-    return per_example_stats(logits, labels), feats
-
-  return _map_members(member, strategy, states)
