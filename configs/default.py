@@ -33,6 +33,16 @@ def get_config() -> ml_collections.ConfigDict:
   c.augment = ml_collections.ConfigDict()
   c.augment.crop_padding = 4      # Random crop after zero padding (0 = off).
   c.augment.horizontal_flip = True
+  # Streaming (data/streaming.py, data/loader.py): for datasets too large for
+  # device memory, read TFDS array_record files with grain every step.
+  c.stream = ml_collections.ConfigDict()
+  c.stream.enabled = False
+  c.stream.num_threads = 16       # Host threads decoding and cropping.
+  c.stream.prefetch_batches = 2   # Steps read ahead of the device.
+  c.stream.random_resized_crop = False  # Inception crop (needs image_size).
+  c.stream.crop_fraction = 0.875  # Eval: centre crop of the shorter side.
+  c.stream.stats_examples = 4096  # Train examples for the channel mean/std.
+  c.stream.index_cache_dir = '~/.cache/easyhard_jax/index'  # Labels, ids.
 
   # The ensemble: every architecture trains `seeds_per_arch` members.
   c.archs = 'resnet18,vgg16,densenet_bc,cnn'  # Comma-separated model names.

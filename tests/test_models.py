@@ -57,7 +57,7 @@ def _numpy_variables(model, shape, seed=0):
 
 
 def test_available_is_sorted_and_complete():
-  assert models.available() == ALL_MODELS
+  assert models.available() == tuple(sorted(ALL_MODELS + ('resnet50',)))
   assert all(name in models.MODEL_REGISTRY for name in ALL_MODELS)
 
 
@@ -126,6 +126,24 @@ def test_known_parameter_counts_at_width_one():
   assert densenet.depth == 100 and densenet.growth_rate == 12
   n = _count(_abstract_init(densenet, shape)['params'])
   assert abs(n - 769_162) / 769_162 < 0.02
+
+
+@pytest.mark.parametrize('name,expected', [('resnet18', 11_689_512),
+                                           ('resnet50', 25_557_032)])
+def test_imagenet_resnets_match_torchvision_parameter_counts(name, expected):
+  model = models.get_model(name, num_classes=1000, stem='imagenet')
+  assert _count(_abstract_init(model, (1, 224, 224, 3))['params']) == expected
+
+
+def test_resnet50_imagenet_form_runs_and_expands_features():
+  model = _fast_model('resnet50', stem='imagenet')
+  x = _inputs((2, 32, 32, 3))
+  variables = _numpy_variables(model, x.shape)
+  logits, feats = model.apply(variables, x, train=False, return_features=True)
+  assert logits.shape == (2, NUM_CLASSES)
+  assert feats.shape == (2, 4 * 128)  # Last stage: 512 * 0.25, 4x expanded.
+  with pytest.raises(ValueError, match='stem'):
+    _fast_model('resnet18', stem='huge').init(jax.random.key(0), x)
 
 
 @pytest.mark.parametrize('name', ALL_MODELS)

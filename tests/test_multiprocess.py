@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 
+import pytest
 
 from conftest import ROOT
 from conftest import assert_same_records
@@ -16,6 +17,7 @@ sys.path.insert(0, {root!r})
 from tests.conftest import quick_config
 from easyhard_jax import stages
 c = quick_config(epochs=1)
+c.stream.enabled = {stream!r}
 c.distributed.coordinator_address = '127.0.0.1:{port}'
 c.distributed.num_processes = 2
 c.distributed.process_id = {pid}
@@ -31,14 +33,16 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def test_two_processes_record_like_one(one_epoch_study, tmp_path):
+@pytest.mark.parametrize('stream', [False, True])
+def test_two_processes_record_like_one(one_epoch_study, tmp_path, stream):
+  """Streamed, each process loads only its half of every global batch."""
   _, reference = one_epoch_study
   workdir = str(tmp_path / 'two_processes')
   port = _free_port()
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2')
   procs = [subprocess.Popen(
       [sys.executable, '-c', _RUN.format(root=ROOT, port=port, pid=pid,
-                                         workdir=workdir)],
+                                         workdir=workdir, stream=stream)],
       cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
            for pid in (0, 1)]
   try:

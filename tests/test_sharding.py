@@ -19,20 +19,23 @@ assert jax.device_count() == 8, jax.devices()
 from tests.conftest import quick_config
 from easyhard_jax import stages
 c = quick_config(epochs=1, mesh_shape={mesh!r}, member_strategy={strategy!r})
+c.stream.enabled = {stream!r}
 stages.run(c, {workdir!r}, 'record')
 """
 
 
-@pytest.mark.parametrize('mesh, strategy', [('auto', 'unroll'),
-                                            ('2,4', 'vmap')])
+@pytest.mark.parametrize('mesh, strategy, stream', [
+    ('auto', 'unroll', False), ('2,4', 'vmap', False), ('2,4', 'vmap', True)])
 def test_sharded_records_equal_one_device(one_epoch_study, tmp_path, mesh,
-                                          strategy):
+                                          strategy, stream):
+  """Device-resident and streamed (each device gets its block) runs."""
   _, reference = one_epoch_study
   workdir = str(tmp_path / 'sharded')
   env = dict(os.environ,
              XLA_FLAGS='--xla_force_host_platform_device_count=8')
   subprocess.run([sys.executable, '-c', _RUN.format(
-      root=ROOT, mesh=mesh, strategy=strategy, workdir=workdir)],
+      root=ROOT, mesh=mesh, strategy=strategy, stream=stream,
+      workdir=workdir)],
                  cwd=ROOT, env=env, check=True, timeout=400,
                  capture_output=True)
   assert_same_records(reference, workdir)

@@ -20,7 +20,9 @@ For every variant it reports, per architecture and overall, the overlap of its
 easy (and hard) set with the baseline study's, as a ratio to the overlap
 expected by chance, the Spearman correlation of easiness with the baseline,
 the cross-architecture easy-set agreement within the variant, and test
-accuracy. Results: ``WORKDIR/causes/results.json`` and ``results.csv``.
+accuracy; ``baseline`` holds the study members' test accuracy and
+``chance_test_acc`` 1 / classes. Results: ``WORKDIR/causes/results.json``
+(written last) and ``results.csv``; the report draws them as one figure.
 """
 
 from __future__ import annotations
@@ -190,6 +192,11 @@ def run_causes(config, workdir: str) -> dict[str, Any]:
   if missing:
     raise ValueError(f'causes.archs {missing} are not in the study '
                      '(config.archs); the baseline easiness comes from it.')
+  if config.get('stream') and config.stream.enabled:
+    raise ValueError(
+        'The cause probes filter and relabel the training set in memory, '
+        'which a streamed dataset (config.stream.enabled) is not; switch '
+        'them off with config.stages.probe_causes=False.')
   data = sources.load_dataset(config)
   out_dir = os.path.join(workdir, 'causes')
   rows, detail = [], {}
@@ -209,15 +216,24 @@ def run_causes(config, workdir: str) -> dict[str, Any]:
                      window_scale=vconfig.epochs / config.epochs)
     test = records.load(subdir, 'test')
     acc = test.correct[:, -1].mean(axis=1)
-    result.update(test_acc_mean=float(acc.mean()),
+    result.update(epochs=int(vconfig.epochs),
+                  test_acc_mean=float(acc.mean()),
                   test_acc_std=float(acc.std()))
     detail[name] = result
     rows.append({'variant': name, **{k: v for k, v in result.items()
                                      if k != 'per_arch'}})
+  # The study's own members (same architectures) as the reference.
+  base = records.load(workdir, 'test', archs=archs).correct[:, -1].mean(1)
   out = {'archs': archs, 'seeds': cfg.seeds, 'variants': detail,
-         'rows': rows}
-  records.atomic_write_json(os.path.join(out_dir, 'results.json'), out)
+         'rows': rows,
+         'baseline': {'epochs': int(config.epochs),
+                      'members': int(base.shape[0]),
+                      'test_acc_mean': float(base.mean()),
+                      'test_acc_std': float(base.std())},
+         'chance_test_acc': 1.0 / data.num_classes}
+  # results.json last: the study takes it as the mark of a finished stage.
   records.atomic_write_csv(os.path.join(out_dir, 'results.csv'), rows)
+  records.atomic_write_json(os.path.join(out_dir, 'results.json'), out)
   return out
 
 

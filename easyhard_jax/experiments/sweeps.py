@@ -30,7 +30,7 @@ from absl import logging
 
 from easyhard_jax import records
 from easyhard_jax.analysis import scores as scores_lib
-from easyhard_jax.data import sources
+from easyhard_jax.data import streaming
 from easyhard_jax.experiments import subsets
 from easyhard_jax.train import config_checks
 from easyhard_jax.train import ensemble
@@ -156,9 +156,9 @@ def run_sweep(config, workdir: str, kind: str) -> dict[str, Any]:
   """Runs the removal ('remove') or compression ('compress') sweep."""
   cfg = sweep_config(config, kind)
   out_dir = os.path.join(workdir, KINDS[kind])
-  data = sources.load_dataset(config)
+  data = streaming.load(config)
   example_scores = study_scores(config, workdir)
-  n = data.train_images.shape[0]
+  n = len(data.train_labels)
   retrain = _retrain_config(config, cfg)
   full_steps = cfg.epochs * ensemble.steps_per_epoch(retrain, n)
   archs = (config_checks.arch_list(config) if cfg.archs == 'study'
@@ -187,8 +187,9 @@ def run_sweep(config, workdir: str, kind: str) -> dict[str, Any]:
   result = {'kind': kind, 'budget': cfg.budget, 'epochs': cfg.epochs,
             'full_steps': full_steps, 'num_train': n, 'rows': rows,
             'members': per_member, **_curves(kind, rows)}
-  records.atomic_write_json(os.path.join(out_dir, 'results.json'), result)
+  # results.json last: the study takes it as the mark of a finished stage.
   records.atomic_write_csv(os.path.join(out_dir, 'results.csv'), rows)
+  records.atomic_write_json(os.path.join(out_dir, 'results.json'), result)
   return result
 
 

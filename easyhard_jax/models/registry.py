@@ -28,6 +28,8 @@ MODEL_REGISTRY: dict[str, Callable[..., nn.Module]] = {
     'vgg16': functools.partial(VGG, config=VGG_CONFIGS['vgg16']),
     'resnet18': functools.partial(ResNet, stage_sizes=RESNET_STAGE_SIZES['resnet18']),
     'resnet34': functools.partial(ResNet, stage_sizes=RESNET_STAGE_SIZES['resnet34']),
+    'resnet50': functools.partial(ResNet, stage_sizes=RESNET_STAGE_SIZES['resnet50'],
+                                  block='bottleneck'),
     'densenet_bc': DenseNetBC,
 }
 

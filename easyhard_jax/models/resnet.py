@@ -1,11 +1,13 @@
-"""Basic-block ResNets (ResNet-18/34) with the small-image stem.
+"""ResNets: basic blocks (ResNet-18/34) and bottlenecks (ResNet-50).
 
 Standard (post-activation) residual networks of He et al. (2016) in the CIFAR
 form popularised by torchvision-derived CIFAR code: the stem is a single 3x3
 stride-1 conv-BN-ReLU with no max-pool, followed by four stages of basic
 blocks (base widths 64, 128, 256, 512); stages 2-4 halve the resolution with a
 stride-2 first block and a 1x1 conv-BN projection shortcut. A stride is dropped
-along any spatial dim that is already 1 pixel.
+along any spatial dim that is already 1 pixel. ``stem='imagenet'`` gives the
+ImageNet form instead (7x7 stride-2 conv-BN-ReLU and a 3x3 stride-2 max-pool),
+and ``block='bottleneck'`` the 1x1-3x3-1x1 blocks of ResNet-50 (4x expansion).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from easyhard_jax.models import layers
 RESNET_STAGE_SIZES: dict[str, tuple[int, ...]] = {
     'resnet18': (2, 2, 2, 2),
     'resnet34': (3, 4, 6, 3),
+    'resnet50': (3, 4, 6, 3),
 }
 
 
@@ -66,6 +69,37 @@ class BasicBlock(nn.Module):
     return nn.relu(y + shortcut)
 
 
+class BottleneckBlock(nn.Module):
+  """1x1 reduce, 3x3 (strided), 1x1 expand (4x), with a projection shortcut.
+
+  Attributes: as BasicBlock; ``features`` is the bottleneck width, the block
+  outputs ``4 * features`` channels. The last BN of each block starts at zero
+  (as in Goyal et al. 2017) so a deep ResNet starts close to shallow.
+  """
+
+  features: int
+  downsample: bool = False
+  dtype: Any = jnp.float32
+  bn_axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    """Applies the block to ``[B, H, W, C]`` activations."""
+    conv = layers.make_conv(self.dtype)
+    norm = layers.make_batch_norm(train, self.dtype, self.bn_axis_name)
+    strides = layers.downsample_factors(x.shape[1:-1]) if self.downsample else 1
+    y = nn.relu(norm(name='bn1')(conv(self.features, 1, name='conv1')(x)))
+    y = nn.relu(norm(name='bn2')(conv(self.features, 3, strides,
+                                      name='conv2')(y)))
+    y = conv(4 * self.features, 1, name='conv3')(y)
+    y = norm(name='bn3', scale_init=nn.initializers.zeros)(y)
+    shortcut = x
+    if self.downsample or x.shape[-1] != 4 * self.features:
+      shortcut = conv(4 * self.features, 1, strides, name='proj_conv')(x)
+      shortcut = norm(name='proj_bn')(shortcut)
+    return nn.relu(y + shortcut)
+
+
 class ResNet(nn.Module):
   """Basic-block ResNet for small images.
 
@@ -84,6 +118,8 @@ class ResNet(nn.Module):
   width: float = 1.0
   dtype: Any = jnp.float32
   bn_axis_name: str | None = None
+  stem: str = 'small'
+  block: str = 'basic'
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False, return_features: bool = False):
@@ -102,14 +138,28 @@ class ResNet(nn.Module):
       raise ValueError(
           f'stage_sizes {tuple(self.stage_sizes)} and stage_widths '
           f'{tuple(self.stage_widths)} must have the same length.')
+    if self.stem not in ('small', 'imagenet') or self.block not in (
+        'basic', 'bottleneck'):
+      raise ValueError(f"stem must be 'small' or 'imagenet' and block 'basic' "
+                       f"or 'bottleneck'; got {self.stem!r}, {self.block!r}.")
     conv = layers.make_conv(self.dtype)
     norm = layers.make_batch_norm(train, self.dtype, self.bn_axis_name)
     x = x.astype(self.dtype)
-    x = conv(layers.scale_channels(self.stage_widths[0], self.width), 3, name='stem_conv')(x)
-    x = nn.relu(norm(name='stem_bn')(x))
+    stem_width = layers.scale_channels(self.stage_widths[0], self.width)
+    if self.stem == 'imagenet':
+      x = conv(stem_width, 7, layers.downsample_factors(x.shape[1:-1]),
+               name='stem_conv')(x)
+      x = nn.relu(norm(name='stem_bn')(x))
+      window = tuple(min(3, d) for d in x.shape[1:-1])
+      x = nn.max_pool(x, window, layers.downsample_factors(x.shape[1:-1]),
+                      padding='SAME')
+    else:
+      x = conv(stem_width, 3, name='stem_conv')(x)
+      x = nn.relu(norm(name='stem_bn')(x))
+    block_cls = BasicBlock if self.block == 'basic' else BottleneckBlock
     for i, (n_blocks, base) in enumerate(zip(self.stage_sizes, self.stage_widths)):
       for j in range(n_blocks):
-        x = BasicBlock(
+        x = block_cls(
             layers.scale_channels(base, self.width),
             downsample=(i > 0 and j == 0),
             dtype=self.dtype,

@@ -20,7 +20,7 @@ import numpy as np
 from absl import logging
 
 from easyhard_jax import records
-from easyhard_jax.data import sources
+from easyhard_jax.data import streaming
 from easyhard_jax.train import checkpoints
 from easyhard_jax.train import config_checks
 from easyhard_jax.train import ensemble
@@ -31,7 +31,7 @@ def probe_checkpoints(config, workdir: str) -> str:
   cfg = config.probe_checkpoints
   source = cfg.source_workdir or workdir
   out = os.path.join(workdir, 'checkpoint_probes')
-  data = sources.load_dataset(config)
+  data = streaming.load(config)
   writer = records.RecordWriter(out)
   writer.write_split_metadata('train', data.train_labels, data.train_ids)
   writer.write_split_metadata('test', data.test_labels, data.test_ids)

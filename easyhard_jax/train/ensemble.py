@@ -11,6 +11,7 @@ checkpoint and rewrites identical records; finished architectures are skipped.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import math
 import os
@@ -29,7 +30,9 @@ from easyhard_jax import models
 from easyhard_jax import progress
 from easyhard_jax import records
 from easyhard_jax.data import device_ops
+from easyhard_jax.data import loader
 from easyhard_jax.data import sources
+from easyhard_jax.data import streaming
 from easyhard_jax.train import checkpoints
 from easyhard_jax.train import config_checks
 from easyhard_jax.train import mesh as mesh_lib
@@ -77,7 +80,8 @@ class ArchTrainer:
 
   Args:
     config: the study config.
-    data: the dataset (uint8, moved to the device here).
+    data: the dataset: a sources.Dataset (uint8, moved to the device here)
+      or a streaming.StreamedData (read by a grain loader every step).
     arch: model registry name.
     members: member dicts (name, arch, seed, ...); default: the study's seeds.
     keep: optional bool [M, N] training subset per member (all members must
@@ -85,14 +89,16 @@ class ArchTrainer:
     total_steps: training length; default ``epochs`` epochs of the subset.
   """
 
-  def __init__(self, config, data: sources.Dataset, arch: str,
+  def __init__(self, config, data: sources.Dataset | streaming.StreamedData,
+               arch: str,
                members: list[dict[str, Any]] | None = None,
                keep: np.ndarray | None = None,
                total_steps: int | None = None):
     self.config, self.data, self.arch = config, data, arch
     self.members = members or member_infos(config, arch)
     self.num_members = len(self.members)
-    n = data.train_images.shape[0]
+    n = self.num_train = len(data.train_labels)
+    self.streamed = isinstance(data, streaming.StreamedData)
     keep = (np.ones((self.num_members, n), bool) if keep is None
             else np.asarray(keep, bool))
     kept = keep.sum(axis=1)
@@ -124,24 +130,33 @@ class ArchTrainer:
                            else rep)
     shard = dict(batch_sharding=mesh_lib.batch_sharding(self.mesh),
                  member_axis=member_axis)
-    mean, std = device_ops.channel_stats(data.train_images)
-    self.mean, self.std = mean, std  # numpy: constants in the programs.
-    # The uint8 dataset is replicated on every device of the mesh.
-    self.images = {s: distributed.put(data.split(s)[0], rep)
-                   for s in records.SPLITS}
-    self.labels = {s: distributed.put(data.split(s)[1], rep)
-                   for s in records.SPLITS}
+    # numpy mean/std: constants in the programs.
+    self.mean, self.std = ((data.mean, data.std) if self.streamed else
+                           device_ops.channel_stats(data.train_images))
     aug = device_ops.AugmentConfig(config.augment.crop_padding,
                                    bool(config.augment.horizontal_flip))
+    update = dict(strategy=self.strategy, model=self.model, tx=self.tx,
+                  augment=aug, mean=self.mean, std=self.std, dtype=self.dtype,
+                  **shard)
+    if self.streamed:
+      self.feed = loader.StreamFeed(
+          data, self.mesh, member_axis, config.batch_size,
+          config.eval_batch_size, [m['seed'] for m in self.members],
+          config.seed, arch, config.stream.prefetch_batches)
+      train_fn = steps_lib.ensemble_batch_train_step
+    else:
+      # The uint8 dataset is replicated on every device of the mesh.
+      self.images = {s: distributed.put(data.split(s)[0], rep)
+                     for s in records.SPLITS}
+      self.labels = {s: distributed.put(data.split(s)[1], rep)
+                     for s in records.SPLITS}
+      self.probe_batch = min(config.eval_batch_size,
+                             max(x.shape[0] for x in self.images.values()))
+      train_fn = functools.partial(
+          steps_lib.ensemble_train_step, batch_size=config.batch_size,
+          steps_per_epoch=self.spe)
     self.train_step = _classic_rng(jax.jit(
-        functools.partial(
-            steps_lib.ensemble_train_step, strategy=self.strategy,
-            model=self.model, tx=self.tx, batch_size=config.batch_size,
-            steps_per_epoch=self.spe, augment=aug, mean=self.mean,
-            std=self.std, dtype=self.dtype, **shard),
-        donate_argnums=(0, 1)))
-    self.probe_batch = min(config.eval_batch_size,
-                           max(x.shape[0] for x in self.images.values()))
+        functools.partial(train_fn, **update), donate_argnums=(0, 1)))
     # Jitted per batch (not per split) so train and test share one compile.
     self.probe_step = jax.jit(
         functools.partial(
@@ -155,11 +170,37 @@ class ArchTrainer:
     keep_device = distributed.put(keep, rep)
     self.epoch_perms = lambda epoch: perms(self.perm_keys, keep_device, epoch)
 
-  def step(self, states, buffers, perms):
-    """One train step of every member on the device-resident training set."""
-    return self.train_step(states, buffers, perms, self.aug_keys,
+  def epoch_feed(self, epoch: int, first_step: int = 0):
+    """Per-step inputs of ``epoch`` from its step ``first_step`` on.
+
+    Device-resident data: the epoch's permutations at every step (the step
+    gathers its own batch). Streamed data: the loader's batches.
+    """
+    perms = self.epoch_perms(epoch)
+    if not self.streamed:
+      return itertools.repeat(perms)
+    last = min(self.spe, self.total_steps - epoch * self.spe)
+    return self.feed.epoch(distributed.fetch(perms), self.keep.sum(1), epoch,
+                           first_step, last)
+
+  def step(self, states, buffers, fed):
+    """One train step of every member; ``fed`` comes from epoch_feed."""
+    if self.streamed:
+      return self.train_step(states, buffers, self.aug_keys, *fed)
+    return self.train_step(states, buffers, fed, self.aug_keys,
                            self.num_kept, self.images['train'],
                            self.labels['train'])
+
+  def _probe_batches(self, split: str):
+    if self.streamed:
+      yield from self.feed.probe(split)
+      return
+    images, labels = self.images[split], self.labels[split]
+    n, b = images.shape[0], self.probe_batch
+    for start in range(0, n, b):
+      idx = distributed.put(np.minimum(np.arange(start, start + b), n - 1),
+                            self.replicated)
+      yield images[idx], labels[idx]
 
   @_classic_rng
   def init_states(self) -> steps_lib.TrainState:
@@ -187,14 +228,9 @@ class ArchTrainer:
     Returns:
       {field: [M, N]}, or with ``features`` ({field: [M, N]}, [M, N, D]).
     """
-    images, labels = self.images[split], self.labels[split]
-    n, b = images.shape[0], self.probe_batch
-    outs = []
-    for start in range(0, n, b):
-      idx = distributed.put(np.minimum(np.arange(start, start + b), n - 1),
-                            self.replicated)
-      outs.append(self.probe_step(states, images[idx], labels[idx],
-                                  features=features))
+    n = len(getattr(self.data, f'{split}_labels'))
+    outs = [self.probe_step(states, x, y, features=features)
+            for x, y in self._probe_batches(split)]
     outs = distributed.fetch(outs)
     stats = [o[0] for o in outs] if features else outs
     table = {f: np.concatenate([getattr(o, f) for o in stats], axis=1)[:, :n]
@@ -211,7 +247,7 @@ def _write_metrics(workdir: str, row: dict[str, Any]) -> None:
     f.write(json.dumps(row) + '\n')
 
 
-def train_arch(config, data: sources.Dataset, arch: str, workdir: str,
+def train_arch(config, data, arch: str, workdir: str,
                writer: records.RecordWriter, program: str | None = None,
                **trainer_kwargs) -> None:
   """Trains one architecture's members, writing probe and fused records.
@@ -260,18 +296,17 @@ def train_arch(config, data: sources.Dataset, arch: str, workdir: str,
     logging.info('%s probe @ epoch %.2f: test acc %s', arch, step / t.spe,
                  accs['test'])
 
-  buffers, perms, tick = None, None, time.time()
+  buffers, feed, tick = None, None, time.time()
   for step in range(start, t.total_steps):
     epoch, in_epoch = divmod(step, t.spe)
     # Epoch-boundary probes run at the end of the epoch before (step > 0).
     if step in probe_index and (in_epoch != 0 or step == 0):
       run_probe(step, states)
-    if in_epoch == 0 or perms is None:
-      perms = t.epoch_perms(epoch)
+    if in_epoch == 0 or feed is None:
+      feed = t.epoch_feed(epoch, in_epoch)
       buffers = distributed.put(
-          steps_lib.empty_buffers(t.num_members, t.images['train'].shape[0]),
-          t.replicated)
-    states, buffers = t.step(states, buffers, perms)
+          steps_lib.empty_buffers(t.num_members, t.num_train), t.replicated)
+    states, buffers = t.step(states, buffers, next(feed))
     bar.update(config.batch_size * t.num_members)
     if in_epoch == t.spe - 1 or step + 1 == t.total_steps:
       fused = distributed.fetch(buffers)
@@ -308,8 +343,7 @@ def _check_finite(losses: np.ndarray, arch: str, epoch: int) -> None:
         'dtype=float32; rerunning resumes from the last good checkpoint.')
 
 
-def record_study(config, workdir: str,
-                 data: sources.Dataset | None = None) -> list[str]:
+def record_study(config, workdir: str, data=None) -> list[str]:
   """The record stage: trains all architectures; returns the finished ones.
 
   ``data`` replaces ``load_dataset(config)`` (the cause probes pass modified
@@ -317,7 +351,7 @@ def record_study(config, workdir: str,
   """
   config_checks.validate(config)
   os.makedirs(workdir, exist_ok=True)
-  data = data or sources.load_dataset(config)
+  data = data or streaming.load(config)
   writer = records.RecordWriter(workdir)
   writer.write_split_metadata('train', data.train_labels, data.train_ids)
   writer.write_split_metadata('test', data.test_labels, data.test_ids)

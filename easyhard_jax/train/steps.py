@@ -101,21 +101,16 @@ def _map_members(fn, strategy: str, *args, member_axis: str | None = None):
   return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
 
 
-def member_train_step(state: TrainState, perm: jax.Array, aug_key: jax.Array,
-                      num_kept: jax.Array, images: jax.Array,
-                      labels: jax.Array, *, model, tx,
-                      batch_size: int, steps_per_epoch: int,
-                      augment: device_ops.AugmentConfig, mean, std, dtype,
-                      batch_sharding=None):
-  """One SGD step of one member; returns (new state, (indices, stats)).
+def member_update(state: TrainState, x: jax.Array, y: jax.Array,
+                  aug_key: jax.Array, *, model, tx,
+                  augment: device_ops.AugmentConfig, mean, std, dtype,
+                  batch_sharding=None):
+  """One SGD step of one member on a uint8 batch; returns (state, stats).
 
   ``batch_sharding`` (a NamedSharding over the mesh's data axis, or None)
   splits the batch across devices; GSPMD then all-reduces the gradient and
   the BatchNorm statistics over the global batch.
   """
-  idx = device_ops.batch_indices(perm, state.step % steps_per_epoch,
-                                 batch_size, num_kept)
-  y, x = labels[idx], images[idx]
   if batch_sharding is not None:
     x = jax.lax.with_sharding_constraint(x, batch_sharding)
     y = jax.lax.with_sharding_constraint(y, batch_sharding)
@@ -134,6 +129,22 @@ def member_train_step(state: TrainState, perm: jax.Array, aug_key: jax.Array,
   new_state = TrainState(step=state.step + 1,
                          params=optax.apply_updates(state.params, updates),
                          batch_stats=batch_stats, opt_state=opt_state)
+  return new_state, stats
+
+
+def member_train_step(state: TrainState, perm: jax.Array, aug_key: jax.Array,
+                      num_kept: jax.Array, images: jax.Array,
+                      labels: jax.Array, *, batch_size: int,
+                      steps_per_epoch: int, **update_kwargs):
+  """One step of one member on the device-resident dataset.
+
+  The batch is the member's ``perm`` slice for this step (see
+  device_ops.batch_indices); returns (new state, (indices, stats)).
+  """
+  idx = device_ops.batch_indices(perm, state.step % steps_per_epoch,
+                                 batch_size, num_kept)
+  new_state, stats = member_update(state, images[idx], labels[idx], aug_key,
+                                   **update_kwargs)
   return new_state, (idx, stats)
 
 
@@ -167,6 +178,35 @@ def ensemble_train_step(states: TrainState, buffers, perms: jax.Array,
                                       num_kept, member_axis=member_axis)
   if record:
     buffers = _scatter(buffers, idx, stats)
+  return states, buffers
+
+
+def ensemble_batch_train_step(states: TrainState, buffers,
+                              aug_keys: jax.Array, images: jax.Array,
+                              labels: jax.Array, indices: jax.Array, *,
+                              strategy: str, record: bool = True,
+                              member_axis: str | None = None,
+                              **update_kwargs):
+  """One step of every member on host-fed batches (the streamed path).
+
+  Args:
+    states, buffers, aug_keys, strategy, record, member_axis: as for
+      ensemble_train_step.
+    images: uint8 [M, B, H, W, C], each member's batch (from the loader).
+    labels: int32 [M, B].
+    indices: int32 [M, B] stable example indices of the batch rows; the
+      per-example outputs are scattered there.
+    **update_kwargs: bound by functools.partial, see member_update.
+
+  Returns:
+    (new states, new buffers).
+  """
+  step = functools.partial(member_update, **update_kwargs)
+  states, stats = _map_members(
+      lambda s, x, y, k: step(s, x, y, k), strategy, states, images, labels,
+      aug_keys, member_axis=member_axis)
+  if record:
+    buffers = _scatter(buffers, indices, stats)
   return states, buffers
 
 

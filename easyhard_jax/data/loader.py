@@ -1,0 +1,142 @@
+"""grain pipelines feeding the streamed path, sharded by process.
+
+Each train step consumes one global batch [members, batch] of stable example
+indices, laid out as in the device-resident path: member m's row r of step s
+in an epoch is ``perm[m, (s * batch + r) % num_kept[m]]``, so streamed and
+device-resident runs see the same examples in the same order. A process loads
+only the block of that grid its devices hold (the whole grid on one host; a
+slice of rows per host on a pod) and assembles the global array with
+``jax.make_array_from_callback``.
+
+grain reads and decodes the block's examples on ``num_threads`` host threads,
+``prefetch_batches`` steps ahead of the device. A pipeline is a MapDataset
+over precomputed indices, so starting at step ``s`` of an epoch (a resumed
+run) costs nothing: it indexes from there.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from typing import Iterator
+
+import grain
+import jax
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from easyhard_jax.data import streaming
+
+
+def _block(sharding, shape) -> tuple[slice, ...]:
+  """The bounding box, per dimension, of this process's shards."""
+  lo, hi = list(shape), [0] * len(shape)
+  for idx in sharding.addressable_devices_indices_map(shape).values():
+    for d, sl in enumerate(idx):
+      start, stop, _ = sl.indices(shape[d])
+      lo[d], hi[d] = min(lo[d], start), max(hi[d], stop)
+  return tuple(slice(a, b) for a, b in zip(lo, hi))
+
+
+def _global(local: np.ndarray, sharding, shape, block) -> jax.Array:
+  """The global array whose process-local block (leading dims) is ``local``."""
+  full = tuple(shape) + local.shape[len(shape):]
+  offset = [b.start for b in block] + [0] * (len(full) - len(shape))
+
+  def shard(idx):
+    return local[tuple(slice(sl.indices(n)[0] - o, sl.indices(n)[1] - o)
+                       for sl, n, o in zip(idx, full, offset))]
+
+  return jax.make_array_from_callback(full, sharding, shard)
+
+
+class StreamFeed:
+  """Train and probe batches of a StreamedData for one mesh.
+
+  Args:
+    data: the streamed dataset.
+    mesh: the ('member', 'data') mesh.
+    member_axis: mesh axis that shards members, or None.
+    batch_size, eval_batch_size: global sizes per step.
+    member_seeds: each member's seed (host crops differ per member).
+    root_seed, arch: with the member seed, the host random stream.
+    prefetch_batches: steps read ahead of the device.
+  """
+
+  def __init__(self, data: streaming.StreamedData, mesh, member_axis,
+               batch_size: int, eval_batch_size: int, member_seeds,
+               root_seed: int, arch: str, prefetch_batches: int = 2):
+    self.data, self.batch_size = data, batch_size
+    self.member_seeds = [int(s) for s in member_seeds]
+    self.salt = [int(root_seed), zlib.crc32(arch.encode()) & 0x7FFFFFFF]
+    self.prefetch = max(1, int(prefetch_batches))
+    self.train_sharding = NamedSharding(mesh, P(member_axis, 'data'))
+    self.train_shape = (len(self.member_seeds), batch_size)
+    self.train_block = _block(self.train_sharding, self.train_shape)
+    data_size = mesh.shape['data']
+    self.eval_batch = data_size * math.ceil(
+        min(eval_batch_size, max(map(data.num_examples, ('train', 'test'))))
+        / data_size)
+    self.probe_sharding = NamedSharding(mesh, P('data'))
+    self.probe_block = _block(self.probe_sharding, (self.eval_batch,))
+
+  def _pipeline(self, elements: np.ndarray, load, per_batch: int):
+    ds = grain.MapDataset.source(elements).map(load)
+    options = grain.ReadOptions(num_threads=self.data.num_threads,
+                                prefetch_buffer_size=self.prefetch * per_batch)
+    return ds.to_iter_dataset(options).batch(per_batch)
+
+  def epoch(self, perms: np.ndarray, num_kept: np.ndarray, epoch: int,
+            first_step: int, last_step: int) -> Iterator[tuple[jax.Array, ...]]:
+    """(images [M,B,H,W,C], labels [M,B], indices [M,B]) for each step.
+
+    Args:
+      perms: int [M, N] this epoch's order per member (kept examples first).
+      num_kept: [M] each member's subset size.
+      epoch: the epoch (seeds the host crops).
+      first_step, last_step: the steps of this epoch to feed, [first, last).
+    """
+    mb, rb = self.train_block
+    members = np.arange(mb.start, mb.stop)
+    rows = np.arange(rb.start, rb.stop)
+    steps = np.arange(first_step, last_step)[:, None, None]
+    pos = (steps * self.batch_size + rows[None, None, :]) % np.asarray(
+        num_kept)[members][None, :, None]
+    examples = np.asarray(perms)[members[None, :, None], pos]  # [S, Mb, Rb]
+    member_ids = np.broadcast_to(members[None, :, None], examples.shape)
+    elements = np.stack([member_ids.ravel(), examples.ravel()], axis=1)
+    labels = self.data.train_labels
+
+    def load(element):
+      m, ex = int(element[0]), int(element[1])
+      rng = np.random.default_rng(self.salt + [self.member_seeds[m], epoch, ex])
+      return self.data.train_image(ex, rng), labels[ex], np.int32(ex)
+
+    local_shape = (len(members), len(rows))
+    for images, y, idx in self._pipeline(elements, load, len(members) *
+                                         len(rows)):
+      yield tuple(
+          _global(a.reshape(local_shape + a.shape[1:]), self.train_sharding,
+                  self.train_shape, self.train_block)
+          for a in (images, y.astype(np.int32), idx))
+
+  def probe(self, split: str) -> Iterator[tuple[jax.Array, jax.Array]]:
+    """(images [Bp,...], labels [Bp]) over ``split`` in stable-index order.
+
+    The last batch repeats the split's final example; callers cut at N.
+    """
+    n, b = self.data.num_examples(split), self.eval_batch
+    (rb,) = self.probe_block
+    starts = np.arange(0, n, b)[:, None]
+    elements = np.minimum(starts + np.arange(rb.start, rb.stop)[None],
+                          n - 1).ravel()
+    labels = self.data.labels[split]
+
+    def load(i):
+      return self.data.eval_image(split, int(i)), labels[int(i)]
+
+    for images, y in self._pipeline(elements, load, rb.stop - rb.start):
+      yield (_global(images, self.probe_sharding, (b,), self.probe_block),
+             _global(y.astype(np.int32), self.probe_sharding, (b,),
+                     self.probe_block))

@@ -1,0 +1,136 @@
+"""The streamed path: grain over random-access sources, resumable, aligned."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+import mock_imagenet
+from conftest import ROOT
+from conftest import quick_config
+from easyhard_jax import records
+from easyhard_jax import stages
+from easyhard_jax.data import device_ops
+from easyhard_jax.data import streaming
+from easyhard_jax.train import checkpoints
+from easyhard_jax.train import ensemble
+from easyhard_jax.train import steps as steps_lib
+
+
+def test_streamed_digits_writes_the_device_resident_records(
+    one_epoch_study, tmp_path):
+  """Same batches, crops and flips: the records must be equal, bit for bit."""
+  config, reference = one_epoch_study
+  config = quick_config(epochs=1)
+  config.stream.enabled = True
+  stages.run(config, str(tmp_path), 'record')
+  for split in records.SPLITS:
+    a, b = records.load(reference, split), records.load(str(tmp_path), split)
+    np.testing.assert_array_equal(a.correct, b.correct)
+    np.testing.assert_array_equal(a.loss, b.loss)
+  a = records.load(reference, 'train', 'fused')
+  b = records.load(str(tmp_path), 'train', 'fused')
+  np.testing.assert_array_equal(a.loss, b.loss)
+
+
+def test_host_crops_are_deterministic_and_inside_the_image():
+  img = np.arange(40 * 60 * 3, dtype=np.uint8).reshape(40, 60, 3)
+  a = streaming.random_resized_crop(img, 16, np.random.default_rng([1, 2]))
+  b = streaming.random_resized_crop(img, 16, np.random.default_rng([1, 2]))
+  c = streaming.random_resized_crop(img, 16, np.random.default_rng([1, 3]))
+  assert a.shape == (16, 16, 3) and np.array_equal(a, b)
+  assert not np.array_equal(a, c)
+  centre = streaming.center_crop(img, 32, 1.0)  # Shorter side 40 -> 32.
+  assert centre.shape == (32, 32, 3)
+
+
+@pytest.fixture(scope='module')
+def mock_imagenet_study(tmp_path_factory):
+  """The ImageNet config (tiny) through record, analyze, compress, report."""
+  workdir = str(tmp_path_factory.mktemp('mock_imagenet') / 'run')
+  for mode in ('record', 'analyze', 'compress', 'report'):
+    mock_imagenet.run(workdir, mode)
+  return workdir
+
+
+def test_imagenet_config_runs_end_to_end_on_mock_data(mock_imagenet_study):
+  workdir = mock_imagenet_study
+  train = records.load(workdir, 'train')
+  n = mock_imagenet.NUM_EXAMPLES
+  assert train.correct.shape[0] == 2 and train.correct.shape[2] == n
+  with tfds.testing.mock_data(num_examples=n):
+    source = tfds.data_source('imagenet2012', split='train')
+    labels = [int(source[i]['label']) for i in range(n)]
+    names = [source[i]['file_name'] for i in range(n)]
+  np.testing.assert_array_equal(train.labels, labels)
+  assert train.tfds_ids == [x.decode() if isinstance(x, bytes) else x
+                            for x in names]
+  results = os.path.join(workdir, 'compression', 'results.json')
+  assert os.path.exists(results)
+  assert os.path.exists(os.path.join(workdir, 'report', 'index.html'))
+
+
+def test_streamed_probe_records_sit_at_their_example_index(
+    mock_imagenet_study):
+  """Recompute the final probe for a few examples, one image at a time."""
+  workdir = mock_imagenet_study
+  with tfds.testing.mock_data(num_examples=mock_imagenet.NUM_EXAMPLES):
+    config = mock_imagenet.tiny_config(workdir)
+    data = streaming.open_streamed(config)
+    t = ensemble.ArchTrainer(config, data, 'resnet18')
+    ckpt = checkpoints.Checkpointer(
+        os.path.join(workdir, 'checkpoints', 'resnet18'))
+    states, step = ckpt.restore_latest(t.init_states())
+    probe = records.load(workdir, 'test')
+    assert probe.probe_steps[-1] == step
+    for i in (0, 17, mock_imagenet.NUM_EXAMPLES - 1):
+      x = device_ops.normalize(data.eval_image('test', i)[None], t.mean, t.std)
+      for m in range(2):
+        member = jax.tree.map(lambda a, m=m: a[m], states)
+        logits = t.model.apply({'params': member.params,
+                                'batch_stats': member.batch_stats}, x)
+        ref = steps_lib.per_example_stats(logits, data.test_labels[i:i + 1])
+        np.testing.assert_allclose(probe.loss[m, -1, i], ref.loss[0],
+                                   rtol=2e-4, atol=1e-5)
+
+
+def test_streamed_run_resumes_after_kill_at_the_right_position(tmp_path):
+  """kill -9 after the first epoch's checkpoint; the rerun must write the
+  records of an uninterrupted run, so the loader restarted where it should."""
+  runner = os.path.join(ROOT, 'tests', 'mock_imagenet.py')
+  killed, clean = str(tmp_path / 'killed'), str(tmp_path / 'clean')
+  cmd = [sys.executable, runner, killed, 'record', '3']
+  proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  ckpt_dir = os.path.join(killed, 'checkpoints', 'resnet18')
+  deadline = time.time() + 300
+  try:
+    while time.time() < deadline and proc.poll() is None:
+      if os.path.isdir(ckpt_dir) and any(
+          d.isdigit() for d in os.listdir(ckpt_dir)):
+        break
+      time.sleep(0.05)
+    assert proc.poll() is None, 'run ended before it could be killed'
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  assert not records.read_manifest(killed)['archs']['resnet18']['complete']
+  subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=300)
+  subprocess.run([sys.executable, runner, clean, 'record', '3'], cwd=ROOT,
+                 check=True, capture_output=True, timeout=300)
+  for split in records.SPLITS:
+    a, b = records.load(killed, split), records.load(clean, split)
+    np.testing.assert_array_equal(a.probe_steps, b.probe_steps)
+    np.testing.assert_array_equal(a.correct, b.correct)
+    np.testing.assert_array_equal(a.loss, b.loss)
+  a = records.load(killed, 'train', 'fused')
+  b = records.load(clean, 'train', 'fused')
+  np.testing.assert_array_equal(a.loss, b.loss)
