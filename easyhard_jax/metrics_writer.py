@@ -1,11 +1,13 @@
 """Scalar metrics to JSON lines and TensorBoard, written by process 0 only.
 
-``MetricsWriter(workdir).write(step, {'loss': 0.3}, prefix='train')`` appends
+``MetricsWriter(workdir).write(12, {'loss': 0.3}, prefix='train', kind='epoch')``
+appends
 
-    {"step": 12, "wall_time": 1795800000.1, "train/loss": 0.3}
+    {"step": 12, "wall_time": 1795800000.1, "kind": "epoch", "train/loss": 0.3}
 
-to ``WORKDIR/metrics/metrics.jsonl`` and the scalar ``train/loss`` at step 12
-to a TensorBoard event file under ``WORKDIR/tensorboard/``. The event files
+to ``WORKDIR/metrics.jsonl`` (the study's one metrics file, which the report
+reads) and the scalar ``train/loss`` at step 12 to a TensorBoard event file
+under ``WORKDIR/tensorboard/``; keyword fields go to the JSON line only. The event files
 are written with tensorboardX (numpy + protobuf, no TensorFlow) and read by
 TensorBoard, ``tensorboard.backend.event_processing.event_accumulator`` or
 tbparse. Non-finite values go to TensorBoard as they are and to the JSON
@@ -32,7 +34,7 @@ def _tag(prefix: str, name: str) -> str:
 
 
 class MetricsWriter:
-  """Appends scalars to ``metrics/metrics.jsonl`` and TensorBoard events.
+  """Appends scalars to ``metrics.jsonl`` and TensorBoard events.
 
   Attributes:
     enabled: whether this writer writes (requested and process 0).
@@ -48,7 +50,7 @@ class MetricsWriter:
       enabled: False makes every call a no-op (e.g. for a dry run).
     """
     self.enabled = bool(enabled) and jax.process_index() == 0
-    self.jsonl_path = os.path.join(workdir, 'metrics', 'metrics.jsonl')
+    self.jsonl_path = os.path.join(workdir, 'metrics.jsonl')
     self.tensorboard_dir = os.path.join(workdir, 'tensorboard')
     self._jsonl = self._tb = None
     if not self.enabled:
@@ -61,13 +63,15 @@ class MetricsWriter:
     self._jsonl = open(self.jsonl_path, 'a', encoding='utf-8')
 
   def write(self, step: int, scalars: Mapping[str, Any],
-            prefix: str = '') -> None:
-    """Writes one step's scalars.
+            prefix: str = '', **fields: Any) -> None:
+    """Writes one step's scalars (one JSON line, one TensorBoard point each).
 
     Args:
       step: the global step (the x axis in TensorBoard).
       scalars: {name: number}; numpy / jax scalars are converted with float().
       prefix: optional tag prefix, joined with '/' ('train' -> 'train/loss').
+      **fields: JSON-serialisable context for the JSON line only (e.g.
+        arch='cnn', kind='epoch', per-member lists).
     """
     if not self.enabled:
       return
@@ -75,7 +79,8 @@ class MetricsWriter:
       raise ValueError(f'MetricsWriter for {self.jsonl_path} is closed.')
     step = int(step)
     values = {_tag(prefix, k): float(v) for k, v in scalars.items()}
-    row: dict[str, Any] = {'step': step, 'wall_time': round(time.time(), 3)}
+    row: dict[str, Any] = {'step': step, 'wall_time': round(time.time(), 3),
+                           **fields}
     for tag, v in values.items():
       row[tag] = v if math.isfinite(v) else None
       self._tb.add_scalar(tag, v, global_step=step)

@@ -21,7 +21,7 @@ def _write(workdir, **kwargs):
   with metrics_writer.MetricsWriter(str(workdir), **kwargs) as w:
     for step, scalars in STEPS:
       w.write(step, scalars, prefix='train')
-    w.write(20, {'acc': 0.9}, prefix='test/')
+    w.write(20, {'acc': 0.9}, prefix='test/', kind='probe', accs=[0.9, 1])
   return w
 
 
@@ -49,15 +49,14 @@ def test_tensorboard_events_read_back_without_tensorflow(tmp_path,
 
 def test_json_lines_hold_steps_and_prefixed_scalars(tmp_path):
   w = _write(tmp_path)
-  assert w.jsonl_path == os.path.join(str(tmp_path), 'metrics',
-                                      'metrics.jsonl')
+  assert w.jsonl_path == os.path.join(str(tmp_path), 'metrics.jsonl')
   with open(w.jsonl_path) as f:
     rows = [json.loads(line) for line in f]
   assert [r['step'] for r in rows] == [0, 10, 20, 20]
   assert rows[1]['train/loss'] == 1.25 and rows[1]['train/acc'] == 0.5
   assert rows[2]['train/acc'] is None  # NaN: JSON has none.
   assert rows[3] == {'step': 20, 'wall_time': rows[3]['wall_time'],
-                     'test/acc': 0.9}
+                     'kind': 'probe', 'accs': [0.9, 1], 'test/acc': 0.9}
   # A second writer (a resumed run) appends.
   _write(tmp_path)
   with open(w.jsonl_path) as f:

@@ -233,8 +233,8 @@ def test_bfloat16_resnet_approximates_float32():
 
 
 def test_errors_name_the_fix():
-  with pytest.raises(ValueError, match=r"Unknown model 'resnet50'.*resnet18"):
-    models.get_model('resnet50', num_classes=10)
+  with pytest.raises(ValueError, match=r"Unknown model 'resnet101'.*resnet18"):
+    models.get_model('resnet101', num_classes=10)
   for width in (0, -0.5):
     with pytest.raises(ValueError, match='width must be'):
       models.get_model('cnn', num_classes=10, width=width)

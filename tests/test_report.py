@@ -1,6 +1,7 @@
 """The HTML report from a tiny real study, checked as a browser renders it."""
 
 import base64
+import copy
 import html.parser
 import io
 import json
@@ -13,7 +14,9 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from easyhard_jax import stages
 from easyhard_jax.report import build_report
+from easyhard_jax.report import later
 
 CHROMIUM_NAMES = ('chromium', 'chromium-browser', 'google-chrome',
                   'google-chrome-stable')
@@ -88,6 +91,12 @@ def report(quick_study, tmp_path_factory):
     json.dump(REMOVAL, f)
   with open(os.path.join(workdir, 'timings.json'), 'w') as f:
     json.dump({'record': 12.5, 'analyze': 4.0}, f)
+  # Two real cause probes (one seed, one epoch): the report's causes figure.
+  causes_config = copy.deepcopy(config)
+  causes_config.causes.variants = ('random_labels', 'adam')
+  causes_config.causes.seeds = 1
+  causes_config.causes.epochs = 1
+  stages.run(causes_config, workdir, 'probe_causes')
   path = build_report(config, workdir, train_images=data.train_images,
                       test_images=data.test_images)
   return workdir, path
@@ -102,12 +111,15 @@ def test_report_writes_page_summary_and_figures(report):
                'mean_images_train.png', 'easiness_histogram.png',
                'member_spearman.png', 'distances_pixels.png',
                'colour_frequency.png', 'test_errors.png',
-               'learning_curves.png', 'removal_0.png', 'timings.png'):
+               'learning_curves.png', 'removal_0.png', 'causes.png',
+               'timings.png'):
     assert name in pngs
   with open(os.path.join(out, 'summary.md')) as f:
     summary = f.read()
   assert summary.startswith('# ') and 'easy and' in summary
-  assert '- removal: ran' in summary and '- causes: not run' in summary
+  assert '- removal: ran' in summary and '- causes: ran' in summary
+  assert "- random_labels: easy sets overlap the study's" in summary
+  assert '- adam: easy sets overlap' in summary and 'chance 0.1)' in summary
 
 
 def test_every_img_is_an_embedded_png(report):
@@ -131,13 +143,75 @@ def test_sections_ran_or_say_not_run(report):
   # One architecture: no architecture pairs, but no section failed either.
   assert not [k for k, v in page.sections.items() if 'error' in v]
   for key in ('overview', 'examples', 'agreement', 'similarity',
-              'learning-curves', 'removal', 'config'):
+              'learning-curves', 'removal', 'causes', 'config'):
     assert page.sections[key] == '', key
   assert page.sections['compression'].startswith('not run')
-  assert page.sections['causes'].startswith('not run')
   with open(path) as f:
     text = f.read()
   assert 'chance overlap' in text and 'Architecture pairs: only one' in text
+
+
+def _png_size(png):
+  with Image.open(io.BytesIO(png)) as im:
+    return im.size
+
+
+def test_causes_section_draws_every_probe_against_chance(report):
+  workdir, path = report
+  with open(os.path.join(workdir, 'causes', 'results.json')) as f:
+    result = json.load(f)
+  assert result['chance_test_acc'] == 0.1  # Ten digit classes.
+  assert 0.5 < result['baseline']['test_acc_mean'] <= 1.0
+  sec = later.causes_section(os.path.join(workdir, 'causes', 'results.json'),
+                             'causes', 'Probing the causes', '')
+  (fig,) = sec.figures
+  assert fig.name == 'causes' and 'chance' in fig.caption
+  # One architecture: shared sets, rank correlation, accuracy in one row.
+  width, height = _png_size(fig.png)
+  assert width > 2.5 * height
+  for cell in ('<td>random_labels</td>', '<td>adam</td>',
+               '<td>study (reference)</td>'):
+    assert cell in sec.body_html
+  with open(path) as f:
+    assert 'Spearman rho above 0' in f.read()  # The caption is on the page.
+
+
+def test_causes_figure_with_two_architectures_adds_agreement(tmp_path):
+  def probe(ratio, rho, acc):
+    return {'easy_overlap_ratio': ratio, 'hard_overlap_ratio': ratio - 0.5,
+            'spearman_easiness': rho, 'cross_arch_easy_ratio': ratio,
+            'baseline_cross_arch_easy_ratio': 6.5, 'epochs': 6,
+            'test_acc_mean': acc, 'test_acc_std': 0.01,
+            'per_arch': {'cnn': {'easy_overlap_ratio': ratio + 0.2,
+                                 'spearman': rho + 0.05},
+                         'vgg11': {'easy_overlap_ratio': ratio - 0.2,
+                                   'spearman': -0.3}}}
+  variants = {'random_labels': probe(1.1, 0.02, 0.1),
+              'adam': probe(6.0, 0.8, 0.95)}
+  path = tmp_path / 'results.json'
+  path.write_text(json.dumps({
+      'archs': ['cnn', 'vgg11'], 'seeds': 2, 'variants': variants,
+      'rows': [{'variant': k} for k in variants],
+      'baseline': {'epochs': 15, 'test_acc_mean': 0.97,
+                   'test_acc_std': 0.01}, 'chance_test_acc': 0.1}))
+  sec = later.causes_section(str(path), 'causes', 'Causes', '')
+  (fig,) = sec.figures
+  width, height = _png_size(fig.png)
+  assert width < 1.6 * height  # Four panels: two rows of two.
+  assert fig.caption.endswith('dots: architectures.')
+  assert 'Per architecture' in sec.body_html and '<td>vgg11</td>' in (
+      sec.body_html)
+  assert '<td>6.5</td>' in sec.body_html  # The study's cross-arch overlap.
+  bullets = later.causes_summary(str(path))
+  assert bullets[1] == ("adam: easy sets overlap the study's 6x chance "
+                        '(hard 5.5x), easiness Spearman 0.8, test accuracy '
+                        '0.95 (study 0.97, chance 0.1).')
+  # An older results.json without the reference numbers still draws.
+  path.write_text(json.dumps({'archs': ['cnn'], 'variants': {
+      'adam': {k: v for k, v in probe(2.0, 0.5, 0.9).items()
+               if k != 'per_arch'}}}))
+  sec = later.causes_section(str(path), 'causes', 'Causes', '')
+  assert len(sec.figures) == 1 and sec.status == 'ok'
 
 
 def _chromium():
@@ -164,7 +238,10 @@ def test_headless_chromium_loads_every_figure(report, tmp_path):
   assert 'data-figures-broken' not in body, body
   loaded = re.search(r'data-figures-loaded="(\d+)"', body)
   assert loaded, f'the page script never ran: {body}'
-  assert int(loaded.group(1)) == len(_parse(path).images)
+  images = [i['alt'] for i in _parse(path).images]
+  assert int(loaded.group(1)) == len(images)
+  # Every figure, the later stages' included, is among those loaded.
+  assert {'removal_0', 'causes', 'timings'} <= set(images)
 
   shot = tmp_path / 'shot.png'
   _run_chromium(binary, tmp_path, '--window-size=1280,2400',

@@ -8,8 +8,8 @@ only the block of that grid its devices hold (the whole grid on one host; a
 slice of rows per host on a pod) and assembles the global array with
 ``jax.make_array_from_callback``.
 
-grain reads and decodes the block's examples on ``num_threads`` host threads,
-``prefetch_batches`` steps ahead of the device. A pipeline is a MapDataset
+grain reads and decodes the block's examples on ``num_threads`` host threads
+and assembles batches ``prefetch_batches`` steps ahead of the device. A pipeline is a MapDataset
 over precomputed indices, so starting at step ``s`` of an epoch (a resumed
 run) costs nothing: it indexes from there.
 """
@@ -82,10 +82,15 @@ class StreamFeed:
     self.probe_block = _block(self.probe_sharding, (self.eval_batch,))
 
   def _pipeline(self, elements: np.ndarray, load, per_batch: int):
+    threads = self.data.num_threads
     ds = grain.MapDataset.source(elements).map(load)
-    options = grain.ReadOptions(num_threads=self.data.num_threads,
-                                prefetch_buffer_size=self.prefetch * per_batch)
-    return ds.to_iter_dataset(options).batch(per_batch)
+    # A short element queue (grain scans it on every element) keeps the
+    # threads busy; whole batches are then prefetched by one more thread.
+    options = grain.ReadOptions(num_threads=threads,
+                                prefetch_buffer_size=max(8, 2 * threads))
+    ds = ds.to_iter_dataset(options).batch(per_batch)
+    return grain.experimental.ThreadPrefetchIterDataset(
+        ds, prefetch_buffer_size=self.prefetch)
 
   def epoch(self, perms: np.ndarray, num_kept: np.ndarray, epoch: int,
             first_step: int, last_step: int) -> Iterator[tuple[jax.Array, ...]]:
@@ -110,8 +115,8 @@ class StreamFeed:
 
     def load(element):
       m, ex = int(element[0]), int(element[1])
-      rng = np.random.default_rng(self.salt + [self.member_seeds[m], epoch, ex])
-      return self.data.train_image(ex, rng), labels[ex], np.int32(ex)
+      seed = self.salt + [self.member_seeds[m], epoch, ex]
+      return self.data.train_image(ex, seed), labels[ex], np.int32(ex)
 
     local_shape = (len(members), len(rows))
     for images, y, idx in self._pipeline(elements, load, len(members) *

@@ -21,7 +21,7 @@ import concurrent.futures
 import dataclasses
 import hashlib
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from absl import logging
@@ -164,11 +164,12 @@ class StreamedData:
       img = center_crop(img, self.image_size, self.crop_fraction)
     return self._checked(img, split, i)
 
-  def train_image(self, i: int, rng: np.random.Generator) -> np.ndarray:
-    """Train example ``i`` with the host-side random crop drawn from ``rng``."""
+  def train_image(self, i: int, seed: Sequence[int]) -> np.ndarray:
+    """Train example ``i``, host-cropped with ``default_rng(seed)``."""
     if not (self.image_size and self.random_resized_crop):
       return self.eval_image('train', i)
-    img = random_resized_crop(self._decoded('train', i), self.image_size, rng)
+    img = random_resized_crop(self._decoded('train', i), self.image_size,
+                              np.random.default_rng(seed))
     return self._checked(img, 'train', i)
 
   def _checked(self, img: np.ndarray, split: str, i: int) -> np.ndarray:

@@ -14,7 +14,11 @@ section whose inputs are missing says "not run" and why; one that fails says
 "error" with the exception; neither stops the rest of the report.
 
 Later stages (``removal``, ``compression``, ``causes``) are shown when
-``WORKDIR/<stage>/results.json`` exists. The contract for that file::
+``WORKDIR/<stage>/results.json`` exists. The cause probes' own results
+(``experiments/causes.py``: per probe the overlap of its easy and hard sets
+with the study's as a ratio to chance, the easiness Spearman, test accuracy)
+are drawn as one grouped-bar figure with a table and headline lines in
+``summary.md``. Any other stage's file follows this contract::
 
     {
       "curves": [                     # one line per condition, >= 1

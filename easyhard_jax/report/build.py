@@ -23,6 +23,7 @@ import numpy as np
 
 from easyhard_jax import records as records_lib
 from easyhard_jax.report import html as html_lib
+from easyhard_jax.report import later
 from easyhard_jax.report import sections
 
 # Later stages whose generic curves JSON (see the package docstring) is shown.
@@ -35,10 +36,12 @@ LATER_STAGES = (
      'Test accuracy of models trained on subsets chosen by easiness against '
      'random subsets of the same size (mean and std over seeds).'),
     ('causes', 'Probing the causes',
-     'How easiness changes under the cause probes (random labels, optimizer '
-     'and batch size, low-pass or colour-stripped inputs), mean and std over '
-     'seeds.'),
+     "Whether the study's easy and hard examples stay easy and hard when one "
+     'suspected cause is changed (random labels, optimizer and batch size, '
+     'low-pass or colour-stripped inputs), and how well each probe learned.'),
 )
+# The section builder of each later stage (default: the generic curves).
+_LATER_BUILDERS = {'causes': later.causes_section}
 _DEFAULTS = {'examples_per_class': 8, 'max_classes': 20}
 
 
@@ -87,6 +90,14 @@ def read_scores(path: str) -> dict[str, np.ndarray]:
   return out
 
 
+def _as_images(images: Any) -> Any:
+  """Arrays as numpy; streamed LazyImages stay lazy (the grids index them)."""
+  if images is None or (hasattr(images, 'shape') and
+                        hasattr(images, '__getitem__')):
+    return images
+  return np.asarray(images)
+
+
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
   """The rows of ``WORKDIR/metrics.jsonl``, one per (arch, kind, step).
 
@@ -121,10 +132,8 @@ class Study:
   def __init__(self, config: Any, workdir: str, train_images: Any,
                test_images: Any):
     self.config, self.workdir = config, workdir
-    self.train_images = None if train_images is None else np.asarray(
-        train_images)
-    self.test_images = None if test_images is None else np.asarray(
-        test_images)
+    self.train_images = _as_images(train_images)
+    self.test_images = _as_images(test_images)
     self.opts = _report_options(config)
     adir = os.path.join(workdir, 'analysis')
     self.analysis = self.scores = None
@@ -252,9 +261,14 @@ def summary_blocks(study: Study) -> list[tuple[str, list[str]]]:
     out.append(f"{_fmt(100 * float(r['pooled_fraction']), '.1f')}% of test "
                f"errors are in the hard test set, which holds "
                f"{_fmt(100 * float(r['set_share']), '.1f')}% of the split.")
-  later = [f"{name}: {'ran' if study.later[name] else 'not run'}"
-           for name, _, _ in LATER_STAGES]
-  return [('Findings', out), ('Later stages', later)]
+  ran = [f"{name}: {'ran' if study.later[name] else 'not run'}"
+         for name, _, _ in LATER_STAGES]
+  try:
+    causes = later.causes_summary(study.later['causes'])
+  except (OSError, ValueError, TypeError, AttributeError) as e:
+    # Its section shows the error too; the summary must still be written.
+    causes = [f'causes/results.json is unreadable: {e}']
+  return [('Findings', out), ('Later stages', ran), ('Cause probes', causes)]
 
 
 def build_report(config: Any, workdir: str, *, train_images: Any = None,
@@ -281,9 +295,10 @@ def build_report(config: Any, workdir: str, *, train_images: Any = None,
   built = [_guarded(fn, study, key, title)
            for key, title, fn in sections.SECTIONS]
   for name, title, explanation in LATER_STAGES:
+    fn = _LATER_BUILDERS.get(name, later.curves_section)
     built.insert(len(built) - 1, _guarded(
-        lambda s, n=name, t=title, e=explanation: sections.curves_section(
-            s.later[n], n, t, e), study, name, title))
+        lambda s, f=fn, n=name, t=title, e=explanation: f(s.later[n], n, t, e),
+        study, name, title))
   # Figures of an earlier build that this one did not make must not linger.
   wanted = {f'{f.name}.png' for s in built for f in s.figures}
   for old in os.listdir(fig_dir):
@@ -295,13 +310,14 @@ def build_report(config: Any, workdir: str, *, train_images: Any = None,
                                      f.png)
   title = 'Easy and hard examples: study report'
   subtitle = study.subtitle()
-  path = os.path.join(out_dir, 'index.html')
-  records_lib.atomic_write_bytes(
-      path, html_lib.render_page(title, subtitle, built).encode('utf-8'))
   summary = html_lib.render_summary(title, subtitle, summary_blocks(study),
                                     built)
   records_lib.atomic_write_bytes(os.path.join(out_dir, 'summary.md'),
                                  summary.encode('utf-8'))
+  # index.html last: the study takes it as the mark of a finished report.
+  path = os.path.join(out_dir, 'index.html')
+  records_lib.atomic_write_bytes(
+      path, html_lib.render_page(title, subtitle, built).encode('utf-8'))
   logging.info('Wrote %s (%d sections, %d figures).', path, len(built),
                len(wanted))
   return path

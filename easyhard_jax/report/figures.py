@@ -396,3 +396,73 @@ def horizontal_bars(values: Mapping[str, float], xlabel: str) -> bytes:
   ax.invert_yaxis()
   ax.set_xlabel(xlabel)
   return _png(fig)
+
+
+def grouped_bars(groups: Sequence[str],
+                 panels: Sequence[Mapping[str, Any]]) -> bytes:
+  """Side-by-side panels of bars grouped by category, with reference lines.
+
+  Args:
+    groups: the x-axis categories (e.g. cause probes), in order.
+    panels: one dict per panel: 'title', 'ylabel', 'series' (a list of
+      {'name', 'colour' (optional), 'values': [G] floats or None (no bar),
+      'err': [G] or None (error bars), 'points': [G] lists of floats or None
+      (dots on the bar)}), 'lines' (a list of {'y', 'label', 'style'
+      (matplotlib line style, default '--')}: horizontal reference lines) and
+      optionally 'ylim' ((bottom, top); either may be None).
+
+  Returns:
+    PNG bytes.
+  """
+  n = len(panels)
+  ncols = 2 if n == 4 else n  # Four panels in one row would be unreadable.
+  nrows = -(-n // ncols)
+  width_per_panel = min(4.6, 1.6 + 0.8 * len(groups))
+  fig = Figure(figsize=(width_per_panel * ncols + 0.4, 3.8 * nrows))
+  axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+  for ax in axes[n:]:
+    ax.set_visible(False)
+  x = np.arange(len(groups), dtype=np.float64)
+  rng = np.random.default_rng(0)  # Jitter only; deterministic figures.
+  for ax, panel in zip(axes, panels):
+    series = panel['series']
+    width = 0.8 / max(len(series), 1)
+    for i, s in enumerate(series):
+      off = (i - (len(series) - 1) / 2) * width
+      values = np.asarray([np.nan if v is None else v for v in s['values']],
+                          np.float64)
+      err = s.get('err')
+      yerr = None if err is None else np.asarray(
+          [0.0 if e is None else e for e in err], np.float64)
+      ok = np.isfinite(values)  # A missing value is no bar, not a zero.
+      ax.bar((x + off)[ok], values[ok], 0.9 * width,
+             yerr=None if yerr is None else yerr[ok],
+             color=s.get('colour', SET_COLOURS['all']), alpha=0.8,
+             label=s.get('name'), capsize=3, error_kw={'linewidth': 1})
+      for g, pts in enumerate(s.get('points') or []):
+        pts = [p for p in (pts or []) if p is not None]
+        if pts:
+          ax.scatter(x[g] + off + rng.uniform(-0.2, 0.2, len(pts)) * width,
+                     pts, s=10, color='black', alpha=0.6, zorder=3,
+                     linewidths=0)
+    for line in panel.get('lines') or []:
+      ax.axhline(float(line['y']), color=line.get('colour', 'black'),
+                 linestyle=line.get('style', '--'), linewidth=1,
+                 label=line.get('label'))
+    ax.set_xlim(-0.75, len(groups) - 0.25)  # One group: not a full-width bar.
+    ys = [float(line['y']) for line in panel.get('lines') or []]
+    if ys:  # Reference lines outside the bars' range must still show.
+      lo, hi = ax.get_ylim()
+      pad = 0.05 * (max(hi, *ys) - min(lo, *ys))
+      ax.set_ylim(min(lo, min(ys) - pad), max(hi, max(ys) + pad))
+    if panel.get('ylim'):
+      ax.set_ylim(*panel['ylim'])
+    rotate = len(groups) > 3
+    ax.set_xticks(x, list(groups), rotation=30 if rotate else 0,
+                  ha='right' if rotate else 'center', fontsize=8)
+    ax.set_title(panel.get('title', ''), fontsize=10)
+    ax.set_ylabel(panel.get('ylabel', ''))
+    ax.grid(axis='y', alpha=0.3)
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  return _png(fig)

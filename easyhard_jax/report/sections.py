@@ -4,7 +4,8 @@ Every builder takes the loaded study (:class:`easyhard_jax.report.build.Study`:
 ``analysis``, ``scores``, ``scores_test``, ``means``, ``metrics``, images,
 ``run_config``, ``timings``, ``opts``) and returns a section; one whose inputs
 are missing comes back with status "not run" and the reason.
-:data:`SECTIONS` lists them in page order.
+:data:`SECTIONS` lists them in page order. The later stages' sections
+(removal, compression, cause probes) are in :mod:`easyhard_jax.report.later`.
 """
 
 from __future__ import annotations
@@ -375,58 +376,6 @@ def _member_series(rows: list[dict[str, Any]], field: str,
       name = f'{arch}/s{m}'
       groups[name] = arch
       out[name] = (x, y[:, m])
-
-
-def curves_section(path: str | None, key: str, title: str,
-                   explanation: str) -> Section:
-  """A section of generic curves from a later stage's ``results.json``.
-
-  Args:
-    path: the JSON file (see the package docstring), or None when the stage
-      has not run.
-    key: section id (the stage name).
-    title: heading.
-    explanation: the sentence used unless the JSON has a ``description``.
-
-  Returns:
-    The section.
-  """
-  sec = Section(key, title, explanation)
-  if path is None:
-    return _not_run(sec, f'no {key}/results.json')
-  with open(path) as f:
-    data = json.load(f)
-  sec.explanation = data.get('description') or explanation
-  raw = html_lib.details('results.json', json.dumps(data, indent=1)[:20000])
-  if 'curves' not in data and 'panels' not in data:
-    # A stage that predates the contract: show its rows, not an error.
-    sec.body_html = html_lib.paragraph(
-        'results.json has no "curves" (the report contract: see '
-        'easyhard_jax.report); its rows and raw content follow.')
-    rows = data.get('rows')
-    if isinstance(rows, list) and rows and isinstance(rows[0], dict):
-      cols = [k for k, v in rows[0].items()
-              if isinstance(v, (str, int, float, type(None)))]
-      sec.body_html += html_lib.table(cols, [[r.get(c) for c in cols]
-                                             for r in rows])
-    sec.body_html += raw
-    return sec
-  for i, spec in enumerate(data.get('panels') or [data]):
-    if not isinstance(spec.get('curves'), list) or not spec['curves']:
-      raise ValueError(f'{path}: a panel needs a non-empty "curves" list.')
-    for c in spec['curves']:
-      if len(c['x']) != len(c['mean']) or (
-          c.get('std') is not None and len(c['std']) != len(c['x'])):
-        raise ValueError(f"{path}: curve {c.get('name')!r} has x, mean and "
-                         'std of different lengths.')
-    caption = spec.get('caption') or ''
-    if spec.get('reference') is not None:
-      label = spec.get('reference_label') or 'reference'
-      caption += f" Dashed: {label} = {float(spec['reference']):.4g}."
-    sec.figures.append(_fig(f'{key}_{i}', figures.curves(spec),
-                            caption.strip()))
-  sec.body_html = raw
-  return sec
 
 
 def _config_timings(s: Any) -> Section:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import json
 import math
 import os
 import time
@@ -240,13 +239,6 @@ class ArchTrainer:
     return table, np.concatenate([o[1] for o in outs], axis=1)[:, :n]
 
 
-def _write_metrics(workdir: str, row: dict[str, Any]) -> None:
-  if not distributed.is_writer():
-    return
-  with open(os.path.join(workdir, 'metrics.jsonl'), 'a') as f:
-    f.write(json.dumps(row) + '\n')
-
-
 def train_arch(config, data, arch: str, workdir: str,
                writer: records.RecordWriter, program: str | None = None,
                **trainer_kwargs) -> None:
@@ -254,7 +246,7 @@ def train_arch(config, data, arch: str, workdir: str,
 
   Args:
     config, data, arch: as for ArchTrainer.
-    workdir: where checkpoints/ and metrics.jsonl go.
+    workdir: where checkpoints/, metrics.jsonl and tensorboard/ go.
     writer: the records writer of ``workdir``.
     program: name of this group of members in records and checkpoints
       (default: ``arch``); the experiments train one arch in several groups.
@@ -288,11 +280,10 @@ def train_arch(config, data, arch: str, workdir: str,
       out = t.probe(states, split)
       writer.write_chunk(arch, 'probe', split, k, step, out)
       accs[split] = out['correct'].mean(axis=1).round(4).tolist()
-      tb.write(step, {f'{m["name"]}/probe_{split}_acc': a
-                      for m, a in zip(t.members, accs[split])})
-    _write_metrics(workdir, {'arch': arch, 'kind': 'probe', 'step': step,
-                             'epoch': step / t.spe, 'train_acc': accs['train'],
-                             'test_acc': accs['test']})
+    tb.write(step, {f'{m["name"]}/probe_{s}_acc': a[i]
+                    for s, a in accs.items() for i, m in enumerate(t.members)},
+             arch=arch, kind='probe', epoch=step / t.spe,
+             train_acc=accs['train'], test_acc=accs['test'])
     logging.info('%s probe @ epoch %.2f: test acc %s', arch, step / t.spe,
                  accs['test'])
 
@@ -315,13 +306,12 @@ def train_arch(config, data, arch: str, workdir: str,
       dt, tick = time.time() - tick, time.time()
       losses = np.nanmean(np.where(t.keep, fused['loss'], np.nan), axis=1)
       tb.write(step + 1, {f'{m["name"]}/train_loss': l
-                          for m, l in zip(t.members, losses)})
-      _write_metrics(workdir, {
-          'arch': arch, 'kind': 'epoch', 'epoch': epoch + 1, 'step': step + 1,
-          'train_loss': losses.round(5).tolist(),
-          'train_acc': ((fused['correct'] & t.keep).sum(1) /
-                        t.keep.sum(1)).round(4).tolist(),
-          'seconds': round(dt, 3)})
+                          for m, l in zip(t.members, losses)},
+               arch=arch, kind='epoch', epoch=epoch + 1,
+               train_loss=losses.round(5).tolist(),
+               train_acc=((fused['correct'] & t.keep).sum(1) /
+                          t.keep.sum(1)).round(4).tolist(),
+               seconds=round(dt, 3))
       if step + 1 in probe_index:  # Before the checkpoint that marks it done.
         run_probe(step + 1, states)
       if (epoch + 1) % config.checkpoint_every_epochs == 0 or (
