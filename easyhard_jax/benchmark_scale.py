@@ -1,11 +1,11 @@
 """Scale-out benchmark: 1 vs N devices, and the streamed loader's rate.
 
-  python -m easyhard_jax.benchmark_scale --part=devices --devices=8
+  python -m easyhard_jax.benchmark_scale --part=devices --devices=2,8
   python -m easyhard_jax.benchmark_scale --part=loader
 
 ``devices``: the digits study's training step (configs/digits.py: the cnn,
 3 members, batch 128, real digits) and its probe pass, in fresh processes
-with 1 and with ``--devices`` forced host devices
+with 1 and with each of ``--devices`` forced host devices
 (``XLA_FLAGS=--xla_force_host_platform_device_count``), alternated over
 ``--rounds`` so machine noise hits both alike; best round reported. On a
 machine with real accelerators, the N-device run uses them instead.
@@ -35,7 +35,8 @@ from absl import flags
 
 _PART = flags.DEFINE_enum('part', 'devices', ['devices', 'loader', 'worker'],
                           'What to measure (worker: internal).')
-_DEVICES = flags.DEFINE_integer('devices', 8, 'Forced host devices.')
+_DEVICES = flags.DEFINE_list('devices', ['2', '8'],
+                             'Forced host device counts to compare with 1.')
 _ROUNDS = flags.DEFINE_integer('rounds', 2, 'Alternated rounds (best of).')
 _STEPS = flags.DEFINE_integer('steps', 20, 'Timed train steps per round.')
 _THREADS = flags.DEFINE_list('threads', ['1', '2', '4', '8'],
@@ -84,7 +85,7 @@ def _worker() -> dict:
 def _devices() -> None:
   best = {}
   for _ in range(_ROUNDS.value):
-    for n in (1, _DEVICES.value):
+    for n in [1] + [int(d) for d in _DEVICES.value]:
       env = dict(os.environ, XLA_FLAGS=(
           f'--xla_force_host_platform_device_count={n}'))
       out = subprocess.run(
@@ -97,7 +98,8 @@ def _devices() -> None:
           'train_examples_per_s']:
         best[n] = row
   base = best[1]
-  print(f'\ndigits study, cnn x 3 members, batch 128, '
+  print(f'\ndigits study, cnn x 3 members, batch '
+        f'{_digits_config().batch_size}, '
         f'{jax.default_backend()}, {os.cpu_count()} CPU cores\n')
   print('| devices | mesh | train ex/s | vs 1 | probe ex/s | vs 1 |')
   print('|---|---|---|---|---|---|')

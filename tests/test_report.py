@@ -16,7 +16,7 @@ import pytest
 
 from easyhard_jax import stages
 from easyhard_jax.report import build_report
-from easyhard_jax.report import later
+from easyhard_jax.report import experiment_sections
 
 CHROMIUM_NAMES = ('chromium', 'chromium-browser', 'google-chrome',
                   'google-chrome-stable')
@@ -162,7 +162,7 @@ def test_causes_section_draws_every_probe_against_chance(report):
     result = json.load(f)
   assert result['chance_test_acc'] == 0.1  # Ten digit classes.
   assert 0.5 < result['baseline']['test_acc_mean'] <= 1.0
-  sec = later.causes_section(os.path.join(workdir, 'causes', 'results.json'),
+  sec = experiment_sections.causes_section(os.path.join(workdir, 'causes', 'results.json'),
                              'causes', 'Probing the causes', '')
   (fig,) = sec.figures
   assert fig.name == 'causes' and 'chance' in fig.caption
@@ -194,7 +194,7 @@ def test_causes_figure_with_two_architectures_adds_agreement(tmp_path):
       'rows': [{'variant': k} for k in variants],
       'baseline': {'epochs': 15, 'test_acc_mean': 0.97,
                    'test_acc_std': 0.01}, 'chance_test_acc': 0.1}))
-  sec = later.causes_section(str(path), 'causes', 'Causes', '')
+  sec = experiment_sections.causes_section(str(path), 'causes', 'Causes', '')
   (fig,) = sec.figures
   width, height = _png_size(fig.png)
   assert width < 1.6 * height  # Four panels: two rows of two.
@@ -202,7 +202,7 @@ def test_causes_figure_with_two_architectures_adds_agreement(tmp_path):
   assert 'Per architecture' in sec.body_html and '<td>vgg11</td>' in (
       sec.body_html)
   assert '<td>6.5</td>' in sec.body_html  # The study's cross-arch overlap.
-  bullets = later.causes_summary(str(path))
+  bullets = experiment_sections.causes_summary(str(path))
   assert bullets[1] == ("adam: easy sets overlap the study's 6x chance "
                         '(hard 5.5x), easiness Spearman 0.8, test accuracy '
                         '0.95 (study 0.97, chance 0.1).')
@@ -210,7 +210,7 @@ def test_causes_figure_with_two_architectures_adds_agreement(tmp_path):
   path.write_text(json.dumps({'archs': ['cnn'], 'variants': {
       'adam': {k: v for k, v in probe(2.0, 0.5, 0.9).items()
                if k != 'per_arch'}}}))
-  sec = later.causes_section(str(path), 'causes', 'Causes', '')
+  sec = experiment_sections.causes_section(str(path), 'causes', 'Causes', '')
   assert len(sec.figures) == 1 and sec.status == 'ok'
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from easyhard_jax import records as records_lib
 from easyhard_jax.report import html as html_lib
-from easyhard_jax.report import later
+from easyhard_jax.report import experiment_sections
 from easyhard_jax.report import sections
 
 # Later stages whose generic curves JSON (see the package docstring) is shown.
@@ -41,7 +41,7 @@ LATER_STAGES = (
      'low-pass or colour-stripped inputs), and how well each probe learned.'),
 )
 # The section builder of each later stage (default: the generic curves).
-_LATER_BUILDERS = {'causes': later.causes_section}
+_LATER_BUILDERS = {'causes': experiment_sections.causes_section}
 _DEFAULTS = {'examples_per_class': 8, 'max_classes': 20}
 
 
@@ -264,7 +264,7 @@ def summary_blocks(study: Study) -> list[tuple[str, list[str]]]:
   ran = [f"{name}: {'ran' if study.later[name] else 'not run'}"
          for name, _, _ in LATER_STAGES]
   try:
-    causes = later.causes_summary(study.later['causes'])
+    causes = experiment_sections.causes_summary(study.later['causes'])
   except (OSError, ValueError, TypeError, AttributeError) as e:
     # Its section shows the error too; the summary must still be written.
     causes = [f'causes/results.json is unreadable: {e}']
@@ -295,7 +295,7 @@ def build_report(config: Any, workdir: str, *, train_images: Any = None,
   built = [_guarded(fn, study, key, title)
            for key, title, fn in sections.SECTIONS]
   for name, title, explanation in LATER_STAGES:
-    fn = _LATER_BUILDERS.get(name, later.curves_section)
+    fn = _LATER_BUILDERS.get(name, experiment_sections.curves_section)
     built.insert(len(built) - 1, _guarded(
         lambda s, f=fn, n=name, t=title, e=explanation: f(s.later[n], n, t, e),
         study, name, title))
