@@ -24,6 +24,12 @@ from easyhard_jax.train import config_checks
     ({'dtype': 'float8'}, "dtype must be 'auto'"),
     ({'optimizer.name': 'lion'}, 'optimizer.name must be one of'),
     ({'optimizer.schedule': 'wiggly'}, 'optimizer.schedule must be'),
+    ({'stream.enabled': True, 'stream.random_resized_crop': True},
+     'random_resized_crop needs config.image_size'),
+    ({'stream.enabled': True, 'stream.num_threads': 0},
+     'stream.num_threads must be an integer >= 1'),
+    ({'stream.enabled': True, 'stream.crop_fraction': 1.5},
+     r'crop_fraction must be in \(0, 1\]'),
 ])
 def test_impossible_config_values_are_named(overrides, message):
   with pytest.raises(ValueError, match=message):

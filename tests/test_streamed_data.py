@@ -134,3 +134,10 @@ def test_streamed_run_resumes_after_kill_at_the_right_position(tmp_path):
   a = records.load(killed, 'train', 'fused')
   b = records.load(clean, 'train', 'fused')
   np.testing.assert_array_equal(a.loss, b.loss)
+
+
+def test_streaming_an_unknown_dataset_is_a_clear_error():
+  config = quick_config(dataset='no_such_set')
+  config.stream.enabled = True
+  with pytest.raises(ValueError, match="Unknown dataset 'no_such_set'"):
+    streaming.load(config)

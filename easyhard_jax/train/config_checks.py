@@ -80,8 +80,25 @@ def validate(config) -> None:
   if config.augment.crop_padding < 0:
     raise ValueError('config.augment.crop_padding must be >= 0.')
   compute_dtype(config)
+  _validate_stream(config)
   from easyhard_jax.train import mesh as mesh_lib
   mesh_lib.mesh_shape(config, config.seeds_per_arch, member_strategy(config))
   from easyhard_jax.train import optim  # Validates the probe schedule.
   optim.probe_schedule(config, steps_per_epoch=4)
   optim.make_optimizer(config, steps_per_epoch=4)
+
+
+def _validate_stream(config) -> None:
+  """The streamed-data fields (see data/streaming.py)."""
+  stream = config.get('stream')
+  if stream is None or not stream.enabled:
+    return
+  for field in ('stream.num_threads', 'stream.prefetch_batches',
+                'stream.stats_examples'):
+    _positive_int(config, field)
+  if not 0 < stream.crop_fraction <= 1:
+    raise ValueError('config.stream.crop_fraction must be in (0, 1], got '
+                     f'{stream.crop_fraction}.')
+  if stream.random_resized_crop and not config.get('image_size'):
+    raise ValueError('config.stream.random_resized_crop needs '
+                     'config.image_size (the crop is resized to it), e.g. 224.')
