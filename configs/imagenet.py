@@ -15,9 +15,12 @@ dropping the easiest examples or a random subset.
 
 Runtime: not measured here (no accelerator was available when this was
 written); the record stage is 2 x 16 epochs of ImageNet plus probes, about
-the cost of one 45-epoch ResNet-50 run. Expected: ~70% (ResNet-18) and ~75%
+the cost of one 45-epoch ResNet-50 run. The global batch of 1024 is split over
+the data axis: use a node of 8 GPUs or a pod slice (ResNet-50 at 1024 does
+not fit one GPU in bf16). Expected: roughly 67% (ResNet-18) and 71%
 (ResNet-50) top-1 after 16 epochs; the paper reports that dropping the easiest
-10-20% costs markedly less accuracy than dropping a random subset of that size.
+examples costs markedly less accuracy than dropping a random subset of that
+size.
 """
 
 from configs import default

@@ -3,8 +3,9 @@
   python -m easyhard_jax.benchmark_scale --part=devices --devices=2,8
   python -m easyhard_jax.benchmark_scale --part=loader
 
-``devices``: the digits study's training step (configs/digits.py: the cnn,
-3 members, batch 128, real digits) and its probe pass, in fresh processes
+``devices``: the training step of the --study's cnn (configs/digits.py:
+3 members, batch 64, real digits; or configs/fashion_mnist.py: batch 128,
+the first 8,192 real Fashion-MNIST images) and its probe pass, in fresh processes
 with 1 and with each of ``--devices`` forced host devices
 (``XLA_FLAGS=--xla_force_host_platform_device_count``), alternated over
 ``--rounds`` so machine noise hits both alike; best round reported. On a
@@ -37,6 +38,8 @@ _PART = flags.DEFINE_enum('part', 'devices', ['devices', 'loader', 'worker'],
                           'What to measure (worker: internal).')
 _DEVICES = flags.DEFINE_list('devices', ['2', '8'],
                              'Forced host device counts to compare with 1.')
+_STUDY = flags.DEFINE_enum('study', 'digits', ['digits', 'fashion_mnist'],
+                           'Whose training step (cnn, 3 members) to time.')
 _ROUNDS = flags.DEFINE_integer('rounds', 2, 'Alternated rounds (best of).')
 _STEPS = flags.DEFINE_integer('steps', 20, 'Timed train steps per round.')
 _THREADS = flags.DEFINE_list('threads', ['1', '2', '4', '8'],
@@ -53,12 +56,23 @@ def _digits_config():
   return c
 
 
+def _study_config():
+  """The --study config's cnn (Fashion-MNIST: Debian files, 8,192 examples)."""
+  if _STUDY.value == 'digits':
+    return _digits_config()
+  from configs import fashion_mnist  # pylint: disable=g-import-not-at-top
+  c = fashion_mnist.get_config()
+  c.dataset, c.archs, c.max_train_examples = 'fashion_mnist_debian', 'cnn', 8192
+  c.compilation_cache_dir = ''
+  return c
+
+
 def _worker() -> dict:
   """Times train steps and one probe pass on this process's devices."""
   from easyhard_jax.data import sources  # pylint: disable=g-import-not-at-top
   from easyhard_jax.train import ensemble  # pylint: disable=g-import-not-at-top
   from easyhard_jax.train import steps as steps_lib  # pylint: disable=g-import-not-at-top
-  config = _digits_config()
+  config = _study_config()
   data = sources.load_dataset(config)
   t = ensemble.ArchTrainer(config, data, 'cnn')
   states = t.init_states()
@@ -90,7 +104,8 @@ def _devices() -> None:
           f'--xla_force_host_platform_device_count={n}'))
       out = subprocess.run(
           [sys.executable, '-m', 'easyhard_jax.benchmark_scale',
-           '--part=worker', f'--steps={_STEPS.value}'], env=env, check=True,
+           '--part=worker', f'--steps={_STEPS.value}',
+           f'--study={_STUDY.value}'], env=env, check=True,
           capture_output=True, text=True, timeout=900).stdout
       row = json.loads(out.strip().splitlines()[-1])
       prev = best.get(n)
@@ -98,8 +113,10 @@ def _devices() -> None:
           'train_examples_per_s']:
         best[n] = row
   base = best[1]
-  print(f'\ndigits study, cnn x 3 members, batch '
-        f'{_digits_config().batch_size}, '
+  config = _study_config()
+  print(f'\n{_STUDY.value} study, cnn x 3 members, batch '
+        f'{config.batch_size}, {config.dataset} '
+        f'{config.get("max_train_examples") or "all"} examples, '
         f'{jax.default_backend()}, {os.cpu_count()} CPU cores\n')
   print('| devices | mesh | train ex/s | vs 1 | probe ex/s | vs 1 |')
   print('|---|---|---|---|---|---|')

@@ -1,6 +1,7 @@
 """The streamed path: grain over random-access sources, resumable, aligned."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -48,6 +49,39 @@ def test_host_crops_are_deterministic_and_inside_the_image():
   assert not np.array_equal(a, c)
   centre = streaming.center_crop(img, 32, 1.0)  # Shorter side 40 -> 32.
   assert centre.shape == (32, 32, 3)
+  square = img[:32, :32]  # Already 32 px: still zoomed to 36, then cropped.
+  zoomed = streaming.center_crop(square, 32, 0.875)
+  assert zoomed.shape == (32, 32, 3) and not np.array_equal(zoomed, square)
+
+
+def test_label_cache_is_keyed_by_the_tfds_split(tmp_path):
+  config = mock_imagenet.tiny_config(str(tmp_path / 'w'))
+  config.stream.stats_examples = 4
+  with tfds.testing.mock_data(num_examples=8):
+    streaming.open_streamed(config)
+    config.test_split = 'train[:8]'  # As long as validation: a new key.
+    streaming.open_streamed(config)
+  files = sorted(os.listdir(config.stream.index_cache_dir))
+  assert len(files) == 3, files  # train, validation and train[:8].
+
+
+def test_analysis_samples_streamed_images_above_the_cap(quick_study,
+                                                        tmp_path):
+  from easyhard_jax.analysis import stage
+  _, reference = quick_study
+  workdir = tmp_path / 'copy'
+  shutil.copytree(reference, workdir)
+  config = quick_config()
+  config.stream.enabled = True
+  config.analysis.similarity.max_streamed_images = 100
+  data = streaming.load(config)
+  out = stage.run_analysis(config, str(workdir),
+                           train_images=data.train_images,
+                           test_images=data.test_images)
+  assert out['similarity']['pixel_sample'] == {'rows': 100, 'of': 512}
+  with np.load(workdir / 'analysis' / 'mean_images.npz') as z:
+    assert z['train_all_count'].sum() == 100
+    assert z['test_all_count'].sum() == 100
 
 
 @pytest.fixture(scope='module')

@@ -59,6 +59,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.similarity.hf_cutoff = 0.25   # High frequency: radius > this (cycles/px).
   c.similarity.hf_remove_mean = True  # Drop each image's DC before the FFT.
   c.similarity.seed = 1           # Key for random sets and subsampling.
+  # Streamed datasets (ImageNet) are not loaded whole: pixel statistics and
+  # class means use a stable random sample of this many images per split.
+  c.similarity.max_streamed_images = 20000
 
   c.test = ml_collections.ConfigDict()
   c.test.enabled = True           # Analyse test records when they exist

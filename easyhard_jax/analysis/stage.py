@@ -135,6 +135,21 @@ def _records_info(rec: Any, sc: dict[str, Any]) -> dict[str, Any]:
               sc['dynamics_mask']]}
 
 
+def _pixel_sample(images: Any, cap: int, seed: int):
+  """(images as numpy, sampled row indices or None).
+
+  Arrays are used whole. Streamed images (data/streaming.LazyImages) above
+  ``cap`` rows are decoded for a stable random sample of ``cap`` rows only.
+  """
+  if isinstance(images, np.ndarray) or images.shape[0] <= cap:
+    return np.asarray(images), None
+  rows = np.sort(np.random.default_rng(seed).choice(images.shape[0], cap,
+                                                    replace=False))
+  logging.info('Pixel statistics on %d of %d streamed images.', cap,
+               images.shape[0])
+  return images[rows], rows
+
+
 def _similarity(cfg: Any, labels: np.ndarray, easy: np.ndarray,
                 hard: np.ndarray, images: Any, features: Any,
                 num_classes: int) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -143,13 +158,18 @@ def _similarity(cfg: Any, labels: np.ndarray, easy: np.ndarray,
             block_size=s.block_size)
   out: dict[str, Any] = {}
   means: dict[str, Any] = {}
+  every_example = labels, easy, hard  # Features cover all, pixels a sample.
   if images is None and features is None:
     return {'skipped': 'no images or features passed to run_analysis'}, means
   if images is not None:
-    images = np.asarray(images)
     if images.shape[0] != labels.shape[0]:
       raise ValueError(f'train_images has {images.shape[0]} rows but the '
                        f'records have {labels.shape[0]} examples.')
+    images, rows = _pixel_sample(images, s.max_streamed_images, s.seed)
+    if rows is not None:
+      out['pixel_sample'] = {'rows': int(rows.size),
+                             'of': int(labels.shape[0])}
+      labels, easy, hard = labels[rows], easy[rows], hard[rows]
     out['pixels'] = similarity_lib.set_distances(images, easy, hard, labels,
                                                  **kw)
     rng = np.random.default_rng(s.seed)
@@ -167,6 +187,7 @@ def _similarity(cfg: Any, labels: np.ndarray, easy: np.ndarray,
                                               num_classes)
       means[f'{name}_mean'], means[f'{name}_count'] = m, c
   if features is not None:
+    labels, easy, hard = every_example
     feats = features if isinstance(features, Mapping) else {
         'features': features}
     out['features'] = {
@@ -252,9 +273,14 @@ def run_analysis(config: Any, workdir: str, *, train_images: Any = None,
         os.path.join(out_dir, 'scores_test.csv'),
         _csv_bytes(test, tsc['example'], teasy, thard, tsc['archs']))
     if test_images is not None:
+      timages, rows = _pixel_sample(test_images,
+                                    cfg.similarity.max_streamed_images,
+                                    cfg.similarity.seed)
+      if rows is not None:
+        tlabels, teasy, thard = tlabels[rows], teasy[rows], thard[rows]
       for name, mask in (('easy', teasy), ('hard', thard),
                          ('all', np.ones_like(teasy))):
-        m, c = similarity_lib.class_mean_images(test_images, tlabels, mask,
+        m, c = similarity_lib.class_mean_images(timages, tlabels, mask,
                                                 num_classes)
         npz[f'test_{name}_mean'], npz[f'test_{name}_count'] = m, c
   # Outputs this run does not produce must not survive from an earlier run.

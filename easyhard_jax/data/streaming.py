@@ -69,7 +69,7 @@ def center_crop(img: np.ndarray, size: int, crop_fraction: float) -> np.ndarray:
   """Resizes the shorter side to size / crop_fraction, then crops the centre."""
   h, w = img.shape[:2]
   short = int(round(size / crop_fraction))
-  if (h, w) != (size, size):
+  if min(h, w) != short:
     scale = short / min(h, w)
     h, w = max(size, round(h * scale)), max(size, round(w * scale))
     img = _resize(img, h, w)
@@ -221,12 +221,15 @@ class LazyImages:
 def _read_index(source, prefix: str, num_threads: int):
   """Labels and ids of every example, read with threads."""
   n = len(source)
-  chunks = [range(s, min(s + 4096, n)) for s in range(0, n, 4096)]
+  chunks = [range(s, min(s + 1024, n)) for s in range(0, n, 1024)]
 
   def read(rows):
-    exs = [source[i] for i in rows]
-    return ([int(e['label']) for e in exs],
-            [_example_id(e, prefix, i) for e, i in zip(exs, rows)])
+    labels, ids = [], []
+    for i in rows:  # One example (and its image bytes) alive at a time.
+      ex = source[i]
+      labels.append(int(ex['label']))
+      ids.append(_example_id(ex, prefix, i))
+    return labels, ids
 
   labels, ids = [], []
   with concurrent.futures.ThreadPoolExecutor(num_threads) as pool:
@@ -257,17 +260,26 @@ def _tfds_sources(config, name: str, splits: dict[str, str]):
           decoders={'image': tfds.decode.SkipDecoding()})
       skip[0]
       index[split] = skip
-    except Exception:  # pylint: disable=broad-except
-      index[split] = out[split]  # Mocked sources need TensorFlow to skip.
-  return out, index, features['label'].num_classes
+    except ModuleNotFoundError:  # Mocked sources need TensorFlow to skip.
+      logging.warning('%s %s: indexing decodes every image (SkipDecoding '
+                      'needs TensorFlow here).', name, tfds_split)
+      index[split] = out[split]
+  key = f'{name}|{builder.info.version}|{config.get("data_dir")}'
+  return out, index, features['label'].num_classes, key
 
 
-def _cached_index(config, name: str, split: str, source, num_threads: int):
-  """(labels, ids) of a split, cached under config.stream.index_cache_dir."""
+def _cached_index(config, name: str, split: str, source, num_threads: int,
+                  dataset_key: str):
+  """(labels, ids) of a split, cached under config.stream.index_cache_dir.
+
+  The cache key holds the dataset version, data_dir, the TFDS split string
+  and the split's length, so another split never reuses these labels.
+  """
   cache = os.path.expanduser(config.stream.index_cache_dir or '')
-  key = hashlib.sha1(f'{name}|{config.get("data_dir")}|{split}|'
-                     f'{len(source)}'.encode()).hexdigest()[:12]
-  path = os.path.join(cache, f'{name}-{split}-{key}.npz') if cache else ''
+  key = hashlib.sha1(f'{dataset_key}|{split}|{len(source)}'.encode()
+                     ).hexdigest()[:12]
+  safe = ''.join(ch if ch.isalnum() else '_' for ch in split)
+  path = os.path.join(cache, f'{name}-{safe}-{key}.npz') if cache else ''
   if path and os.path.exists(path):
     with np.load(path, allow_pickle=False) as z:
       return z['labels'], [str(s) for s in z['ids']]
@@ -301,13 +313,14 @@ def open_streamed(config) -> StreamedData:
     ids = {'train': mem.train_ids, 'test': mem.test_ids}
     num_classes = mem.num_classes
   else:
-    srcs, index, num_classes = _tfds_sources(
-        config, config.dataset, {'train': config.get('train_split') or 'train',
-                                 'test': config.get('test_split') or 'test'})
+    splits = {'train': config.get('train_split') or 'train',
+              'test': config.get('test_split') or 'test'}
+    srcs, index, num_classes, key = _tfds_sources(config, config.dataset,
+                                                  splits)
     labels, ids = {}, {}
-    for split in srcs:
-      labels[split], ids[split] = _cached_index(config, config.dataset, split,
-                                                index[split], threads)
+    for split, tfds_split in splits.items():
+      labels[split], ids[split] = _cached_index(
+          config, config.dataset, tfds_split, index[split], threads, key)
     limit = config.get('max_train_examples')
     if limit:  # The first N by stable index, as for in-memory sources.
       srcs['train'] = _Prefix(srcs['train'], limit)

@@ -230,13 +230,16 @@ class ArchTrainer:
     n = len(getattr(self.data, f'{split}_labels'))
     outs = [self.probe_step(states, x, y, features=features)
             for x, y in self._probe_batches(split)]
-    outs = distributed.fetch(outs)
     stats = [o[0] for o in outs] if features else outs
-    table = {f: np.concatenate([getattr(o, f) for o in stats], axis=1)[:, :n]
-             for f in records.FIELDS}
+    # Joined on the device: one gather per field, not one per batch.
+    table = distributed.fetch({
+        f: jnp.concatenate([getattr(o, f) for o in stats], axis=1)
+        for f in records.FIELDS})
+    table = {f: np.asarray(v)[:, :n] for f, v in table.items()}
     if not features:
       return table
-    return table, np.concatenate([o[1] for o in outs], axis=1)[:, :n]
+    feats = distributed.fetch([o[1] for o in outs])  # Large: batch by batch.
+    return table, np.concatenate(feats, axis=1)[:, :n]
 
 
 def train_arch(config, data, arch: str, workdir: str,

@@ -18,6 +18,7 @@ import math
 
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -57,8 +58,12 @@ def mesh_shape(config, num_members: int, strategy: str,
 def make_mesh(config, num_members: int, strategy: str) -> Mesh:
   """A ('member', 'data') mesh over the first member*data devices."""
   member, data = mesh_shape(config, num_members, strategy)
-  devices = np.asarray(jax.devices()[:member * data]).reshape(member, data)
-  return Mesh(devices, AXES)
+  devices = jax.devices()[:member * data]
+  try:  # Topology-aware (TPU): each host's devices adjacent on the data axis.
+    grid = mesh_utils.create_device_mesh((member, data), devices=devices)
+  except (ValueError, NotImplementedError, AssertionError):
+    grid = np.asarray(devices).reshape(member, data)
+  return Mesh(grid, AXES)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
