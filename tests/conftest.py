@@ -62,3 +62,38 @@ def assert_same_records(reference: str, other: str, tol: float = 1e-4):
   fa = records.load(reference, 'train', 'fused')
   fb = records.load(other, 'train', 'fused')
   np.testing.assert_allclose(fa.loss, fb.loss, rtol=tol, atol=tol)
+
+
+# configs/imagenet.py shrunk to seconds on tfds.testing.mock_data; used by
+# test_streamed_data.py in-process and as a subprocess (to be killed):
+#   python -c "from conftest import run_mock_imagenet; run_mock_imagenet(W, MODE, EPOCHS)"
+MOCK_IMAGENET_EXAMPLES = 48  # Per split; mock images have random sizes.
+
+
+def mock_imagenet_config(workdir: str, epochs: int = 2):
+  """The ImageNet config at 16 px with a 1/16-width ImageNet ResNet-18."""
+  from configs import imagenet
+  c = imagenet.get_config()
+  c.image_size = 16
+  c.width = 0.0625
+  c.archs = 'resnet18'
+  c.seeds_per_arch = 2
+  c.model_kwargs = {'resnet18': {'stem': 'imagenet'}}
+  c.epochs = epochs
+  c.batch_size = 16
+  c.eval_batch_size = 32
+  c.optimizer.warmup_epochs = 0.0
+  c.stream.num_threads = 4
+  c.stream.index_cache_dir = os.path.join(workdir, 'index_cache')
+  c.compression.epochs = 1
+  c.compression.fractions = (0.5,)
+  c.compilation_cache_dir = os.path.join(os.path.dirname(workdir), 'xla')
+  return c
+
+
+def run_mock_imagenet(workdir: str, mode: str, epochs: int = 2):
+  """Runs one stage of the mock ImageNet study in ``workdir``."""
+  import tensorflow_datasets as tfds
+  from easyhard_jax import stages
+  with tfds.testing.mock_data(num_examples=MOCK_IMAGENET_EXAMPLES):
+    stages.run(mock_imagenet_config(workdir, epochs), workdir, mode)

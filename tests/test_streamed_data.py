@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-import mock_imagenet
+from conftest import MOCK_IMAGENET_EXAMPLES
 from conftest import ROOT
+from conftest import mock_imagenet_config
 from conftest import quick_config
+from conftest import run_mock_imagenet
 from easyhard_jax import records
 from easyhard_jax import stages
 from easyhard_jax.data import device_ops
@@ -55,7 +57,7 @@ def test_host_crops_are_deterministic_and_inside_the_image():
 
 
 def test_label_cache_is_keyed_by_the_tfds_split(tmp_path):
-  config = mock_imagenet.tiny_config(str(tmp_path / 'w'))
+  config = mock_imagenet_config(str(tmp_path / 'w'))
   config.stream.stats_examples = 4
   with tfds.testing.mock_data(num_examples=8):
     streaming.open_streamed(config)
@@ -89,14 +91,14 @@ def mock_imagenet_study(tmp_path_factory):
   """The ImageNet config (tiny) through record, analyze, compress, report."""
   workdir = str(tmp_path_factory.mktemp('mock_imagenet') / 'run')
   for mode in ('record', 'analyze', 'compress', 'report'):
-    mock_imagenet.run(workdir, mode)
+    run_mock_imagenet(workdir, mode)
   return workdir
 
 
 def test_imagenet_config_runs_end_to_end_on_mock_data(mock_imagenet_study):
   workdir = mock_imagenet_study
   train = records.load(workdir, 'train')
-  n = mock_imagenet.NUM_EXAMPLES
+  n = MOCK_IMAGENET_EXAMPLES
   assert train.correct.shape[0] == 2 and train.correct.shape[2] == n
   with tfds.testing.mock_data(num_examples=n):
     source = tfds.data_source('imagenet2012', split='train')
@@ -114,8 +116,8 @@ def test_streamed_probe_records_sit_at_their_example_index(
     mock_imagenet_study):
   """Recompute the final probe for a few examples, one image at a time."""
   workdir = mock_imagenet_study
-  with tfds.testing.mock_data(num_examples=mock_imagenet.NUM_EXAMPLES):
-    config = mock_imagenet.tiny_config(workdir)
+  with tfds.testing.mock_data(num_examples=MOCK_IMAGENET_EXAMPLES):
+    config = mock_imagenet_config(workdir)
     data = streaming.open_streamed(config)
     t = ensemble.ArchTrainer(config, data, 'resnet18')
     ckpt = checkpoints.Checkpointer(
@@ -123,7 +125,7 @@ def test_streamed_probe_records_sit_at_their_example_index(
     states, step = ckpt.restore_latest(t.init_states())
     probe = records.load(workdir, 'test')
     assert probe.probe_steps[-1] == step
-    for i in (0, 17, mock_imagenet.NUM_EXAMPLES - 1):
+    for i in (0, 17, MOCK_IMAGENET_EXAMPLES - 1):
       x = device_ops.normalize(data.eval_image('test', i)[None], t.mean, t.std)
       for m in range(2):
         member = jax.tree.map(lambda a, m=m: a[m], states)
@@ -137,10 +139,15 @@ def test_streamed_probe_records_sit_at_their_example_index(
 def test_streamed_run_resumes_after_kill_at_the_right_position(tmp_path):
   """kill -9 after the first epoch's checkpoint; the rerun must write the
   records of an uninterrupted run, so the loader restarted where it should."""
-  runner = os.path.join(ROOT, 'tests', 'mock_imagenet.py')
+
+  def cmd(workdir):
+    return [sys.executable, '-c',
+            f'import sys; sys.path[:0] = [{ROOT!r}, {ROOT + "/tests"!r}]; '
+            'from conftest import run_mock_imagenet; '
+            f'run_mock_imagenet({workdir!r}, "record", 3)']
+
   killed, clean = str(tmp_path / 'killed'), str(tmp_path / 'clean')
-  cmd = [sys.executable, runner, killed, 'record', '3']
-  proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL,
+  proc = subprocess.Popen(cmd(killed), cwd=ROOT, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
   ckpt_dir = os.path.join(killed, 'checkpoints', 'resnet18')
   deadline = time.time() + 300
@@ -157,9 +164,10 @@ def test_streamed_run_resumes_after_kill_at_the_right_position(tmp_path):
     if proc.poll() is None:
       proc.kill()
   assert not records.read_manifest(killed)['archs']['resnet18']['complete']
-  subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=300)
-  subprocess.run([sys.executable, runner, clean, 'record', '3'], cwd=ROOT,
-                 check=True, capture_output=True, timeout=300)
+  subprocess.run(cmd(killed), cwd=ROOT, check=True, capture_output=True,
+                 timeout=300)
+  subprocess.run(cmd(clean), cwd=ROOT, check=True, capture_output=True,
+                 timeout=300)
   for split in records.SPLITS:
     a, b = records.load(killed, split), records.load(clean, split)
     np.testing.assert_array_equal(a.probe_steps, b.probe_steps)
