@@ -43,6 +43,20 @@ def one_epoch_study(tmp_path_factory):
   return config, workdir
 
 
+def assert_identical_records(reference: str, other: str):
+  """Probe schedule, correctness and losses (probe and fused) bit-equal."""
+  import numpy as np
+  from easyhard_jax import records
+  for split in ('train', 'test'):
+    a, b = records.load(reference, split), records.load(other, split)
+    np.testing.assert_array_equal(a.probe_steps, b.probe_steps)
+    np.testing.assert_array_equal(a.correct, b.correct)
+    np.testing.assert_array_equal(a.loss, b.loss)
+  fa = records.load(reference, 'train', 'fused')
+  fb = records.load(other, 'train', 'fused')
+  np.testing.assert_array_equal(fa.loss, fb.loss)
+
+
 def assert_same_records(reference: str, other: str, tol: float = 1e-4):
   """Records equal up to float reduction order across devices.
 

@@ -10,6 +10,7 @@ import time
 import numpy as np
 
 from conftest import ROOT
+from conftest import assert_identical_records
 from easyhard_jax import records
 from easyhard_jax import stages
 from easyhard_jax.train import optim
@@ -108,11 +109,4 @@ def test_kill_and_resume_gives_identical_records(quick_study, tmp_path):
   reference = str(tmp_path / 'clean')
   subprocess.run(_main_cmd(reference, *overrides), cwd=ROOT, check=True,
                  capture_output=True, timeout=300)
-  for split in ('train', 'test'):
-    a, b = records.load(workdir, split), records.load(reference, split)
-    np.testing.assert_array_equal(a.probe_steps, b.probe_steps)
-    np.testing.assert_array_equal(a.correct, b.correct)
-    np.testing.assert_array_equal(a.loss, b.loss)
-  fa = records.load(workdir, 'train', 'fused')
-  fb = records.load(reference, 'train', 'fused')
-  np.testing.assert_array_equal(fa.loss, fb.loss)
+  assert_identical_records(reference, workdir)

@@ -69,18 +69,13 @@ class BasicBlock(nn.Module):
     return nn.relu(y + shortcut)
 
 
-class BottleneckBlock(nn.Module):
+class BottleneckBlock(BasicBlock):
   """1x1 reduce, 3x3 (strided), 1x1 expand (4x), with a projection shortcut.
 
-  Attributes: as BasicBlock; ``features`` is the bottleneck width, the block
+  Attributes: BasicBlock's; ``features`` is the bottleneck width, the block
   outputs ``4 * features`` channels. The last BN of each block starts at zero
   (as in Goyal et al. 2017) so a deep ResNet starts close to shallow.
   """
-
-  features: int
-  downsample: bool = False
-  dtype: Any = jnp.float32
-  bn_axis_name: str | None = None
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:

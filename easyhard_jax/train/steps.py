@@ -201,10 +201,9 @@ def ensemble_batch_train_step(states: TrainState, buffers,
   Returns:
     (new states, new buffers).
   """
-  step = functools.partial(member_update, **update_kwargs)
   states, stats = _map_members(
-      lambda s, x, y, k: step(s, x, y, k), strategy, states, images, labels,
-      aug_keys, member_axis=member_axis)
+      functools.partial(member_update, **update_kwargs), strategy, states,
+      images, labels, aug_keys, member_axis=member_axis)
   if record:
     buffers = _scatter(buffers, indices, stats)
   return states, buffers
