@@ -23,15 +23,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
+import re
+import zipfile
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from absl import logging
+
+from easyhard_jax import files
+from easyhard_jax import fingerprint as fingerprint_lib
 
 FIELDS = ('correct', 'loss', 'margin', 'p_true', 'el2n')
 SPLITS = ('train', 'test')
 SOURCES = ('probe', 'fused')
 _VERSION = 1
+_CHUNK_NAME = re.compile(r'(probe|fused)_(train|test)_(\d{4})\.npz')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,67 +89,49 @@ def records_dir(workdir: str) -> str:
   return os.path.join(workdir, 'records')
 
 
-def atomic_write_bytes(path: str, data: bytes) -> None:
-  """Writes ``data`` to ``path`` via a temp file in the same dir + rename."""
-  directory = os.path.dirname(path) or '.'
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp-')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; results are for sharing.
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+# The atomic writers live in files.py; these names stay for existing callers.
+atomic_write_bytes = files.atomic_write_bytes
+atomic_write_json = files.atomic_write_json
+atomic_write_csv = files.atomic_write_csv
+_atomic_savez = files.atomic_savez
+
+REPAIR = ('rerun --mode=record with the same config and --workdir: it '
+          'rebuilds what is damaged or missing')
 
 
-def atomic_write_json(path: str, obj: Any) -> None:
-  atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True).encode())
-
-
-def atomic_write_csv(path: str, rows: Sequence[Mapping[str, Any]]) -> None:
-  """Writes dict rows (same keys, first row's order) as CSV, atomically."""
-  import csv
-  import io
-  buf = io.StringIO()
-  writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-  writer.writeheader()
-  writer.writerows(rows)
-  atomic_write_bytes(path, buf.getvalue().encode())
-
-
-def _atomic_savez(path: str, arrays: Mapping[str, np.ndarray]) -> None:
-  import io
-  buf = io.BytesIO()
-  np.savez(buf, **arrays)
-  atomic_write_bytes(path, buf.getvalue())
+def _empty_manifest() -> dict[str, Any]:
+  return {'version': _VERSION, 'archs': {}, 'arch_order': []}
 
 
 def read_manifest(workdir: str) -> dict[str, Any]:
   """Returns the records manifest, or an empty one when none exists yet."""
   path = os.path.join(records_dir(workdir), 'manifest.json')
   if not os.path.exists(path):
-    return {'version': _VERSION, 'archs': {}, 'arch_order': []}
-  with open(path) as f:
-    try:
-      manifest = json.load(f)
-    except json.JSONDecodeError as e:
-      raise ValueError(
-          f'Records manifest {path} is not valid JSON ({e}). It is written '
-          'atomically, so it was edited by hand or the disk is damaged; delete '
-          f'{records_dir(workdir)} and rerun to record again.') from e
+    return _empty_manifest()
+  manifest = files.read_json(path, REPAIR + '.')
+  if not isinstance(manifest, dict) or 'archs' not in manifest:
+    raise ValueError(f'{path} is damaged (not a records manifest). To fix: '
+                     f'{REPAIR}.')
   return manifest
+
+
+def read_chunk(path: str) -> dict[str, np.ndarray]:
+  """Every array of one chunk (reading each checks the zip CRC)."""
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      return {k: z[k] for k in z.files}
+  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+    raise ValueError(f'Record chunk {path} is unreadable ({e}). To fix: '
+                     f'{REPAIR}.') from e
 
 
 class RecordWriter:
   """Writes records for one study workdir.
 
   With ``enabled=False`` (every process but 0 of a multi-process run) it keeps
-  the manifest in memory, so the same calls work, and writes nothing.
+  the manifest in memory, so the same calls work, and writes nothing. A
+  damaged manifest is set aside (``manifest.damaged.json``) and rebuilt from
+  the chunk files, which carry their step and fingerprint hash.
   """
 
   def __init__(self, workdir: str, enabled: bool | None = None):
@@ -155,7 +143,14 @@ class RecordWriter:
     self.root = records_dir(workdir)
     if enabled:
       os.makedirs(self.root, exist_ok=True)
-    self.manifest = read_manifest(workdir)
+    try:
+      self.manifest = read_manifest(workdir)
+    except ValueError as e:
+      logging.warning('%s Rebuilding the manifest from the chunk files.', e)
+      path = os.path.join(self.root, 'manifest.json')
+      if enabled:
+        os.replace(path, os.path.join(self.root, 'manifest.damaged.json'))
+      self.manifest = _empty_manifest()
 
   def _flush_manifest(self) -> None:
     if self.enabled:
@@ -164,61 +159,173 @@ class RecordWriter:
 
   def write_split_metadata(self, split: str, labels: np.ndarray,
                            tfds_ids: Sequence[str] | None) -> None:
-    """Stores the labels (and TFDS ids) of a split, checking prior runs agree."""
+    """Stores the labels (and TFDS ids) of a split, checking prior runs agree.
+
+    Each file is checked on its own, so a run killed between the two (or a
+    damaged one) is repaired here.
+    """
     labels = np.asarray(labels, np.int32)
     path = os.path.join(self.root, f'labels_{split}.npy')
-    if not self.enabled:
-      return
+    ids_path = os.path.join(self.root, f'ids_{split}.json')
+    old = None  # Checked on every process, so each stops with this error.
     if os.path.exists(path):
-      old = np.load(path, allow_pickle=False)
+      try:
+        old = np.load(path, allow_pickle=False)
+      except (OSError, ValueError) as e:
+        logging.warning('Rewriting damaged %s (%s).', path, e)
+    if old is not None:
       if old.shape != labels.shape or not np.array_equal(old, labels):
         raise ValueError(
             f'The {split} labels in {path} differ from the dataset being '
             'trained now: this workdir holds records of another dataset or '
             'config. Use a fresh --workdir.')
+    if not self.enabled:
       return
-    import io
-    buf = io.BytesIO()
-    np.save(buf, labels)
-    atomic_write_bytes(path, buf.getvalue())
-    atomic_write_json(os.path.join(self.root, f'ids_{split}.json'),
-                      None if tfds_ids is None else list(map(str, tfds_ids)))
-    self.manifest.setdefault('num_examples', {})[split] = int(labels.shape[0])
-    self._flush_manifest()
+    if old is None:
+      files.atomic_save_npy(path, labels)
+    ids = None if tfds_ids is None else list(map(str, tfds_ids))
+    try:
+      with open(ids_path) as f:
+        ids_ok = json.load(f) == ids
+    except (OSError, ValueError):
+      ids_ok = False
+    if not ids_ok:
+      atomic_write_json(ids_path, ids)
+    if self.manifest.setdefault('num_examples', {}).get(split) != int(
+        labels.shape[0]):
+      self.manifest['num_examples'][split] = int(labels.shape[0])
+      self._flush_manifest()
 
   def begin_arch(self, arch: str, members: Sequence[Mapping[str, Any]],
-                 steps_per_epoch: int, probe_steps: Sequence[int]) -> None:
-    """Registers an architecture's members and its probe schedule."""
+                 steps_per_epoch: int, probe_steps: Sequence[int],
+                 fingerprint: Mapping[str, Any]) -> None:
+    """Registers a member group, or checks a registered one matches.
+
+    A mismatch raises (see fingerprint.check_match), except after a
+    divergence, when only the recovery fields (learning rate, clipping) may
+    change: the change is kept in the entry's ``amendments``.
+    """
     entry = self.manifest['archs'].get(arch)
     new = {'members': [dict(m) for m in members],
            'steps_per_epoch': int(steps_per_epoch),
-           'schedule': [int(s) for s in probe_steps]}
+           'schedule': [int(s) for s in probe_steps],
+           'fingerprint': dict(fingerprint)}
     if entry is not None:
+      self.check_fingerprint(arch, fingerprint)
+      where, remove = self._where(arch)
       for key in ('members', 'steps_per_epoch', 'schedule'):
         if entry[key] != new[key]:
-          raise ValueError(
-              f'Records for {arch!r} in {self.root} were made with a different '
-              f'{key} ({entry[key]} vs {new[key]}). Use a fresh --workdir or '
-              'restore the config that made them.')
+          raise ValueError(f'{where} were made with a different {key} '
+                           f'({entry[key]} vs {new[key]}). Use a fresh '
+                           f'--workdir or remove {remove}.')
       return
-    new.update({'chunks': {}, 'complete': False})
+    new.update({'chunks': self._adopt_chunks(arch, fingerprint['hash']),
+                'complete': False})
     self.manifest['archs'][arch] = new
     if arch not in self.manifest['arch_order']:
       self.manifest['arch_order'].append(arch)
     self._flush_manifest()
 
+  def _where(self, arch: str) -> tuple[str, str]:
+    """(what the records are, what to remove to record them afresh)."""
+    ckpt = os.path.join(self.workdir, 'checkpoints', arch)
+    return (f'Records of {arch!r} in {self.root}',
+            f'{os.path.join(self.root, arch)} and {ckpt} (and delete '
+            f'"{arch}" from {self.root}/manifest.json, or remove the whole '
+            f'{self.root})')
+
+  def check_fingerprint(self, arch: str, fingerprint: Mapping[str, Any]
+                        ) -> None:
+    """Raises listing each differing field unless ``arch`` matches.
+
+    After a divergence only the recovery fields (learning rate, schedule,
+    clipping) may change; the change is kept in the entry's ``amendments``
+    and the records resume from the last finite checkpoint.
+    """
+    entry = self.manifest['archs'][arch]
+    stored = entry.get('fingerprint')
+    diff = fingerprint_lib.differences(
+        (stored or {}).get('fields', {}), fingerprint['fields'])
+    if (entry.get('diverged') and stored and diff and
+        set(diff) <= set(fingerprint_lib.RECOVERY_FIELDS)):
+      logging.warning('%s: resuming after divergence with %s.', arch,
+                      fingerprint_lib.describe(diff))
+      entry.setdefault('amendments', []).append(
+          {'after_step': entry['diverged']['step'],
+           'changed': {k: list(v) for k, v in diff.items()}})
+      entry['fingerprint'] = dict(fingerprint)
+      entry.pop('diverged')
+      self._flush_manifest()
+    fingerprint_lib.check_match(entry.get('fingerprint'), fingerprint,
+                                *self._where(arch))
+
+  def _adopt_chunks(self, arch: str, hash_: str) -> dict[str, Any]:
+    """Chunks on disk of this fingerprint (a manifest rebuilt after damage)."""
+    chunks: dict[str, Any] = {}
+    directory = os.path.join(self.root, arch)
+    if not os.path.isdir(directory):
+      return chunks
+    for name in sorted(os.listdir(directory)):
+      m = _CHUNK_NAME.fullmatch(name)
+      if not m:
+        continue
+      try:
+        z = read_chunk(os.path.join(directory, name))
+      except ValueError:
+        continue
+      if str(z.get('fingerprint', '')) != hash_ or 'step' not in z:
+        continue
+      chunks.setdefault(f'{m[1]}_{m[2]}', {})[str(int(m[3]))] = {
+          'file': name, 'step': int(z['step'])}
+    if chunks:
+      logging.info('%s: adopted %d chunk files from disk.', arch,
+                   sum(map(len, chunks.values())))
+    return chunks
+
   def write_chunk(self, arch: str, source: str, split: str, index: int,
                   step: int, arrays: Mapping[str, np.ndarray]) -> None:
-    """Appends one probe's (or one epoch's) [members, examples] arrays."""
+    """Appends one probe's (or one epoch's) [members, examples] arrays.
+
+    The chunk also stores its step and its group's fingerprint hash, so a
+    damaged manifest can be rebuilt from the files.
+    """
     if source not in SOURCES or split not in SPLITS:
       raise ValueError(f'bad source/split {source!r}/{split!r}')
     name = f'{source}_{split}_{index:04d}.npz'
+    entry = self.manifest['archs'][arch]
     if self.enabled:
-      _atomic_savez(os.path.join(self.root, arch, name),
-                    {k: np.asarray(v) for k, v in arrays.items()})
-    chunks = self.manifest['archs'][arch]['chunks'].setdefault(
-        f'{source}_{split}', {})
+      payload = {k: np.asarray(v) for k, v in arrays.items()}
+      payload['step'] = np.int64(step)
+      payload['fingerprint'] = np.array(entry['fingerprint']['hash'])
+      _atomic_savez(os.path.join(self.root, arch, name), payload)
+    chunks = entry['chunks'].setdefault(f'{source}_{split}', {})
     chunks[str(index)] = {'file': name, 'step': int(step)}
+    self._flush_manifest()
+
+  def damaged_chunks(self, arch: str) -> list[tuple[str, int, int]]:
+    """(key, index, step) of registered chunks that cannot be read in full."""
+    bad = []
+    for key, chunks in self.manifest['archs'][arch]['chunks'].items():
+      for index, c in chunks.items():
+        try:
+          read_chunk(os.path.join(self.root, arch, c['file']))
+        except ValueError as e:
+          logging.warning('%s', e)
+          bad.append((key, int(index), int(c['step'])))
+    return bad
+
+  def forget_chunks(self, arch: str, from_step: int) -> None:
+    """Unregisters chunks at or after ``from_step``: they will be rewritten."""
+    entry = self.manifest['archs'][arch]
+    for chunks in entry['chunks'].values():
+      for index in [i for i, c in chunks.items() if c['step'] >= from_step]:
+        del chunks[index]
+    entry['complete'] = False
+    self._flush_manifest()
+
+  def mark_diverged(self, arch: str, step: int, member: str) -> None:
+    self.manifest['archs'][arch]['diverged'] = {'step': int(step),
+                                                'member': member}
     self._flush_manifest()
 
   def finish_arch(self, arch: str) -> None:
@@ -235,9 +342,17 @@ def _load_labels(root: str, split: str) -> tuple[np.ndarray, list[str] | None]:
   if not os.path.exists(path):
     raise FileNotFoundError(
         f'No {split} records in {root}: run --mode=record first.')
-  labels = np.load(path, allow_pickle=False)
-  with open(os.path.join(root, f'ids_{split}.json')) as f:
-    ids = json.load(f)
+  ids_path = os.path.join(root, f'ids_{split}.json')
+  try:
+    labels = np.load(path, allow_pickle=False)
+    with open(ids_path) as f:
+      ids = json.load(f)
+  except (OSError, ValueError) as e:
+    raise ValueError(f'The {split} metadata in {root} is missing or damaged '
+                     f'({e}). To fix: {REPAIR}.') from e
+  if ids is not None and len(ids) != labels.shape[0]:
+    raise ValueError(f'{ids_path} holds {len(ids)} ids for {labels.shape[0]} '
+                     f'labels. To fix: {REPAIR}.')
   return labels, ids
 
 
@@ -271,7 +386,12 @@ def load(workdir: str, split: str = 'train', source: str = 'probe',
       raise KeyError(f'No records for architecture {a!r} in {root}; '
                      f'recorded: {manifest["arch_order"]}')
   if complete_only:
-    names = [a for a in names if manifest['archs'][a]['complete']]
+    unfinished = [a for a in names if not manifest['archs'][a]['complete']]
+    if archs is not None and unfinished:
+      raise FileNotFoundError(
+          f'Records of {unfinished} in {root} are not complete: run '
+          '--mode=record (it resumes where it stopped).')
+    names = [a for a in names if a not in unfinished]
   if not names:
     raise FileNotFoundError(
         f'No finished architecture has records in {root}: let --mode=record '
@@ -300,16 +420,10 @@ def load(workdir: str, split: str = 'train', source: str = 'probe',
                        'architectures of one study share one schedule.')
     per_field = {f: [] for f in FIELDS}
     for c in chunks[:num_probes]:
-      path = os.path.join(root, a, c['file'])
-      try:
-        with np.load(path, allow_pickle=False) as z:
-          for f in FIELDS:
-            per_field[f].append(z[f] if f in z else
-                                np.full(z['loss'].shape, np.nan, np.float32))
-      except (OSError, ValueError, KeyError) as e:
-        raise ValueError(f'Record chunk {path} is unreadable ({e}); delete it '
-                         'and the checkpoints after its step, then rerun '
-                         '--mode=record to rebuild it.') from e
+      z = read_chunk(os.path.join(root, a, c['file']))
+      for f in FIELDS:
+        per_field[f].append(z[f] if f in z else
+                            np.full(z['loss'].shape, np.nan, np.float32))
     for f in FIELDS:
       out[f].append(np.stack(per_field[f], axis=1))  # [M_a, P, N]
     members.extend(manifest['archs'][a]['members'])

@@ -1,22 +1,29 @@
 """The study's stages, in order, and the dispatcher used by main.py.
 
-``--mode=study`` runs every stage in order. A stage whose output is complete is
-skipped, unless a stage before it ran in this invocation (its inputs may have
-changed), so an interrupted study resumes where it stopped. Stages can be
-switched off with ``config.stages.<name> = False``. An explicit ``--mode=X``
-always runs X (which itself resumes its finished parts).
+``--mode=study`` runs every stage in order. A stage whose outputs match the
+config (records: their fingerprints; later stages: their stamps, see
+fingerprint.py) is skipped, unless a stage before it ran in this invocation,
+so an interrupted study resumes where it stopped and a changed config field
+reruns what it changes. Stages can be switched off with
+``config.stages.<name> = False``. An explicit ``--mode=X`` always runs X
+(which itself resumes its finished parts).
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import socket
+import sys
 import time
-from typing import Callable
 
 import jax
+import numpy as np
 from absl import logging
 
+from easyhard_jax import files
+from easyhard_jax import fingerprint
 from easyhard_jax import records
 
 
@@ -67,40 +74,52 @@ def _probe_checkpoints(config, workdir):
   checkpoint_probe.probe_checkpoints(config, workdir)
 
 
-def _records_complete(config, workdir) -> bool:
+def _record_hashes(config) -> dict[str, str]:
+  """{arch: records fingerprint hash} of the config's architectures."""
   from easyhard_jax.train import config_checks
+  from easyhard_jax.train import ensemble
+  return {a: ensemble.study_fingerprint(config, a)['hash']
+          for a in config_checks.arch_list(config)}
+
+
+def _records_complete(config, workdir) -> bool:
+  """Every config arch finished, with the config's fingerprint."""
   manifest = records.read_manifest(workdir)
-  return all(manifest['archs'].get(a, {}).get('complete')
-             for a in config_checks.arch_list(config))
+  entries = manifest['archs']
+  return all(entries.get(a, {}).get('complete') and
+             entries[a].get('fingerprint', {}).get('hash') == h
+             for a, h in _record_hashes(config).items())
 
 
-def _exists(*parts) -> Callable[..., bool]:
-  return lambda config, workdir: os.path.exists(os.path.join(workdir, *parts))
-
-
-def _analysis_complete(config, workdir) -> bool:
-  """analysis.json and the exports written after it (a kill between them)."""
-  from easyhard_jax import exports
-  paths = [os.path.join('analysis', 'analysis.json'),
-           os.path.join('exports', 'scores_train.npz')]
-  paths += [os.path.join('exports', 'keep_lists', f'{s}_keep{f:.2f}.csv')
-            for f in config.compression.fractions
-            for s in exports.KEEP_STRATEGIES]
-  return all(os.path.exists(os.path.join(workdir, p)) for p in paths)
-
-
-# name -> (run, is_complete); the order is the study's order.
+# name -> (run, its output directory); the order is the study's order.
 STAGES = {
-    'record': (_record, _records_complete),
-    'analyze': (_analyze, _analysis_complete),
-    'remove': (_remove, _exists('removal', 'results.json')),
-    'compress': (_compress, _exists('compression', 'results.json')),
-    'probe_causes': (_probe_causes, _exists('causes', 'results.json')),
-    'report': (_report, _exists('report', 'index.html')),
+    'record': (_record, 'records'),
+    'analyze': (_analyze, 'analysis'),
+    'remove': (_remove, 'removal'),
+    'compress': (_compress, 'compression'),
+    'probe_causes': (_probe_causes, 'causes'),
+    'report': (_report, 'report'),
 }
 # Run on request only (not part of --mode=study).
 EXTRA_STAGES = {'probe_checkpoints': _probe_checkpoints}
 MODES = ('study',) + tuple(STAGES) + tuple(EXTRA_STAGES)
+# Host-only stages: process 0 runs them; the others have nothing to do.
+WRITER_ONLY = ('analyze', 'report')
+
+
+def is_complete(config, workdir: str, stage: str) -> bool:
+  """True when ``stage``'s outputs match what the config expects.
+
+  Records: every architecture finished with the config's fingerprint. Later
+  stages: the stamp in the stage's directory equals the expected stamp (its
+  config fields and its inputs' stamps), so a changed field or a kill before
+  the stamp reruns the stage.
+  """
+  if stage == 'record':
+    return _records_complete(config, workdir)
+  stored = fingerprint.read_stamp(workdir, STAGES[stage][1])
+  expected = fingerprint.expected_stamp(config, stage, _record_hashes(config))
+  return bool(stored) and stored.get('hash') == expected['hash']
 
 
 def enable_compilation_cache(config) -> None:
@@ -118,39 +137,95 @@ def _record_timing(workdir: str, stage: str, seconds: float) -> None:
   path = os.path.join(workdir, 'timings.json')
   timings = {}
   if os.path.exists(path):
-    with open(path) as f:
-      timings = json.load(f)
+    try:
+      with open(path) as f:
+        timings = json.load(f)
+    except ValueError:
+      timings = {}  # Informational only: start it again.
   timings[stage] = round(seconds, 2)
-  records.atomic_write_json(path, timings)
+  files.atomic_write_json(path, timings)
+
+
+def _log_invocation(config, workdir: str, mode: str) -> None:
+  """config.json (written once: it describes the records) and the run log."""
+  cfg = json.loads(config.to_json_best_effort())
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    files.atomic_write_json(path, cfg)
+  entry = {'time': datetime.datetime.now().isoformat(timespec='seconds'),
+           'pid': os.getpid(), 'host': socket.gethostname(), 'mode': mode,
+           'command': sys.argv, 'config': cfg}
+  with open(os.path.join(workdir, 'run_log.jsonl'), 'a') as f:
+    f.write(json.dumps(entry, sort_keys=True) + '\n')
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def _shared_decision(value: bool) -> bool:
+  """Process 0's decision, on every process (one collective)."""
+  if jax.process_count() == 1:
+    return value
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return bool(multihost_utils.broadcast_one_to_all(np.int32(value)))
 
 
 def run(config, workdir: str, mode: str = 'study') -> None:
-  """Runs one stage, or every enabled stage in order for mode='study'."""
+  """Runs one stage, or every enabled stage in order for mode='study'.
+
+  Every config field is checked first, on every process, before any data is
+  loaded. The workdir is locked for the whole invocation (process 0 of a
+  multi-process run holds the lock); only process 0 writes files.
+  """
   if mode not in MODES:
     raise ValueError(f'mode must be one of {MODES}, got {mode!r}.')
   from easyhard_jax import distributed
+  from easyhard_jax import validation
   distributed.maybe_initialize(config)  # Before any JAX computation.
-  os.makedirs(workdir, exist_ok=True)
-  enable_compilation_cache(config)
+  validation.validate(config)
   writer = distributed.is_writer()
+  files.set_writer(writer)
+  lock = files.WorkdirLock(workdir)
   if writer:
-    records.atomic_write_json(os.path.join(workdir, 'config.json'),
-                              json.loads(config.to_json_best_effort()))
+    lock.acquire()
+  try:
+    if writer:
+      removed = files.clear_stale_temp(workdir)
+      if removed:
+        logging.info('Removed %d temp files left by a killed run.', removed)
+      _log_invocation(config, workdir, mode)
+    enable_compilation_cache(config)
+    _run_stages(config, workdir, mode, writer)
+  finally:
+    lock.release()
+
+
+def _run_stages(config, workdir: str, mode: str, writer: bool) -> None:
   names = list(STAGES) if mode == 'study' else [mode]
+  hashes = _record_hashes(config)
   upstream_ran = False
   for name in names:
-    fn, is_complete = STAGES.get(name, (EXTRA_STAGES.get(name), None))
+    fn, out_dir = STAGES.get(name, (EXTRA_STAGES.get(name), None))
     if mode == 'study':
       if not config.get('stages', {}).get(name, True):
         logging.info('Stage %s is switched off in config.stages.', name)
         continue
-      if not upstream_ran and is_complete(config, workdir):
+      done = not upstream_ran and is_complete(config, workdir, name)
+      if _shared_decision(done):
         logging.info('Stage %s is complete; skipping.', name)
         continue
+    if name in WRITER_ONLY and not writer:
+      upstream_ran = True
+      continue
+    stamped = out_dir is not None and name != 'record'
+    if stamped and writer:
+      fingerprint.invalidate(workdir, out_dir)
     tick = time.time()
     logging.info('Stage %s starting.', name)
     fn(config, workdir)
     upstream_ran = True
+    if stamped and writer:
+      fingerprint.commit_stage(workdir, out_dir, fingerprint.expected_stamp(
+          config, name, hashes))
     seconds = time.time() - tick
     logging.info('Stage %s done in %.1fs.', name, seconds)
     if writer:

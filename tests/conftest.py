@@ -23,6 +23,24 @@ def quick_config(**overrides):
   return c
 
 
+def random_dataset(num_train: int = 256, num_test: int = 64,
+                   shape=(8, 8, 1), num_classes: int = 10, seed: int = 0):
+  """A Dataset of uniformly random uint8 images and labels.
+
+  For tests that compare two float paths (fused vs separate pass, member
+  strategies): digits' flat regions make max-pool ties and ReLU kinks that
+  flip with float summation order, so those paths would diverge on some CPUs;
+  random pixels make such exact ties vanishingly unlikely.
+  """
+  import numpy as np
+  from easyhard_jax.data import sources
+  rng = np.random.default_rng(seed)
+  images = lambda n: rng.integers(0, 256, (n,) + tuple(shape), np.uint8)
+  labels = lambda n: rng.integers(0, num_classes, n).astype(np.int32)
+  return sources.Dataset('random', images(num_train), labels(num_train),
+                         images(num_test), labels(num_test), num_classes)
+
+
 @pytest.fixture(scope='session')
 def quick_study(tmp_path_factory):
   """(config, workdir) of a finished quick digits study (shared, read-only)."""

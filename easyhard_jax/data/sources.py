@@ -82,6 +82,17 @@ def _checked(name: str, x_train, y_train, x_test, y_test, num_classes=None,
                      f'{xte.shape[1:]} differ in shape; set config.image_size '
                      'to resize both.')
   inferred = int(max(ytr.max(), yte.max())) + 1
+  if not num_classes:
+    # Classes are 0..C-1 and every one has training examples; a stray label
+    # (say 1000 among 0..9) would otherwise make 1001 classes silently.
+    absent = np.setdiff1d(np.arange(inferred), ytr)
+    if absent.size:
+      raise ValueError(
+          f'{name}: labels must be 0..C-1 with every class in the train '
+          f'split; classes {absent[:10].tolist()}'
+          f'{"..." if absent.size > 10 else ""} of 0..{inferred - 1} have no '
+          'training example. Relabel, or set config.num_classes if some '
+          'classes are truly absent.')
   num_classes = int(num_classes or inferred)
   if inferred > num_classes:
     raise ValueError(f'{name}: label {inferred - 1} >= num_classes '

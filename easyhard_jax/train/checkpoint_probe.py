@@ -48,7 +48,8 @@ def probe_checkpoints(config, workdir: str) -> str:
     if not saved:
       raise FileNotFoundError(f'{directory} holds no finished checkpoint.')
     t = ensemble.ArchTrainer(config, data, arch)
-    writer.begin_arch(arch, t.members, t.spe, saved)
+    writer.begin_arch(arch, t.members, t.spe, saved,
+                      ensemble.study_fingerprint(config, arch))
     target = t.init_states()
     for k, step in enumerate(saved):
       states = ckpt.restore(step, target)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -49,16 +49,53 @@ class Checkpointer:
           f'config (architecture, width, seeds_per_arch, optimizer). To fix: '
           f'{fix}, or use a fresh --workdir.') from e
 
-  def restore_latest(self, target: Any) -> tuple[Any, int]:
-    """(restored state, its step) or (target, 0) when there is no checkpoint."""
-    step = self.latest_step()
-    if step is None:
-      return target, 0
-    state = self.restore(step, target)
-    restored_steps = np.asarray(jax.device_get(state.step)).reshape(-1)
-    if not (restored_steps == step).all():
+  def steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
+
+  def delete_after(self, step: int) -> None:
+    """Deletes checkpoints past ``step`` (they will be saved again)."""
+    for s in self.steps():
+      if s > step:
+        self.manager.delete(s)
+
+  def restore_latest(self, target: Any, before: int | None = None,
+                     check: Callable[[Any], str | None] | None = None
+                     ) -> tuple[Any, int]:
+    """(restored state, its step), or (target, 0) when none can be restored.
+
+    Tries the newest checkpoint first (only those at steps < ``before`` when
+    given) and falls back to older ones, with a warning, when a checkpoint
+    cannot be restored or ``check(state)`` returns a reason to reject it (a
+    non-finite parameter). Raises only when checkpoints exist and none of
+    them can be restored.
+    """
+    candidates = [s for s in reversed(self.steps())
+                  if before is None or s < before]
+    errors = []
+    for step in candidates:
+      try:
+        state = self.restore(step, target)
+        restored_steps = np.asarray(jax.device_get(state.step)).reshape(-1)
+        if not (restored_steps == step).all():
+          raise RuntimeError(f'it holds train steps '
+                             f'{restored_steps.tolist()}, not {step}')
+        reason = check(state) if check else None
+        if reason:
+          raise RuntimeError(reason)
+      except RuntimeError as e:
+        errors.append(f'step {step}: {str(e)[:400]}')
+        logging.warning('Checkpoint %s/%d cannot be used (%s); falling back '
+                        'to an older one.', self.directory, step, e)
+        continue
+      if errors:
+        logging.warning('Resuming from checkpoint %s/%d after skipping %d '
+                        'newer one(s).', self.directory, step, len(errors))
+      logging.info('Restored checkpoint %s/%d', self.directory, step)
+      return state, step
+    if errors:
       raise RuntimeError(
-          f'Checkpoint {self.directory}/{step} holds train steps '
-          f'{restored_steps.tolist()}, not {step}; delete it and rerun.')
-    logging.info('Restored checkpoint %s/%d', self.directory, step)
-    return state, step
+          f'No checkpoint in {self.directory} can be restored:\n  ' +
+          '\n  '.join(errors) + f'\nTo fix: delete {self.directory} to '
+          'train this architecture from the start (its records are rewritten '
+          'identically), or use a fresh --workdir.')
+    return target, 0

@@ -15,10 +15,19 @@ from easyhard_jax.train import steps as steps_lib
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
-def arch_list(config) -> list[str]:
-  """``config.archs`` as a list (comma-separated string or sequence)."""
-  archs = config.archs
+def arch_list(config, field: str = 'archs') -> list[str]:
+  """An architecture list field as a list of names.
+
+  ``field`` is dotted (``'removal.archs'``); a value is a comma-separated
+  string or a sequence, and 'study' (in a stage's block) means
+  ``config.archs``.
+  """
+  archs = config
+  for part in field.split('.'):
+    archs = archs[part]
   if isinstance(archs, str):
+    if archs.strip() == 'study' and field != 'archs':
+      return arch_list(config)
     archs = [a.strip() for a in archs.split(',') if a.strip()]
   return list(archs)
 
@@ -77,6 +86,13 @@ def validate(config) -> None:
     raise ValueError(f'config.width must be > 0, got {config.width}.')
   if not config.optimizer.learning_rate > 0:
     raise ValueError('config.optimizer.learning_rate must be > 0.')
+  if not config.optimizer.get('grad_clip_norm', 0) >= 0:
+    raise ValueError('config.optimizer.grad_clip_norm must be >= 0 (0 = off),'
+                     f' got {config.optimizer.grad_clip_norm}.')
+  if not isinstance(config.get('max_train_examples', 0), int) or (
+      config.get('max_train_examples', 0) < 0):
+    raise ValueError('config.max_train_examples must be an integer >= 0 '
+                     f'(0 = all), got {config.max_train_examples!r}.')
   if config.augment.crop_padding < 0:
     raise ValueError('config.augment.crop_padding must be >= 0.')
   compute_dtype(config)

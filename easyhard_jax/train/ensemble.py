@@ -24,6 +24,7 @@ import numpy as np
 from absl import logging
 
 from easyhard_jax import distributed
+from easyhard_jax import fingerprint as fingerprint_lib
 from easyhard_jax import metrics_writer
 from easyhard_jax import models
 from easyhard_jax import progress
@@ -55,18 +56,50 @@ def _classic_rng(fn):
   return wrapped
 
 
-def member_keys(config, arch: str, seeds) -> jax.Array:
-  """Per-member base keys: fold_in(fold_in(seed, crc32(arch)), member seed)."""
-  root = jax.random.fold_in(jax.random.key(config.seed),
-                            zlib.crc32(arch.encode()) & 0x7FFFFFFF)
-  return jax.vmap(lambda i: jax.random.fold_in(root, i))(
-      jnp.asarray(seeds, jnp.int32))
+def stream_salt(stream: str) -> int:
+  """The 31-bit salt of a random stream's name (crc32, as for arch names)."""
+  return zlib.crc32(stream.encode()) & 0x7FFFFFFF
+
+
+def member_keys(config, arch: str, members) -> jax.Array:
+  """Per-member base keys, derived from each member dict.
+
+  A study member: fold_in(fold_in(key(seed), crc32(arch)), member seed). An
+  experiment's member carries a ``'stream'`` name (``'causes/adam'``,
+  ``'removal/frac_0.300'``, ...) that is folded into the root key first, so
+  every experiment, variant and group has random streams (init, data order,
+  augmentation) of its own, none a replay of the study's.
+
+  Args:
+    config: the config (``config.seed`` is the root seed).
+    arch: the architecture name.
+    members: member dicts ('seed', optional 'stream') or plain int seeds.
+
+  Returns:
+    Keys [len(members)].
+  """
+  keys = []
+  for m in members:
+    m = m if isinstance(m, dict) else {'seed': int(m)}
+    root = jax.random.key(config.seed)
+    if m.get('stream'):
+      root = jax.random.fold_in(root, stream_salt(m['stream']))
+    root = jax.random.fold_in(root, stream_salt(arch))
+    keys.append(jax.random.fold_in(root, int(m['seed'])))
+  return jnp.stack(keys)
 
 
 def member_infos(config, arch: str) -> list[dict[str, Any]]:
-  """The study's members of ``arch``: seeds 0..seeds_per_arch-1, all data."""
+  """The members of ``arch``: seeds 0..seeds_per_arch-1, all data.
+
+  ``config.rng_stream`` (set by the experiments, absent in a study) names
+  the members' random stream; the study's own members carry none, so their
+  keys and records are those of every earlier version.
+  """
+  stream = config.get('rng_stream', '')
   return [{'name': f'{arch}/s{i}', 'arch': arch, 'seed': i,
-           'root_seed': int(config.seed)}
+           'root_seed': int(config.seed), **({'stream': stream} if stream
+                                             else {})}
           for i in range(config.seeds_per_arch)]
 
 
@@ -118,7 +151,7 @@ class ArchTrainer:
     self.tx = optim.make_optimizer(config, self.spe, self.total_steps)
     self.mesh = mesh_lib.make_mesh(config, self.num_members, self.strategy)
     rep = self.replicated = mesh_lib.replicated(self.mesh)
-    keys = member_keys(config, arch, [m['seed'] for m in self.members])
+    keys = member_keys(config, arch, self.members)
     self.init_keys, self.perm_keys, self.aug_keys = (
         distributed.put(jax.vmap(lambda k, i=i: jax.random.fold_in(k, i))(
             keys), rep) for i in range(3))
@@ -140,7 +173,7 @@ class ArchTrainer:
     if self.streamed:
       self.feed = loader.StreamFeed(
           data, self.mesh, member_axis, config.batch_size,
-          config.eval_batch_size, [m['seed'] for m in self.members],
+          config.eval_batch_size, self.members,
           config.seed, arch, config.stream.prefetch_batches)
       train_fn = steps_lib.ensemble_batch_train_step
     else:
@@ -242,6 +275,60 @@ class ArchTrainer:
     return table, np.concatenate(feats, axis=1)[:, :n]
 
 
+def study_fingerprint(config, arch: str, members=None, keep=None,
+                      total_steps=None) -> dict[str, Any]:
+  """The records fingerprint of one member group (see fingerprint.py)."""
+  subset = 'all' if keep is None else fingerprint_lib.digest(
+      np.packbits(np.asarray(keep, bool), axis=-1).tolist())
+  return fingerprint_lib.record_fingerprint(
+      config, arch, dtype=jnp.dtype(config_checks.compute_dtype(config)).name,
+      members=members or member_infos(config, arch), subset=subset,
+      total_steps=total_steps)
+
+
+def _expected_chunks(schedule, spe: int, total_steps: int):
+  """(key, index, step) of every chunk a finished group holds."""
+  out = [(f'probe_{s}', k, step) for k, step in enumerate(schedule)
+         for s in records.SPLITS]
+  out += [('fused_train', e, min((e + 1) * spe, total_steps))
+          for e in range(math.ceil(total_steps / spe))]
+  return out
+
+
+def _resume_bound(writer, arch, schedule, spe, total_steps) -> int | None:
+  """Resume from a checkpoint before this step (None: the latest is fine).
+
+  Damaged chunks are unregistered first; the first chunk that is missing
+  then sets the bound, so --mode=record re-records exactly what is lost.
+  """
+  damaged = writer.damaged_chunks(arch)
+  if damaged:
+    writer.forget_chunks(arch, min(step for _, _, step in damaged))
+  have = writer.manifest['archs'][arch]['chunks']
+  missing = [step for key, k, step in _expected_chunks(schedule, spe,
+                                                       total_steps)
+             if str(k) not in have.get(key, {})]
+  return min(missing) if missing else None
+
+
+@jax.jit
+def _finite_members(states) -> jax.Array:
+  """bool [M]: every parameter and BatchNorm statistic of a member finite."""
+  leaves = jax.tree.leaves((states.params, states.batch_stats))
+  return functools.reduce(jnp.logical_and, [
+      jnp.isfinite(x).reshape(x.shape[0], -1).all(axis=1) for x in leaves])
+
+
+def _diverged(arch, member, step, epoch, last_good, lr) -> FloatingPointError:
+  return FloatingPointError(
+      f'{arch} member {member} diverged: non-finite values at step {step} '
+      f'(epoch {epoch + 1}). Nothing non-finite was saved. To fix: lower '
+      f'config.optimizer.learning_rate (now {lr}) or set '
+      'config.optimizer.grad_clip_norm, or use dtype=float32, then rerun the '
+      f'same command: it resumes from the last finite checkpoint (step '
+      f'{last_good}).')
+
+
 def train_arch(config, data, arch: str, workdir: str,
                writer: records.RecordWriter, program: str | None = None,
                **trainer_kwargs) -> None:
@@ -255,16 +342,33 @@ def train_arch(config, data, arch: str, workdir: str,
       (default: ``arch``); the experiments train one arch in several groups.
     **trainer_kwargs: members, keep, total_steps (see ArchTrainer); subsets
       and step budgets are how the experiments retrain on part of the data.
+
+  Raises:
+    FloatingPointError: a member diverged; nothing non-finite was written
+      and the records' manifest marks it, so a rerun with a lower learning
+      rate resumes from the last finite checkpoint.
   """
   t = ArchTrainer(config, data, arch, **trainer_kwargs)
   schedule = optim.probe_schedule(config, t.spe, t.total_steps)
+  fp = study_fingerprint(config, arch, t.members, trainer_kwargs.get('keep'),
+                         trainer_kwargs.get('total_steps'))
   arch = program or arch  # From here on: the name of this member group.
-  writer.begin_arch(arch, t.members, t.spe, schedule)
+  writer.begin_arch(arch, t.members, t.spe, schedule, fp)
+  bound = _resume_bound(writer, arch, schedule, t.spe, t.total_steps)
   probe_index = {s: k for k, s in enumerate(schedule)}
   ckpt = checkpoints.Checkpointer(
       os.path.join(workdir, 'checkpoints', arch), config.checkpoints_to_keep)
-  states = t.init_states()
-  states, start = ckpt.restore_latest(states)
+
+  def nonfinite(states) -> list[int]:
+    ok = np.asarray(distributed.fetch(_finite_members(states)))
+    return np.flatnonzero(~ok).tolist()
+
+  states, start = ckpt.restore_latest(
+      t.init_states(), before=bound,
+      check=lambda s: nonfinite(s) and
+      f'non-finite parameters in member(s) {nonfinite(s)}')
+  ckpt.delete_after(start)  # Later ones are saved again, identically.
+  last_good = start
   if start:
     logging.info('%s: resuming at step %d (epoch %d)', arch, start,
                  start // t.spe)
@@ -276,11 +380,22 @@ def train_arch(config, data, arch: str, workdir: str,
   bar = progress.Progress((t.total_steps - start) * config.batch_size *
                           t.num_members, desc=arch)
 
+  def fail(member: int, step: int):
+    writer.mark_diverged(arch, step, t.members[member]['name'])
+    ckpt.wait()
+    bar.close()
+    tb.close()
+    return _diverged(arch, t.members[member]['name'], step, step // t.spe,
+                     last_good, config.optimizer.learning_rate)
+
   def run_probe(step, states):
     k = probe_index[step]
     accs = {}
     for split in records.SPLITS:
       out = t.probe(states, split)
+      bad = ~np.isfinite(out['loss']).all(axis=1)
+      if bad.any():
+        raise fail(int(np.flatnonzero(bad)[0]), step)
       writer.write_chunk(arch, 'probe', split, k, step, out)
       accs[split] = out['correct'].mean(axis=1).round(4).tolist()
     tb.write(step, {f'{m["name"]}/probe_{s}_acc': a[i]
@@ -304,36 +419,53 @@ def train_arch(config, data, arch: str, workdir: str,
     bar.update(config.batch_size * t.num_members)
     if in_epoch == t.spe - 1 or step + 1 == t.total_steps:
       fused = distributed.fetch(buffers)
-      _check_finite(np.where(t.keep, fused['loss'], 0.0), arch, epoch)
+      perms = np.asarray(distributed.fetch(t.epoch_perms(epoch)))
+      seen, position = _presented(perms, t.keep.sum(1), in_epoch + 1,
+                                  config.batch_size)
+      bad = seen & ~np.isfinite(fused['loss'])
+      if bad.any():
+        m = int(np.flatnonzero(bad.any(axis=1))[0])
+        first = int(position[m][bad[m]].min()) // config.batch_size
+        raise fail(m, epoch * t.spe + first)
       writer.write_chunk(arch, 'fused', 'train', epoch, step + 1, fused)
       dt, tick = time.time() - tick, time.time()
-      losses = np.nanmean(np.where(t.keep, fused['loss'], np.nan), axis=1)
+      losses = np.nanmean(np.where(seen, fused['loss'], np.nan), axis=1)
       tb.write(step + 1, {f'{m["name"]}/train_loss': l
                           for m, l in zip(t.members, losses)},
                arch=arch, kind='epoch', epoch=epoch + 1,
                train_loss=losses.round(5).tolist(),
-               train_acc=((fused['correct'] & t.keep).sum(1) /
-                          t.keep.sum(1)).round(4).tolist(),
+               train_acc=((fused['correct'] & seen).sum(1) /
+                          seen.sum(1)).round(4).tolist(),
                seconds=round(dt, 3))
       if step + 1 in probe_index:  # Before the checkpoint that marks it done.
         run_probe(step + 1, states)
       if (epoch + 1) % config.checkpoint_every_epochs == 0 or (
           step + 1 == t.total_steps):
+        bad_members = nonfinite(states)
+        if bad_members:
+          raise fail(bad_members[0], step + 1)
         ckpt.save(step + 1, states)
+        last_good = step + 1
   ckpt.wait()
   bar.close()
   tb.close()
   writer.finish_arch(arch)
 
 
-def _check_finite(losses: np.ndarray, arch: str, epoch: int) -> None:
-  bad = ~np.isfinite(losses).all(axis=1)
-  if bad.any():
-    raise FloatingPointError(
-        f'Non-finite training loss for {arch} member(s) '
-        f'{np.flatnonzero(bad).tolist()} in epoch {epoch + 1}. Lower '
-        'config.optimizer.learning_rate, set optimizer.grad_clip_norm, or use '
-        'dtype=float32; rerunning resumes from the last good checkpoint.')
+def _presented(perms: np.ndarray, num_kept: np.ndarray, steps_done: int,
+               batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+  """(seen bool [M, N], position in the epoch's order int [M, N]).
+
+  The examples of an epoch's first ``steps_done`` steps: positions
+  0..steps_done*B-1 of each member's kept order (wrapping, as
+  device_ops.batch_indices does). A partial last epoch (budget='steps')
+  leaves the rest unseen; their fused statistics stay NaN by design.
+  """
+  m, n = perms.shape
+  position = np.empty((m, n), np.int64)
+  position[np.arange(m)[:, None], perms] = np.arange(n)[None, :]
+  shown = np.minimum(steps_done * batch_size, num_kept)[:, None]
+  return position < shown, position
 
 
 def record_study(config, workdir: str, data=None) -> list[str]:
@@ -345,13 +477,21 @@ def record_study(config, workdir: str, data=None) -> list[str]:
   config_checks.validate(config)
   os.makedirs(workdir, exist_ok=True)
   data = data or streaming.load(config)
+  n = len(data.train_labels)
+  if config.batch_size > n:
+    raise ValueError(f'config.batch_size ({config.batch_size}) exceeds the '
+                     f'{n} training examples of {config.dataset!r}; set '
+                     f'config.batch_size <= {n}.')
   writer = records.RecordWriter(workdir)
   writer.write_split_metadata('train', data.train_labels, data.train_ids)
   writer.write_split_metadata('test', data.test_labels, data.test_ids)
   archs = config_checks.arch_list(config)
   for arch in archs:
     if writer.is_complete(arch):
-      logging.info('%s: records complete, skipping.', arch)
-      continue
+      writer.check_fingerprint(arch, study_fingerprint(config, arch))
+      if not writer.damaged_chunks(arch):
+        logging.info('%s: records complete, skipping.', arch)
+        continue
+      logging.warning('%s: re-recording damaged or missing chunks.', arch)
     train_arch(config, data, arch, workdir, writer)
   return archs

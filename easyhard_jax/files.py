@@ -1,0 +1,195 @@
+"""Crash-safe files: atomic writes, stage commits and the workdir lock.
+
+Every file the study writes goes through here. A file is written to a temp
+file in its own directory, flushed, fsynced and renamed over the target, and
+the directory is fsynced after the rename, so a kill (even ``kill -9`` or a
+power cut) leaves either the old file or the new one, never a torn one. Temp
+files start with ``.tmp-``; one left by a killed run is removed by
+:func:`clear_stale_temp` at the start of the next run (which holds the
+workdir lock, so no live writer owns it).
+
+A *stage commit* makes a stage's outputs valid at one moment: the stage
+writes its files, then :func:`commit_stage` writes the stage's stamp last
+(see ``fingerprint.py``). Readers and the study's skip logic trust a stage's
+outputs only when its stamp is present and matches, so a kill between two of
+its files is repaired by rerunning the stage.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import errno
+import fcntl
+import io
+import json
+import os
+import shutil
+import sys
+import tempfile
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+TEMP_PREFIX = '.tmp-'
+LOCK_NAME = '.lock'
+_writer = True
+
+
+def set_writer(enabled: bool) -> None:
+  """Only the writer process (process 0) writes; the others skip writes.
+
+  Set once per invocation by stages.run, so every stage's results, exports
+  and report are written by one process however the stage code is written.
+  """
+  global _writer
+  _writer = bool(enabled)
+
+
+def fsync_dir(directory: str) -> None:
+  """Makes renames inside ``directory`` durable (a no-op where unsupported)."""
+  try:
+    fd = os.open(directory or '.', os.O_RDONLY)
+  except OSError:
+    return
+  try:
+    os.fsync(fd)
+  except OSError:
+    pass
+  finally:
+    os.close(fd)
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+  """Writes ``data`` to ``path`` via a temp file in the same dir + rename."""
+  if not _writer:
+    return
+  directory = os.path.dirname(path) or '.'
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=TEMP_PREFIX)
+  try:
+    with os.fdopen(fd, 'wb') as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; results are for sharing.
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+  fsync_dir(directory)
+
+
+def atomic_write_json(path: str, obj: Any) -> None:
+  atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True).encode())
+
+
+def atomic_write_csv(path: str, rows: Sequence[Mapping[str, Any]]) -> None:
+  """Writes dict rows (same keys, first row's order) as CSV, atomically."""
+  buf = io.StringIO()
+  writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+  writer.writeheader()
+  writer.writerows(rows)
+  atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def atomic_savez(path: str, arrays: Mapping[str, np.ndarray]) -> None:
+  """``np.savez`` (no pickle needed to read it back), atomically."""
+  buf = io.BytesIO()
+  np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+  atomic_write_bytes(path, buf.getvalue())
+
+
+def atomic_save_npy(path: str, array: np.ndarray) -> None:
+  buf = io.BytesIO()
+  np.save(buf, np.asarray(array))
+  atomic_write_bytes(path, buf.getvalue())
+
+
+def read_json(path: str, fix: str) -> Any:
+  """Reads a JSON file; a damaged one raises naming the file and ``fix``."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ValueError(f'{path} is damaged ({e}). To fix: {fix}') from e
+
+
+def read_csv(path: str) -> list[dict[str, str]]:
+  """Rows of a CSV written by :func:`atomic_write_csv`, as string dicts."""
+  with open(path, newline='') as f:
+    return list(csv.DictReader(f))
+
+
+def clear_stale_temp(root: str, skip: Sequence[str] = ('checkpoints',)) -> int:
+  """Removes ``.tmp-*`` files and dirs under ``root``; returns how many.
+
+  Call only while holding the workdir lock: then no live writer owns them.
+  Directories named in ``skip`` (orbax manages its own temporaries) are left.
+  """
+  removed = 0
+  for directory, dirs, names in os.walk(root):
+    dirs[:] = [d for d in dirs if d not in skip]
+    for name in list(dirs) + names:
+      if not name.startswith(TEMP_PREFIX):
+        continue
+      path = os.path.join(directory, name)
+      if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+        dirs.remove(name)
+      else:
+        os.remove(path)
+      removed += 1
+  return removed
+
+
+class WorkdirBusyError(RuntimeError):
+  """Another live process holds the workdir lock."""
+
+
+class WorkdirLock:
+  """An exclusive ``fcntl.flock`` on ``WORKDIR/.lock`` for one invocation.
+
+  The kernel drops the lock when its process dies, however it dies, so a
+  lock file left by a killed run never blocks the next one; the file's
+  contents (pid, start time, command) only serve the error message.
+  """
+
+  def __init__(self, workdir: str):
+    self.path = os.path.join(workdir, LOCK_NAME)
+    self._fd = None
+
+  def acquire(self) -> 'WorkdirLock':
+    os.makedirs(os.path.dirname(self.path), exist_ok=True)
+    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+      if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+        os.close(fd)
+        raise
+      holder = os.read(fd, 4096).decode(errors='replace').strip()
+      os.close(fd)
+      raise WorkdirBusyError(
+          f'Another run is using this workdir ({holder or "unknown process"};'
+          f' lock {self.path}). Wait for it to finish or stop it, or use '
+          'another --workdir. A killed run never holds the lock.') from None
+    os.ftruncate(fd, 0)
+    started = datetime.datetime.now().isoformat(timespec='seconds')
+    os.write(fd, (f'pid {os.getpid()}, started {started}, command '
+                  f'{" ".join(sys.argv)}').encode())
+    self._fd = fd
+    return self
+
+  def release(self) -> None:
+    if self._fd is not None:
+      fcntl.flock(self._fd, fcntl.LOCK_UN)
+      os.close(self._fd)
+      self._fd = None
+
+  def __enter__(self):
+    return self.acquire()
+
+  def __exit__(self, *exc):
+    self.release()
