@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import shutil
 import socket
 import sys
 import time
@@ -105,6 +106,8 @@ EXTRA_STAGES = {'probe_checkpoints': _probe_checkpoints}
 MODES = ('study',) + tuple(STAGES) + tuple(EXTRA_STAGES)
 # Host-only stages: process 0 runs them; the others have nothing to do.
 WRITER_ONLY = ('analyze', 'report')
+# Directories a stage writes besides its own (replaced along with it).
+ALSO_WRITES = {'analyze': ('exports',)}
 
 
 def is_complete(config, workdir: str, stage: str) -> bool:
@@ -199,6 +202,31 @@ def run(config, workdir: str, mode: str = 'study') -> None:
     lock.release()
 
 
+def _clear_stale_outputs(config, workdir: str, stage: str, hashes) -> None:
+  """Before a stage runs: drop its stamp, and outputs of another config.
+
+  Outputs without a stamp are this config's unfinished work (a killed run):
+  the stage resumes from them. Outputs whose stamp differs were made from
+  other config values or inputs: they are removed, naming what changed.
+  """
+  out_dir = STAGES[stage][1]
+  stored = fingerprint.read_stamp(workdir, out_dir)
+  expected = fingerprint.expected_stamp(config, stage, hashes)
+  if stored and stored.get('hash') != expected['hash']:
+    changed = fingerprint.differences(stored.get('fields', {}),
+                                      expected['fields'])
+    inputs = [s for s, h in expected.get('inputs', {}).items()
+              if stored.get('inputs', {}).get(s) != h]
+    logging.warning(
+        'Stage %s: replacing outputs made with other values (%s%s).', stage,
+        fingerprint.describe(changed) or 'no own field',
+        f'; changed inputs: {inputs}' if inputs else '')
+    for d in (out_dir,) + ALSO_WRITES.get(stage, ()):
+      shutil.rmtree(os.path.join(workdir, d), ignore_errors=True)
+  else:
+    fingerprint.invalidate(workdir, out_dir)
+
+
 def _run_stages(config, workdir: str, mode: str, writer: bool) -> None:
   names = list(STAGES) if mode == 'study' else [mode]
   hashes = _record_hashes(config)
@@ -218,7 +246,7 @@ def _run_stages(config, workdir: str, mode: str, writer: bool) -> None:
       continue
     stamped = out_dir is not None and name != 'record'
     if stamped and writer:
-      fingerprint.invalidate(workdir, out_dir)
+      _clear_stale_outputs(config, workdir, name, hashes)
     tick = time.time()
     logging.info('Stage %s starting.', name)
     fn(config, workdir)
