@@ -1,6 +1,5 @@
-"""MetricsWriter (JSON lines + TensorBoard without TensorFlow) and Progress."""
+"""MetricsWriter: JSON lines + TensorBoard event files without TensorFlow."""
 
-import io
 import json
 import math
 import os
@@ -10,7 +9,6 @@ import numpy as np
 import pytest
 
 from easyhard_jax import metrics_writer
-from easyhard_jax import progress
 
 STEPS = [(0, {'loss': 2.5, 'acc': 0.1}),
          (10, {'loss': np.float32(1.25), 'acc': 0.5}),
@@ -79,72 +77,3 @@ def test_write_after_close_is_an_error(tmp_path):
   w.close()  # Idempotent.
   with pytest.raises(ValueError, match='closed'):
     w.write(30, {'loss': 1.0})
-
-
-class FakeTTY(io.StringIO):
-
-  def isatty(self):
-    return True
-
-
-class FakeClock:
-
-  def __init__(self):
-    self.t = 100.0
-
-  def __call__(self):
-    return self.t
-
-
-def test_progress_is_silent_when_not_a_tty():
-  stream = io.StringIO()
-  clock = FakeClock()
-  bar = progress.Progress(1000, 'epoch 1', stream=stream, clock=clock)
-  assert not bar.enabled
-  for _ in range(10):
-    clock.t += 1.0
-    bar.update(100)
-  bar.close()
-  assert stream.getvalue() == ''
-  assert bar.n == 1000
-
-
-def test_progress_draws_rate_and_eta_on_a_tty():
-  stream = FakeTTY()
-  clock = FakeClock()
-  bar = progress.Progress(1000, 'epoch 1', unit='ex', stream=stream,
-                          clock=clock, min_interval=0.5)
-  clock.t += 2.0
-  bar.update(250)  # 125 ex/s; 750 left -> 6 s.
-  out = stream.getvalue()
-  assert out.startswith('\repoch 1') and ' 25% |######  ' in out
-  assert '250/1000 ex' in out and '125 ex/s' in out and 'ETA 0:06' in out
-  bar.update(10)  # No time passed: counted, not drawn.
-  assert stream.getvalue() == out
-  clock.t += 2.0
-  bar.update(740)
-  bar.close()
-  final = stream.getvalue().split('\r')[-1]
-  assert '100% |' + '#' * 24 + '|' in final
-  assert '1000/1000 ex' in final and '250 ex/s' in final
-  assert final.endswith('ETA 0:00\n')
-  bar.close()
-  assert stream.getvalue().count('\n') == 1
-
-
-def test_progress_without_total_shows_count_rate_and_elapsed():
-  stream = FakeTTY()
-  clock = FakeClock()
-  with progress.Progress(None, unit='img', stream=stream, clock=clock,
-                         min_interval=0.0) as bar:
-    clock.t += 4.0
-    bar.update(4000)
-  line = stream.getvalue().split('\r')[-1]
-  assert line == '4000 img  1k img/s  elapsed 0:04\n'
-
-
-def test_format_duration():
-  assert progress.format_duration(5) == '0:05'
-  assert progress.format_duration(3725) == '1:02:05'
-  assert progress.format_duration(float('inf')) == '?'
-  assert progress.format_duration(float('nan')) == '?'

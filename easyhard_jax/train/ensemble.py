@@ -14,6 +14,7 @@ import functools
 import itertools
 import math
 import os
+import sys
 import time
 import zlib
 from typing import Any
@@ -21,13 +22,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tqdm
 from absl import logging
 
 from easyhard_jax import distributed
 from easyhard_jax import fingerprint as fingerprint_lib
 from easyhard_jax import metrics_writer
 from easyhard_jax import models
-from easyhard_jax import progress
 from easyhard_jax import records
 from easyhard_jax.data import device_ops
 from easyhard_jax.data import loader
@@ -195,6 +196,10 @@ class ArchTrainer:
             steps_lib.ensemble_probe_step, model=self.model,
             strategy=self.strategy, mean=self.mean, std=self.std,
             dtype=self.dtype, **shard), static_argnames=('features',))
+    # Forced host devices (XLA:CPU): one collective program in flight.
+    self.train_step, self.probe_step = (mesh_lib.one_in_flight(self.mesh, f)
+                                        for f in (self.train_step,
+                                                  self.probe_step))
     perms = _classic_rng(jax.jit(
         lambda keys, keep, epoch: jax.vmap(
             lambda k, m: device_ops.epoch_permutation(
@@ -377,8 +382,10 @@ def train_arch(config, data, arch: str, workdir: str,
                jnp.dtype(t.dtype).name, schedule)
 
   tb = metrics_writer.MetricsWriter(workdir)
-  bar = progress.Progress((t.total_steps - start) * config.batch_size *
-                          t.num_members, desc=arch)
+  # Drawn on a terminal only (logs and CI get the per-epoch log lines).
+  bar = tqdm.tqdm(total=(t.total_steps - start) * config.batch_size *
+                  t.num_members, desc=arch, unit='img', unit_scale=True,
+                  disable=not sys.stderr.isatty(), leave=False)
 
   def fail(member: int, step: int):
     writer.mark_diverged(arch, step, t.members[member]['name'])
