@@ -102,6 +102,10 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.checkpoint_every_epochs = 1
   c.checkpoints_to_keep = 2
+  # States kept for analysis after the run (GraNd, features, your own score):
+  # 'window' = every probe inside analysis.window and the window's end;
+  # 'all_probes'; 'none'; or a list of global steps.
+  c.analysis_checkpoints = 'window'
   # Multi-process launches (easyhard_jax/distributed.py); auto-detected on
   # SLURM and Cloud TPU pods, explicit for a local multi-process run.
   c.distributed = ml_collections.ConfigDict()

@@ -13,13 +13,13 @@ from conftest import ROOT
 from conftest import assert_identical_records
 from easyhard_jax import records
 from easyhard_jax import stages
-from easyhard_jax.train import optim
+from easyhard_jax.train import probe_schedule
 
 
 def test_load_returns_contract_shapes(quick_study):
   config, workdir = quick_study
   spe = int(np.ceil(config.max_train_examples / config.batch_size))
-  schedule = optim.probe_schedule(config, spe)
+  schedule = probe_schedule.probe_schedule(config, spe)
   for split, n in (('train', config.max_train_examples), ('test', 359)):
     r = records.load(workdir, split)
     shape = (config.seeds_per_arch, len(schedule), n)

@@ -14,7 +14,7 @@ from absl import logging
 class Checkpointer:
   """A thin CheckpointManager wrapper: save by step, restore the latest."""
 
-  def __init__(self, directory: str, max_to_keep: int = 2):
+  def __init__(self, directory: str, max_to_keep: int | None = 2):
     self.directory = os.path.abspath(directory)
     self.manager = ocp.CheckpointManager(
         self.directory,

@@ -99,8 +99,10 @@ def validate(config) -> None:
   _validate_stream(config)
   from easyhard_jax.train import mesh as mesh_lib
   mesh_lib.mesh_shape(config, config.seeds_per_arch, member_strategy(config))
-  from easyhard_jax.train import optim  # Validates the probe schedule.
-  optim.probe_schedule(config, steps_per_epoch=4)
+  from easyhard_jax.train import optim
+  from easyhard_jax.train import probe_schedule
+  probe_schedule.probe_schedule(config, steps_per_epoch=4)
+  probe_schedule.analysis_checkpoint_steps(config, steps_per_epoch=4)
   optim.make_optimizer(config, steps_per_epoch=4)
 
 

@@ -38,6 +38,7 @@ from easyhard_jax.train import checkpoints
 from easyhard_jax.train import config_checks
 from easyhard_jax.train import mesh as mesh_lib
 from easyhard_jax.train import optim
+from easyhard_jax.train import probe_schedule
 from easyhard_jax.train import steps as steps_lib
 
 
@@ -354,7 +355,7 @@ def train_arch(config, data, arch: str, workdir: str,
       rate resumes from the last finite checkpoint.
   """
   t = ArchTrainer(config, data, arch, **trainer_kwargs)
-  schedule = optim.probe_schedule(config, t.spe, t.total_steps)
+  schedule = probe_schedule.probe_schedule(config, t.spe, t.total_steps)
   fp = study_fingerprint(config, arch, t.members, trainer_kwargs.get('keep'),
                          trainer_kwargs.get('total_steps'))
   arch = program or arch  # From here on: the name of this member group.
@@ -363,6 +364,13 @@ def train_arch(config, data, arch: str, workdir: str,
   probe_index = {s: k for k, s in enumerate(schedule)}
   ckpt = checkpoints.Checkpointer(
       os.path.join(workdir, 'checkpoints', arch), config.checkpoints_to_keep)
+  # States kept for analysis after the run (never deleted; see
+  # probe_schedule.analysis_checkpoint_steps). Sweep groups keep none.
+  keep_steps = set() if program else set(
+      probe_schedule.analysis_checkpoint_steps(config, t.spe, t.total_steps))
+  kept = checkpoints.Checkpointer(
+      os.path.join(workdir, 'analysis_checkpoints', arch),
+      max_to_keep=None) if keep_steps else None
 
   def nonfinite(states) -> list[int]:
     ok = np.asarray(distributed.fetch(_finite_members(states)))
@@ -390,10 +398,20 @@ def train_arch(config, data, arch: str, workdir: str,
   def fail(member: int, step: int):
     writer.mark_diverged(arch, step, t.members[member]['name'])
     ckpt.wait()
+    if kept:
+      kept.wait()
     bar.close()
     tb.close()
     return _diverged(arch, t.members[member]['name'], step, step // t.spe,
                      last_good, config.optimizer.learning_rate)
+
+  def keep_state(step, states):
+    if step not in keep_steps or step in kept.steps():
+      return
+    bad_members = nonfinite(states)
+    if bad_members:
+      raise fail(bad_members[0], step)
+    kept.save(step, states)
 
   def run_probe(step, states):
     k = probe_index[step]
@@ -416,8 +434,10 @@ def train_arch(config, data, arch: str, workdir: str,
   for step in range(start, t.total_steps):
     epoch, in_epoch = divmod(step, t.spe)
     # Epoch-boundary probes run at the end of the epoch before (step > 0).
-    if step in probe_index and (in_epoch != 0 or step == 0):
-      run_probe(step, states)
+    if in_epoch != 0 or step == 0:  # Epoch ends: handled below.
+      if step in probe_index:
+        run_probe(step, states)
+      keep_state(step, states)
     if in_epoch == 0 or feed is None:
       feed = t.epoch_feed(epoch, in_epoch)
       buffers = distributed.put(
@@ -446,6 +466,7 @@ def train_arch(config, data, arch: str, workdir: str,
                seconds=round(dt, 3))
       if step + 1 in probe_index:  # Before the checkpoint that marks it done.
         run_probe(step + 1, states)
+      keep_state(step + 1, states)
       if (epoch + 1) % config.checkpoint_every_epochs == 0 or (
           step + 1 == t.total_steps):
         bad_members = nonfinite(states)
@@ -454,6 +475,8 @@ def train_arch(config, data, arch: str, workdir: str,
         ckpt.save(step + 1, states)
         last_good = step + 1
   ckpt.wait()
+  if kept:
+    kept.wait()
   bar.close()
   tb.close()
   writer.finish_arch(arch)

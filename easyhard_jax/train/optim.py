@@ -1,4 +1,4 @@
-"""Optimizers, learning-rate schedules and the probe schedule, from the config."""
+"""Optimizers and learning-rate schedules, from the config."""
 
 from __future__ import annotations
 
@@ -60,33 +60,3 @@ def make_optimizer(config, steps_per_epoch: int,
     parts.append(optax.add_decayed_weights(opt.weight_decay))
   parts.append(_OPTIMIZERS[opt.name](lr, opt))
   return optax.chain(*parts)
-
-
-def probe_schedule(config, steps_per_epoch: int,
-                   total_steps: int | None = None) -> list[int]:
-  """Global train steps at which the probe pass runs, sorted and unique.
-
-  ``config.probe.first_epoch_fractions`` (e.g. (0.25, 0.5, 0.75)) places probes
-  inside epoch 1; ``every_epochs`` adds one at the end of every k-th epoch;
-  the end of training is always probed; ``at_init`` adds step 0.
-  """
-  probe = config.probe
-  total = total_steps or config.epochs * steps_per_epoch
-  steps = set()
-  if probe.get('at_init', False):
-    steps.add(0)
-  fractions = tuple(probe.get('first_epoch_fractions', ()) or ())
-  for f in fractions:
-    if not 0.0 < f < 1.0:
-      raise ValueError(
-          f'probe.first_epoch_fractions must lie strictly between 0 and 1 '
-          f'(got {fractions}); the end of epoch 1 is probed by every_epochs.')
-    steps.add(max(1, int(round(f * steps_per_epoch))))
-  every = probe.get('every_epochs', 1)
-  if not isinstance(every, int) or every < 1:
-    raise ValueError(f'probe.every_epochs must be an integer >= 1, got '
-                     f'{every!r}.')
-  steps.update(range(every * steps_per_epoch, total + 1,
-                     every * steps_per_epoch))
-  steps.add(total)
-  return sorted(s for s in steps if s <= total)
