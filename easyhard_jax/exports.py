@@ -3,7 +3,10 @@
 Written by the analyze stage into ``WORKDIR/exports/``:
 
   scores_{split}.npz   example_index, tfds_id (strings; '' where unknown),
-                       label, every score column of the analysis CSV, is_easy,
+                       label, every score column of the analysis CSV (see
+                       analysis/scores.py: probe scores such as easiness and
+                       early_margin, training-pass scores such as aum and
+                       forgetting_events, NaN on the test split), is_easy,
                        is_hard; all in example-index order, numpy-only.
   keep_lists/{strategy}_keep{fraction}.csv
                        the training examples to keep for a compressed subset
@@ -73,7 +76,7 @@ def write_exports(config, workdir: str) -> str:
     for strategy in KEEP_STRATEGIES:
       keep = subsets.compression_mask(
           strategy, k, score=train['easiness'], score_name='easiness',
-          labels=train['label'], seed=0, aum=train.get('aum'))
+          labels=train['label'], seed=0, aum=train.get('early_margin'))
       lines = ['example_index,tfds_id'] + [
           f'{i},{train["tfds_id"][i]}' for i in np.flatnonzero(keep)]
       records.atomic_write_bytes(

@@ -1,5 +1,7 @@
 """Agreement kernels against loop references (and scipy for ranks)."""
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -52,6 +54,97 @@ def test_chance_level_matches_random_sets():
   np.testing.assert_allclose(diag.mean(), ka * kb / n, rtol=0.05)
   z = np.diag(np.asarray(out['z']))
   assert abs(z.mean()) < 0.2 and 0.8 < z.std() < 1.2
+
+
+def _exact_class_balanced_moments(class_sizes, ka, kb):
+  """Mean and variance of |A n B| over every pair of class-stratified sets.
+
+  A has ka[c] examples of class c, B has kb[c], each drawn uniformly within
+  the class; enumerates all pairs (small inputs only).
+  """
+  offsets = np.cumsum([0] + list(class_sizes))
+
+  def all_sets(k):
+    per_class = [list(itertools.combinations(range(offsets[c], offsets[c + 1]),
+                                             k[c]))
+                 for c in range(len(class_sizes))]
+    return [set().union(*parts) for parts in itertools.product(*per_class)]
+
+  inter = [len(x & y) for x in all_sets(ka) for y in all_sets(kb)]
+  return np.mean(inter), np.var(inter)
+
+
+def test_class_balanced_chance_matches_exact_enumeration():
+  # Classes of 4, 3 and 5 examples; A and B with different class counts.
+  sizes, ka, kb = [4, 3, 5], [2, 1, 3], [1, 2, 2]
+  labels = np.repeat(np.arange(3), sizes).astype(np.int32)
+  n = labels.size
+
+  def one_set(k):  # Any set with those class counts: chance ignores which.
+    m = np.zeros(n, bool)
+    for c in range(3):
+      m[np.flatnonzero(labels == c)[:k[c]]] = True
+    return m
+
+  out = jax.tree.map(np.asarray, agreement.overlap_matrix(
+      one_set(ka)[None], one_set(kb)[None], labels, num_classes=3))
+  mean, var = _exact_class_balanced_moments(sizes, ka, kb)
+  # sum_c a_c b_c / N_c = 2/4 + 2/3 + 6/5.
+  np.testing.assert_allclose(mean, 2 / 4 + 2 / 3 + 6 / 5)
+  np.testing.assert_allclose(out['chance_intersection'][0, 0], mean,
+                             rtol=1e-6)
+  inter = out['intersection'][0, 0]
+  np.testing.assert_allclose(out['z'][0, 0], (inter - mean) / np.sqrt(var),
+                             rtol=1e-5)
+  # Equal k_c per class: chance is sum_c k_c^2 / N_c, not |A||B| / N.
+  k = [2, 2, 2]
+  eq = jax.tree.map(np.asarray, agreement.overlap_matrix(
+      one_set(k)[None], one_set(k)[None], labels, num_classes=3))
+  np.testing.assert_allclose(eq['chance_intersection'][0, 0],
+                             4 / 4 + 4 / 3 + 4 / 5, rtol=1e-6)
+  glob = agreement.overlap_matrix(one_set(k)[None], one_set(k)[None])
+  np.testing.assert_allclose(np.asarray(glob['chance_intersection'])[0, 0],
+                             6 * 6 / n, rtol=1e-6)
+
+
+def test_class_balanced_chance_matches_random_class_balanced_sets():
+  rng = np.random.default_rng(3)
+  labels = rng.integers(0, 4, 400).astype(np.int32)
+  labels[:30] = 3  # Unequal class sizes.
+  counts = np.array([10, 25, 5, 40])
+  a = np.stack([sets.class_composition_sample(rng, labels, counts)
+                for _ in range(400)])
+  b = np.stack([sets.class_composition_sample(rng, labels, counts)
+                for _ in range(400)])
+  assert np.all(np.stack([np.bincount(labels[r], minlength=4)
+                          for r in a]) == counts)
+  out = agreement.overlap_matrix(a, b, labels, num_classes=4)
+  diag = np.diag(np.asarray(out['intersection']))
+  nc = np.bincount(labels, minlength=4)
+  expect = float(np.sum(counts ** 2 / nc))
+  np.testing.assert_allclose(np.asarray(out['chance_intersection'])[0, 0],
+                             expect, rtol=1e-6)
+  # 400 draws: the mean is within ~4 standard errors of the expectation.
+  assert abs(diag.mean() - expect) < 4 * diag.std() / 20
+  z = np.diag(np.asarray(out['z']))
+  assert abs(z.mean()) < 0.2 and 0.8 < z.std() < 1.2
+
+
+def test_rule_overlap_uses_the_rules_chance():
+  labels = np.repeat(np.arange(2), [10, 30]).astype(np.int32)
+  m = np.zeros((1, 40), bool)
+  m[0, :3] = m[0, 10:13] = True  # 3 per class.
+  cb = sets.SetRule(per_class=True, k=3)
+  gl = sets.SetRule(per_class=False, k=6)
+  assert (cb.name, gl.name) == ('class_balanced', 'global')
+  assert gl.other().other() == gl and cb.other().name == 'global'
+  assert sets.SetRule(method='all_correct').other() is None
+  got = agreement.rule_overlap(m, m, cb, labels, 2)
+  np.testing.assert_allclose(np.asarray(got['chance_intersection'])[0, 0],
+                             9 / 10 + 9 / 30, rtol=1e-6)
+  got = agreement.rule_overlap(m, m, gl, labels, 2)
+  np.testing.assert_allclose(np.asarray(got['chance_intersection'])[0, 0],
+                             36 / 40, rtol=1e-6)
 
 
 @pytest.mark.parametrize('shape', [(1, 1), (2, 7), (3, 100)])
@@ -146,7 +239,8 @@ def _member_scores(rng, m, n):
   easiness = np.clip(base + 0.3 * rng.random((m, n)), 0, 1)
   easiness = np.round(easiness * 4) / 4  # Discrete, like real easiness.
   return {'easiness': easiness.astype(np.float32),
-          'aum': (easiness + 0.1 * rng.random((m, n))).astype(np.float32)}
+          'early_margin': (easiness + 0.1 * rng.random((m, n))).astype(
+              np.float32)}
 
 
 def test_agreement_report_sections_and_single_member():
@@ -154,15 +248,21 @@ def test_agreement_report_sections_and_single_member():
   rng = np.random.default_rng(5)
   n = 60
   labels = rng.integers(0, 3, n).astype(np.int32)
-  rule = sets.SetRule(fraction=0.2)
+  rule = sets.SetRule(fraction=0.2, per_class=True)
   ms = _member_scores(rng, 4, n)
   rep = agreement.agreement_report(
       ms, [f'm{i}' for i in range(4)], np.array([0, 0, 1, 1]), ['a', 'b'],
       rule, labels, 3, jax.random.key(0), num_bootstrap=16)
   mp, ap = rep['member_pairs'], rep['arch_pairs']
+  assert rep['set_rule'] == 'class_balanced'
   assert mp['easy_sets']['intersection'].shape == (4, 4)
+  k = rule.resolve_k(labels, 3)
   np.testing.assert_array_equal(np.diag(mp['easy_sets']['intersection']),
-                                np.full(4, 12))
+                                np.full(4, k.sum()))
+  # Class-balanced chance: sum_c k_c^2 / N_c.
+  np.testing.assert_allclose(
+      mp['easy_sets']['chance_intersection'][0, 1],
+      np.sum(k ** 2 / np.bincount(labels, minlength=3)), rtol=1e-6)
   # The shared base makes easy sets overlap far above chance.
   assert mp['summary']['easy_ratio']['cross_arch'] > 2.0
   assert ap['spearman_easiness'].shape == (2, 2)

@@ -1,4 +1,14 @@
-"""Score kernels against slow loop references."""
+"""Probe score kernels against slow loop references.
+
+Conventions: easiness is the fraction of (member, window probe) pairs
+correct; first_learned is the epoch of the first probe from which the
+example stays correct to the last probe (still wrong at the last probe: the
+last probe's epoch + 1); probe_forgetting_events counts correct -> wrong
+transitions between consecutive probes (never correct: P_w, the number of
+probes); early_margin is the mean eval margin over the window probes. The
+training-pass scores (Toneva forgetting, AUM, cartography) are tested in
+test_analysis_fused_scores.py.
+"""
 
 import chex
 import jax
@@ -100,21 +110,42 @@ def test_window_mean_and_std_match_loops(shape):
                                rtol=1e-5, atol=1e-6)
 
 
+def ref_first_learned_epoch(c, mask, epochs):
+  """Epoch of the first window probe from which the example stays right."""
+  sel = [p for p in range(c.shape[1]) if mask[p]]
+  idx = ref_first_learned(c, mask)
+  table = [epochs[p] for p in sel] + [epochs[sel[-1]] + 1.0]
+  return np.asarray(table)[idx]
+
+
 def test_member_scores_conventions():
   rng = np.random.default_rng(3)
   c = _correct(rng, (4, 6, 60))
   v = rng.random((4, 6, 60)).astype(np.float32)
   window = np.arange(6) < 3
-  dyn = np.ones(6, bool)
-  out = scores.member_scores(c, v, v, v, window, dyn)
-  assert set(out) == set(scores.SCORE_NAMES)
-  ev, never = ref_forgetting(c, dyn)
-  np.testing.assert_array_equal(np.asarray(out['forgetting_events']),
-                                np.where(never, 6, ev))
-  # A never-learned example ranks above every real count (at most P // 2).
-  assert np.all(np.asarray(out['forgetting_events'])[:, 1] == 6)
-  assert np.all(np.asarray(out['first_learned'])[:, 1] == 6)
-  assert np.all(np.asarray(out['first_learned'])[:, 0] == 0)
+  epochs = np.array([0.25, 0.5, 0.75, 1.0, 2.0, 3.0], np.float32)
+  for dyn in (np.ones(6, bool), np.array([0, 1, 1, 0, 1, 1], bool)):
+    out = scores.member_scores(c, v, v, window, dyn, probe_epochs=epochs)
+    assert set(out) == set(scores.PROBE_SCORE_NAMES)
+    ev, never = ref_forgetting(c, dyn)
+    pw = int(dyn.sum())
+    np.testing.assert_array_equal(np.asarray(out['probe_forgetting_events']),
+                                  np.where(never, pw, ev))
+    # A never-learned example ranks above every real count (at most P // 2).
+    assert np.all(np.asarray(out['probe_forgetting_events'])[:, 1] == pw)
+    # first_learned is in epochs: never (wrong at the last probe) is the
+    # last probe's epoch + 1 = 4; always right is the first probe's epoch.
+    np.testing.assert_array_equal(np.asarray(out['first_learned']),
+                                  ref_first_learned_epoch(c, dyn, epochs))
+    assert np.all(np.asarray(out['first_learned'])[:, 1] == 4.0)
+    assert np.all(np.asarray(out['first_learned'])[:, 0] ==
+                  epochs[np.argmax(dyn)])
+    # Column 2 turns right for good at probe 3 (epoch 1.0) of the full
+    # window.
+    if dyn.all():
+      assert np.all(np.asarray(out['first_learned'])[:, 2] == 1.0)
+    np.testing.assert_allclose(np.asarray(out['early_margin']),
+                               ref_window_stats(v, window)[0], rtol=1e-5)
   np.testing.assert_allclose(np.asarray(out['easiness']),
                              ref_window_stats(c.astype(float), window)[0],
                              rtol=1e-6)
@@ -142,6 +173,12 @@ def test_orientation_table_is_complete_and_used():
   np.testing.assert_array_equal(scores.easier_key(x, 'easiness/vgg16'), x)
   np.testing.assert_array_equal(scores.easier_key(x, 'el2n'), -x)
   np.testing.assert_array_equal(scores.easier_key(x, 'forgetting_events'), -x)
+  np.testing.assert_array_equal(
+      scores.easier_key(x, 'probe_forgetting_events'), -x)
+  np.testing.assert_array_equal(scores.easier_key(x, 'early_margin'), x)
+  np.testing.assert_array_equal(scores.easier_key(x, 'aum'), x)
+  assert set(scores.PROBE_SCORE_NAMES) | set(scores.FUSED_SCORE_NAMES) == set(
+      scores.SCORE_NAMES)
   with pytest.raises(ValueError, match='no easy or hard end'):
     scores.easier_key(x, 'variability')
   with pytest.raises(KeyError):
@@ -179,10 +216,12 @@ def test_compute_scores_on_records_matches_loops():
                                rtol=1e-6)
     np.testing.assert_allclose(out['arch']['easiness'][gi], ref, rtol=1e-6)
   mean, _ = ref_window_stats(rec.margin, window)
-  np.testing.assert_allclose(out['example']['aum'], mean.mean(0), rtol=1e-5)
-  _, std = ref_window_stats(rec.p_true, np.ones(6, bool))
-  np.testing.assert_allclose(out['example']['variability'], std.mean(0),
+  np.testing.assert_allclose(out['example']['early_margin'], mean.mean(0),
                              rtol=1e-5)
+  np.testing.assert_array_equal(
+      out['member']['first_learned'],
+      ref_first_learned_epoch(rec.correct, np.ones(6, bool),
+                              rec.probe_epochs))
   with pytest.raises(ValueError, match='selects none'):
     scores.compute_scores(rec, (5.0, 9.0))
 
@@ -193,10 +232,10 @@ def test_kernels_compile_once_across_windows():
   v = jnp.asarray(rng.random((4, 6, 60)), jnp.float32)
   traced = jax.jit(chex.assert_max_traces(scores.first_learned.__wrapped__,
                                           n=1))
-  scores.member_scores(c, v, v, v, jnp.ones(6, bool), jnp.ones(6, bool))
+  scores.member_scores(c, v, v, jnp.ones(6, bool), jnp.ones(6, bool))
   before = scores.member_scores._cache_size()
   for lo, hi in [(0, 1), (0, 2), (0.5, 3), (-1, 9)]:
     w = jnp.asarray(scores.window_mask(np.arange(1, 7) / 2, (lo, hi)))
     traced(c, w)  # Raises on a second trace.
-    scores.member_scores(c, v, v, v, w, jnp.ones(6, bool))
+    scores.member_scores(c, v, v, w, jnp.ones(6, bool))
   assert scores.member_scores._cache_size() == before

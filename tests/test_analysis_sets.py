@@ -158,6 +158,39 @@ def test_rule_resolves_k_and_validates():
     sets.check_finite(np.array([0.0, np.nan]), 'el2n')
 
 
+def test_class_balanced_rule_gives_k_c_per_class_where_global_may_not():
+  # Class 1 is easy throughout: a global top-k easy set is class 1 only
+  # (as on digits), a class-balanced one has k_c of every class.
+  rng = np.random.default_rng(6)
+  labels = np.repeat(np.arange(3), [40, 30, 50]).astype(np.int32)
+  score = rng.random(labels.size).astype(np.float32)
+  score[labels == 1] += 1.0
+  margin = rng.random(labels.size).astype(np.float32)
+  cb = sets.SetRule(fraction=0.2, per_class=True)
+  gl = cb.other()
+  k = cb.resolve_k(labels, 3)
+  np.testing.assert_array_equal(k, [8, 6, 10])
+  easy, hard = sets.easy_hard_masks(cb, score, labels=labels, num_classes=3,
+                                    k=k, tiebreak=margin)
+  for m in (easy, hard):
+    np.testing.assert_array_equal(
+        np.bincount(labels[np.asarray(m)], minlength=3), k)
+  easy, _ = sets.easy_hard_masks(gl, score, k=gl.resolve_k(labels, 3),
+                                 tiebreak=margin)
+  np.testing.assert_array_equal(
+      np.bincount(labels[np.asarray(easy)], minlength=3), [0, 24, 0])
+  with pytest.raises(ValueError, match="called 'aum'"):
+    sets.SetRule(tiebreak='aum')
+
+
+def test_class_composition_sample_draws_counts_per_class():
+  rng = np.random.default_rng(0)
+  labels = np.repeat(np.arange(3), [5, 9, 2])
+  m = sets.class_composition_sample(rng, labels, np.array([3, 0, 4]))
+  np.testing.assert_array_equal(np.bincount(labels[m], minlength=3),
+                                [3, 0, 2])  # Class 2 has only 2.
+
+
 def test_top_k_does_not_recompile_for_new_k():
   key = np.arange(32, dtype=np.float32)
   sets.top_k_mask(key, 1)

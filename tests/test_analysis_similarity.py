@@ -155,3 +155,29 @@ def test_set_distances_compares_equal_sizes():
       {'easy': easy, 'hard': hard, 'none': np.zeros(n, bool)})
   assert res['colour']['none'] is None
   assert res['high_frequency']['easy']['size'] == int(easy.sum())
+
+
+def test_class_balanced_distances_match_class_composition():
+  # Classes far apart, examples inside a class alike: an easy set of one
+  # class looks "alike" against a global random set by class alone. With
+  # class_balanced=True the random (and hard) sets take the same classes.
+  rng = np.random.default_rng(6)
+  labels = np.repeat(np.arange(4), 30).astype(np.int32)
+  x = (10.0 * np.eye(4)[labels] + rng.normal(size=(120, 4))).astype(
+      np.float32)
+  easy = labels == 0
+  hard = np.zeros(120, bool)
+  hard[::3] = True  # Every class.
+  glob = similarity.set_distances(x, easy, hard, labels, per_class=False,
+                                  block_size=8)['global']
+  bal = similarity.set_distances(x, easy, hard, labels, per_class=False,
+                                 block_size=8, class_balanced=True)['global']
+  assert glob['l2']['easy'] < 0.3 * glob['l2']['random']
+  assert bal['class_balanced'] and not glob['class_balanced']
+  assert bal['size'] == 10  # min(|easy_0|, |hard_0|) = 10 of class 0 only.
+  assert 0.7 < bal['l2']['easy'] / bal['l2']['random'] < 1.3
+  np.testing.assert_array_equal(
+      similarity.stratified_counts(labels < 2, hard, labels, 1000),
+      [10, 10, 0, 0])
+  np.testing.assert_array_equal(
+      similarity.stratified_counts(labels < 2, hard, labels, 10), [5, 5, 0, 0])

@@ -17,8 +17,12 @@ SPE = 4  # Steps per epoch.
 STEPS = [1, 2, 3, 4, 8, 12]  # Epochs 0.25, 0.5, 0.75, 1, 2, 3.
 
 
-def _write_study(workdir, archs, n_train=60, n_test=60, seed=0):
-  """Writes records whose correctness follows a per-example difficulty."""
+def _write_study(workdir, archs, n_train=60, n_test=60, seed=0, fused=True):
+  """Writes records whose correctness follows a per-example difficulty.
+
+  With ``fused``, also one training-pass chunk per epoch (3 epochs); the last
+  one is partial (half the examples NaN: not presented).
+  """
   rng = np.random.default_rng(seed)
   w = records.RecordWriter(workdir)
   truth = {}
@@ -31,7 +35,8 @@ def _write_study(workdir, archs, n_train=60, n_test=60, seed=0):
   for arch, seeds in archs:
     members = [{'name': f'{arch}_s{s}', 'arch': arch, 'seed': s}
                for s in range(seeds)]
-    w.begin_arch(arch, members, SPE, STEPS)
+    w.begin_arch(arch, members, SPE, STEPS,
+                 {'fields': {'arch': arch}, 'hash': f'test-{arch}'})
     for split in ('train', 'test'):
       t = truth[split]
       n = t['labels'].size
@@ -49,10 +54,31 @@ def _write_study(workdir, archs, n_train=60, n_test=60, seed=0):
         ms.append(margin)
       t['correct'].append(np.stack(cs, 1))
       t['margin'].append(np.stack(ms, 1))
+    if fused:
+      t = truth['train']
+      n = t['labels'].size
+      fm, fc = [], []
+      for epoch in range(3):
+        margin = (rng.normal(size=(seeds, n)) + epoch - t['difficulty']
+                  ).astype(np.float32)
+        if epoch == 2:
+          margin[:, : n // 2] = np.nan
+        seen = np.isfinite(margin)
+        correct = seen & (np.nan_to_num(margin) > 0)
+        p_true = np.where(seen, 1 / (1 + np.exp(-margin)), np.nan).astype(
+            np.float32)
+        w.write_chunk(arch, 'fused', 'train', epoch, (epoch + 1) * SPE, {
+            'correct': correct, 'loss': -np.log(p_true), 'margin': margin,
+            'p_true': p_true})
+        fm.append(margin)
+        fc.append(correct)
+      t.setdefault('fused_margin', []).append(np.stack(fm, 1))
+      t.setdefault('fused_correct', []).append(np.stack(fc, 1))
     w.finish_arch(arch)
   for t in truth.values():
-    t['correct'] = np.concatenate(t['correct'])
-    t['margin'] = np.concatenate(t['margin'])
+    for key in ('correct', 'margin', 'fused_margin', 'fused_correct'):
+      if key in t:
+        t[key] = np.concatenate(t[key])
   return truth
 
 
@@ -90,6 +116,7 @@ def test_stage_writes_every_output(tmp_path):
   rows = _read_csv(os.path.join(out, 'scores_train.csv'))
   assert [int(r['example_index']) for r in rows] == list(range(60))
   c = truth['train']['correct']  # [M, P, N]; window (0, 1] = first 4 probes.
+  fm, fc = truth['train']['fused_margin'], truth['train']['fused_correct']
   for i, r in enumerate(rows):
     assert r['tfds_id'] == f'train_{i:05d}'
     assert int(r['label']) == truth['train']['labels'][i]
@@ -97,19 +124,48 @@ def test_stage_writes_every_output(tmp_path):
     assert float(r['easiness']) == pytest.approx(ref, abs=1e-6)
     ref_cnn = np.mean([c[m, p, i] for m in range(2) for p in range(4)])
     assert float(r['easiness/cnn']) == pytest.approx(ref_cnn, abs=1e-6)
+    # Training-pass scores: AUM over the epochs each member saw the example
+    # (the last epoch is partial), Toneva's count with never-learned = E.
+    aum = [np.nanmean(fm[m, :, i]) for m in range(4)]
+    assert float(r['aum']) == pytest.approx(np.mean(aum), abs=1e-5)
+    ref_forget = []
+    for m in range(4):
+      seq = [bool(fc[m, e, i]) for e in range(3) if np.isfinite(fm[m, e, i])]
+      ref_forget.append(3 if not any(seq) else sum(
+          1 for a, b in zip(seq, seq[1:]) if a and not b))
+    assert float(r['forgetting_events']) == pytest.approx(np.mean(ref_forget))
   for name in scores.SCORE_NAMES:
     assert name in rows[0]
-  assert sum(int(r['is_easy']) for r in rows) == 12
-  assert sum(int(r['is_hard']) for r in rows) == 12
-  easiest = min(float(r['easiness']) for r in rows if r['is_easy'] == '1')
-  assert all(float(r['easiness']) <= easiest for r in rows
-             if r['is_easy'] == '0')
+  # Class-balanced sets (the default): k_c = round(0.2 * N_c) per class,
+  # the easiest of each class.
+  labels = truth['train']['labels']
+  k = np.round(0.2 * np.bincount(labels, minlength=3)).astype(int)
+  for col in ('is_easy', 'is_hard'):
+    chosen = np.array([int(r[col]) for r in rows], bool)
+    np.testing.assert_array_equal(np.bincount(labels[chosen], minlength=3), k)
+  for cls in range(3):
+    mine = [r for r in rows if int(r['label']) == cls]
+    easiest = min(float(r['easiness']) for r in mine if r['is_easy'] == '1')
+    assert all(float(r['easiness']) <= easiest for r in mine
+               if r['is_easy'] == '0')
   test_rows = _read_csv(os.path.join(out, 'scores_test.csv'))
   assert [int(r['example_index']) for r in test_rows] == list(range(60))
   assert all(r['tfds_id'] == '' for r in test_rows)
+  assert all(r['aum'] == 'nan' for r in test_rows)  # No training passes.
 
-  assert result['sets']['train']['easy_size'] == 12
-  assert result['sets']['test']['hard_size'] == 12
+  assert result['sets']['train']['easy_size'] == k.sum()
+  assert result['sets']['train']['class_rule'] == 'class_balanced'
+  other = result['other_rule']
+  assert other['class_rule'] == 'global'
+  assert other['sets']['easy_size'] == 12  # round(0.2 * 60) overall.
+  assert other['agreement']['set_rule'] == 'global'
+  assert 'bootstrap' not in other['agreement']['arch_pairs']
+  assert other['similarity']['pixels']['global']['class_balanced'] is False
+  assert result['similarity']['pixels']['global']['class_balanced'] is True
+  assert result['records']['train']['fused_epochs'] == [1.0, 2.0, 3.0]
+  assert result['score_source']['aum'] == 'fused'
+  tk = np.round(0.2 * np.bincount(truth['test']['labels'], minlength=3))
+  assert result['sets']['test']['hard_size'] == tk.sum()
   assert result['records']['train']['window_probe_epochs'] == [
       0.25, 0.5, 0.75, 1.0]
   ag = result['agreement']
@@ -119,11 +175,11 @@ def test_stage_writes_every_output(tmp_path):
   assert np.asarray(ci['lo']).shape == (2, 2)
   # Difficulty drives every member, so architectures agree.
   assert ag['arch_pairs']['spearman_easiness'][0][1] > 0.5
-  assert result['similarity']['pixels']['global']['size'] == 12
+  assert result['similarity']['pixels']['global']['size'] <= k.sum()
   assert 'features' in result['similarity']['features']
   assert result['similarity']['colour']['easy']['mean'].__len__() == 3
   t = result['test']
-  assert t['errors_in_hard']['set_share'] == pytest.approx(0.2)
+  assert t['errors_in_hard']['set_share'] == pytest.approx(tk.sum() / 60)
   final_err = ~truth['test']['correct'][:, -1]
   assert t['errors_in_hard']['errors'] == final_err.sum(1).tolist()
   with np.load(os.path.join(out, 'mean_images.npz')) as z:

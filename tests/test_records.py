@@ -11,8 +11,11 @@ import numpy as np
 
 from conftest import ROOT
 from conftest import assert_identical_records
+from conftest import quick_config
 from easyhard_jax import records
 from easyhard_jax import stages
+from easyhard_jax.data import sources
+from easyhard_jax.train import ensemble
 from easyhard_jax.train import probe_schedule
 
 
@@ -110,3 +113,26 @@ def test_kill_and_resume_gives_identical_records(quick_study, tmp_path):
   subprocess.run(_main_cmd(reference, *overrides), cwd=ROOT, check=True,
                  capture_output=True, timeout=300)
   assert_identical_records(reference, workdir)
+
+
+def test_partial_last_epoch_finishes_with_unseen_examples_nan(tmp_path):
+  """budget='steps' ends mid-epoch: the unpresented examples stay NaN."""
+  config = quick_config(epochs=2)
+  data = sources.load_dataset(config)
+  n = len(data.train_labels)
+  keep = np.zeros((2, n), bool)
+  keep[:, :448] = True  # 7 steps of 64 per epoch.
+  members = ensemble.member_infos(config, 'cnn')
+  writer = records.RecordWriter(str(tmp_path))
+  writer.write_split_metadata('train', data.train_labels, data.train_ids)
+  writer.write_split_metadata('test', data.test_labels, data.test_ids)
+  ensemble.train_arch(config, data, 'cnn', str(tmp_path), writer,
+                      program='cnn.0', members=members, keep=keep,
+                      total_steps=7 * 2 + 3)
+  fused = records.load(str(tmp_path), 'train', 'fused', archs=['cnn.0'])
+  assert fused.loss.shape[:2] == (2, 3)
+  seen = ~np.isnan(fused.loss)
+  np.testing.assert_array_equal(seen[:, :2].sum(-1), 448)  # Full epochs.
+  np.testing.assert_array_equal(seen[:, 2].sum(-1), 3 * 64)  # 3 steps.
+  assert not seen[:, :, 448:].any()  # Never the examples left out.
+  assert np.isfinite(fused.loss[seen]).all()

@@ -3,8 +3,9 @@
 * :func:`overlap_matrix`: for every pair of rows of two set masks, the
   intersection, the overlap coefficient |A n B| / min(|A|, |B|) (= |A n B| / k
   for top-k sets), the Jaccard index, and what random sets of the same sizes
-  give: the hypergeometric mean |A||B| / N, its variance, the chance overlap
-  and Jaccard, the ratio observed / chance and a z-score.
+  give: the hypergeometric mean |A||B| / N for global sets, or sum_c a_c b_c /
+  N_c for class-balanced sets (same class counts), its variance, the chance
+  overlap and Jaccard, the ratio observed / chance and a z-score.
 * :func:`spearman_matrix`: Spearman's rho for all pairs of rows as one matmul
   of row-normalized average ranks (ties get their mean rank).
 * :func:`bootstrap_arch`: resamples members within each architecture with
@@ -26,15 +27,35 @@ from easyhard_jax.analysis import scores as scores_lib
 from easyhard_jax.analysis import sets as sets_lib
 
 _HI = jax.lax.Precision.HIGHEST
+#: How chance is computed for each set rule (for analysis.json and reports).
+CHANCE_TEXT = {
+    'global': 'two random sets of the same sizes: |A||B| / N',
+    'class_balanced': ('two random sets with the same examples per class, '
+                       'drawn within each class: sum_c a_c b_c / N_c'),
+}
 
 
-@jax.jit
-def overlap_matrix(a: jax.Array, b: jax.Array) -> dict[str, jax.Array]:
+@functools.partial(jax.jit, static_argnames='num_classes')
+def overlap_matrix(a: jax.Array, b: jax.Array, labels: jax.Array | None = None,
+                   *, num_classes: int | None = None) -> dict[str, jax.Array]:
   """Pairwise overlap of two families of sets, with chance levels.
+
+  Chance is what two independent random sets would share:
+
+  * ``labels=None`` (global sets): random sets of sizes |A| and |B| out of N;
+    the intersection is hypergeometric with mean |A||B| / N and variance
+    |A||B|(N - |A|)(N - |B|) / (N^2 (N - 1)).
+  * with ``labels`` (class-balanced sets): random sets with the same number
+    of examples of each class as A (a_c) and B (b_c), drawn independently
+    within each class of size N_c; the intersection is a sum of independent
+    hypergeometrics, mean sum_c a_c b_c / N_c (sum_c k_c^2 / N_c when both
+    have k_c per class) and variance the sum of the per-class variances.
 
   Args:
     a: bool [R, N], one set per row.
     b: bool [S, N].
+    labels: int [N] in [0, num_classes), or None for the global null.
+    num_classes: the class count (static); needed with ``labels``.
 
   Returns:
     Dict of float32 arrays: ``intersection``, ``overlap``, ``jaccard``,
@@ -48,8 +69,21 @@ def overlap_matrix(a: jax.Array, b: jax.Array) -> dict[str, jax.Array]:
   inter = jnp.matmul(af, bf.T, precision=_HI)  # Integer-valued: exact < 2^24.
   sa, sb = jnp.sum(af, axis=1)[:, None], jnp.sum(bf, axis=1)[None, :]
   smaller = jnp.minimum(sa, sb)
-  chance = sa * sb / n
-  var = sa * sb * (n - sa) * (n - sb) / (n * n * jnp.maximum(n - 1.0, 1.0))
+  if labels is None:
+    chance = sa * sb / n
+    var = sa * sb * (n - sa) * (n - sb) / (n * n * jnp.maximum(n - 1.0, 1.0))
+  else:
+    if num_classes is None:
+      raise ValueError('overlap_matrix with labels needs num_classes.')
+    onehot = (jnp.asarray(labels)[:, None] == jnp.arange(num_classes)[None, :]
+              ).astype(jnp.float32)  # [N, C]
+    ca = jnp.matmul(af, onehot, precision=_HI)  # [R, C] class counts.
+    cb = jnp.matmul(bf, onehot, precision=_HI)  # [S, C]
+    nc = jnp.sum(onehot, axis=0)  # [C]
+    inv = jnp.where(nc > 0, 1.0 / jnp.where(nc > 0, nc, 1.0), 0.0)
+    chance = jnp.matmul(ca, (cb * inv).T, precision=_HI)
+    w = inv * inv / jnp.maximum(nc - 1.0, 1.0)
+    var = jnp.matmul(ca * (nc - ca), (cb * (nc - cb) * w).T, precision=_HI)
   nan = jnp.float32(jnp.nan)
   div = lambda x, y: jnp.where(y > 0, x / jnp.where(y > 0, y, 1.0), nan)
   return {
@@ -64,6 +98,19 @@ def overlap_matrix(a: jax.Array, b: jax.Array) -> dict[str, jax.Array]:
       'size_a': sa[:, 0],
       'size_b': sb[0, :],
   }
+
+
+def rule_overlap(a: Any, b: Any, rule: sets_lib.SetRule, labels: Any,
+                 num_classes: int) -> dict[str, jax.Array]:
+  """:func:`overlap_matrix` with the chance level of ``rule``'s sets.
+
+  Class-balanced rules (top_k per class) use the class-stratified null,
+  every other rule the global one.
+  """
+  if rule.name == 'class_balanced':
+    return overlap_matrix(a, b, jnp.asarray(labels, jnp.int32),
+                          num_classes=num_classes)
+  return overlap_matrix(a, b)
 
 
 def _rank_1d(v: jax.Array) -> jax.Array:
@@ -213,10 +260,10 @@ def _arch_stat_fn(rule: sets_lib.SetRule, num_classes: int):
   def stat(arch, args):
     easy, hard = sets_lib.easy_hard_masks(
         rule, arch['score'], labels=args['labels'], num_classes=num_classes,
-        k=args['k'], tiebreak=arch['aum'])
+        k=args['k'], tiebreak=arch['early_margin'])
     out = {'spearman': spearman_matrix(arch['easiness'])}
     for name, m in (('easy', easy), ('hard', hard)):
-      o = overlap_matrix(m, m)
+      o = rule_overlap(m, m, rule, args['labels'], num_classes)
       for s in ('overlap', 'jaccard', 'ratio'):
         out[f'{name}_{s}'] = o[s]
     return out
@@ -228,9 +275,9 @@ def _arch_stat_fn(rule: sets_lib.SetRule, num_classes: int):
 def _sets_and_corr(values, k, labels, *, rule, num_classes):
   easy, hard = sets_lib.easy_hard_masks(
       rule, values['score'], labels=labels, num_classes=num_classes, k=k,
-      tiebreak=values['aum'])
-  return {'easy_sets': overlap_matrix(easy, easy),
-          'hard_sets': overlap_matrix(hard, hard),
+      tiebreak=values['early_margin'])
+  return {'easy_sets': rule_overlap(easy, easy, rule, labels, num_classes),
+          'hard_sets': rule_overlap(hard, hard, rule, labels, num_classes),
           'spearman_easiness': spearman_matrix(values['easiness'])}
 
 
@@ -263,9 +310,11 @@ def agreement_report(member_scores: dict[str, np.ndarray],
   k = rule.resolve_k(labels, num_classes) if rule.method == 'top_k' else None
   labels_j = jnp.asarray(labels, jnp.int32)
   values = {'score': jnp.asarray(member_scores[rule.score]),
-            'aum': jnp.asarray(member_scores['aum']),
+            'early_margin': jnp.asarray(member_scores['early_margin']),
             'easiness': jnp.asarray(member_scores['easiness'])}
-  out: dict[str, Any] = {'members': list(member_names),
+  out: dict[str, Any] = {'set_rule': rule.name,
+                         'chance': CHANCE_TEXT[rule.name],
+                         'members': list(member_names),
                          'archs': list(arch_names),
                          'member_arch': [arch_names[i] for i in gids]}
 

@@ -20,13 +20,18 @@ def default_config() -> ml_collections.ConfigDict:
   """
   c = ml_collections.ConfigDict()
   c.source = 'probe'              # Records to analyse: probe (clean) | fused.
-  # Easiness, EL2N and AUM average over this window (epochs, lo < e <= hi):
-  # the paper's "early in training". (0, 1] = every probe of epoch 1.
+  # Easiness, EL2N and the early margin average over this window (epochs,
+  # lo < e <= hi): the paper's "early in training". (0, 1] = every probe of
+  # epoch 1.
   c.window = (0.0, 1.0)
-  # Cumulative accuracy, first-learned, forgetting, confidence, variability
-  # use this window; (0, inf) = every probe after training starts. Use
-  # (-1, inf) to include a probe at initialisation (epoch 0).
+  # Cumulative accuracy, first_learned, probe_forgetting_events and
+  # never_learned use this window of probes; (0, inf) = every probe after
+  # training starts. Use (-1, inf) to include a probe at initialisation.
   c.dynamics_window = (0.0, float('inf'))
+  # Training-pass scores as their authors define them (forgetting_events,
+  # aum, confidence, variability, correctness) from the fused records of
+  # every epoch, when the workdir has them.
+  c.fused_scores = True
 
   # Easy and hard sets (train and test split alike).
   c.sets = ml_collections.ConfigDict()
@@ -36,12 +41,16 @@ def default_config() -> ml_collections.ConfigDict:
   c.sets.fraction = 0.1           # top_k with k == 0: k = round(fraction * N)
                                   # (per class: of each class's size).
   c.sets.k = 0                    # top_k: explicit k (per class if per_class).
-  c.sets.per_class = False        # top_k: k per class (class-balanced sets).
+  # top_k: k per class (class-balanced sets), the default: a global top-k
+  # set can be a single class. The analysis and report show both rules;
+  # this one defines is_easy / is_hard, agreement and visual similarity.
+  c.sets.per_class = True
   c.sets.easy_threshold = 0.9     # threshold: easy iff oriented score >= this
   c.sets.hard_threshold = 0.1     # ... hard iff <= this (in the score's units).
-  # top_k breaks ties of the primary score with AUM (mean margin, same
-  # orientation), then by example index; easiness is discrete, so ties are many.
-  c.sets.tiebreak = 'aum'         # aum | none.
+  # top_k breaks ties of the primary score with the early margin (mean eval
+  # margin over the window, same orientation), then by example index;
+  # easiness is discrete, so ties are many.
+  c.sets.tiebreak = 'early_margin'  # early_margin | none.
 
   # Cross-model agreement.
   c.agreement = ml_collections.ConfigDict()

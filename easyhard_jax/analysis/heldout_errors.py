@@ -86,7 +86,7 @@ def heldout_error_report(test_scores: dict[str, Any], final_correct: np.ndarray,
   sets_lib.check_finite(score, rule.score)
   easy, hard = sets_lib.easy_hard_masks(
       rule, score, labels=labels_j, num_classes=num_classes, k=k,
-      tiebreak=test_scores['example']['aum'])
+      tiebreak=test_scores['example']['early_margin'])
   fc = jnp.asarray(final_correct, bool)
   to_np = lambda d: jax.tree.map(np.asarray, d)
   report: dict[str, Any] = {
@@ -99,10 +99,10 @@ def heldout_error_report(test_scores: dict[str, Any], final_correct: np.ndarray,
   members = test_scores['member']
   if fc.shape[0] > 1:
     loo_score = leave_one_out_mean(jnp.asarray(members[rule.score]))
-    loo_aum = leave_one_out_mean(jnp.asarray(members['aum']))
+    loo_margin = leave_one_out_mean(jnp.asarray(members['early_margin']))
     _, loo_hard = sets_lib.easy_hard_masks(
         rule, loo_score, labels=labels_j, num_classes=num_classes, k=k,
-        tiebreak=loo_aum)
+        tiebreak=loo_margin)
     report['errors_in_hard_leave_one_out'] = to_np(
         error_fraction_in_set(fc, loo_hard))
   else:

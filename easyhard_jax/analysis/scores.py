@@ -2,44 +2,60 @@
 
 Every score is first computed per member ([members, examples]) by a jitted
 kernel, then averaged over members (all members, or the members of one
-architecture). Probes are chosen by a boolean mask over the probe axis, built
-from a window in epochs by :func:`window_mask`; the mask is a traced argument,
-so changing the window never recompiles.
+architecture). Two record sources feed them:
 
-===================  =======  ======  =====================================
-score                easy at  window  definition (per member, then the mean
-                                      over members)
-===================  =======  ======  =====================================
-easiness             high     window  fraction of probes correct: the
-                                      paper's easiness, the fraction of
-                                      (member, probe) pairs correct
-easiness/<arch>      high     window  the same over one arch's members
-cumulative_accuracy  high     dynam.  fraction of probes correct
-first_learned        low      dynam.  index (among the window's probes) of
-                                      the first probe from which the
-                                      example stays correct; P_w ("never")
-                                      when the last probe is wrong
-forgetting_events    low      dynam.  correct -> wrong transitions between
-                                      consecutive probes (Toneva et al.
-                                      2019); a never-correct example counts
-                                      P_w, above any real count (at most
-                                      P_w // 2): their "infinitely
-                                      forgettable"
-never_learned        low      dynam.  1 if never correct, else 0 (so: the
-                                      fraction of members)
-el2n                 low      window  mean ||softmax - onehot||_2 (Paul et
-                                      al. 2021); NaN for fused records
-aum                  high     window  mean margin, true logit minus the
-                                      largest other (Pleiss et al. 2020)
-confidence           high     dynam.  mean p(true) (dataset cartography,
-                                      Swayamdipta et al. 2020)
-variability          neither  dynam.  population std of p(true) over
-                                      probes; high = ambiguous, not hard
-===================  =======  ======  =====================================
+* **probe** records (eval mode, no augmentation, at the probe schedule:
+  several probes in epoch 1, then one per epoch). Probes are chosen by a
+  boolean mask over the probe axis, built from a window in epochs by
+  :func:`window_mask`; the mask is a traced argument, so changing the window
+  never recompiles.
+* **fused** records (the training forward pass of every epoch, one record per
+  epoch, NaN where an example was not presented): the scores whose authors
+  define them over training presentations. Every epoch counts once.
+
+=======================  =====  ======  =====================================
+score                    easy   source  definition (per member, then the
+                         at             mean over members)
+=======================  =====  ======  =====================================
+easiness                 high   probe   fraction of window probes correct:
+                                window  the paper's easiness, the fraction of
+                                        (member, probe) pairs correct
+easiness/<arch>          high   probe   the same over one arch's members
+cumulative_accuracy      high   probe   fraction of probes correct (per
+                                dynam.  probe: epoch 1's extra probes count)
+first_learned            low    probe   epoch of the first probe from which
+                                dynam.  the example stays correct to the
+                                        last probe; still wrong at the last
+                                        probe: last probe's epoch + 1
+probe_forgetting_events  low    probe   correct -> wrong transitions between
+                                dynam.  consecutive probes; never correct:
+                                        P_w, above any real count
+never_learned            low    probe   1 if never correct, else 0 (so: the
+                                dynam.  fraction of members)
+el2n                     low    probe   mean ||softmax - onehot||_2 (Paul et
+                                window  al. 2021); NaN for fused records
+early_margin             high   probe   mean eval margin (true logit minus
+                                window  the largest other) over the window
+forgetting_events        low    fused   Toneva et al. 2019: correct -> wrong
+                                        transitions between consecutive
+                                        presentations; never correct at any
+                                        presentation: E, the number of epochs
+                                        (the authors' convention)
+aum                      high   fused   Pleiss et al. 2020: assigned logit
+                                        minus the largest other, averaged
+                                        over every presentation
+confidence               high   fused   Swayamdipta et al. 2020: mean p(true)
+                                        over epochs
+variability              neither fused  population std of p(true) over
+                                        epochs; high = ambiguous, not hard
+correctness              high   fused   fraction of epochs predicted correct
+=======================  =====  ======  =====================================
 
 "window" is ``config.analysis.window`` (default epochs (0, 1]) and "dynam."
 ``config.analysis.dynamics_window`` (default every probe after training
-starts). P_w is the number of probes in the window.
+starts). P_w is the number of probes in the window, E the number of fused
+epochs. A fused score is NaN for an example a member never saw (a subset
+run), and the fused scores exist for the train split only.
 """
 
 from __future__ import annotations
@@ -48,9 +64,13 @@ import functools
 import types
 from typing import Any, Sequence
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from easyhard_jax import records as records_lib
+from easyhard_jax.analysis import score_kernels
 
 HIGHER_IS_EASIER = 'higher_is_easier'
 HIGHER_IS_HARDER = 'higher_is_harder'
@@ -59,17 +79,30 @@ NEITHER = 'neither'
 #: Which end of each score is easy. Per-architecture columns are named
 #: ``'<score>/<arch>'`` and share the orientation of ``<score>``.
 SCORE_ORIENTATION: dict[str, str] = {
+    # From probe records (clean eval-mode measurements).
     'easiness': HIGHER_IS_EASIER,
     'cumulative_accuracy': HIGHER_IS_EASIER,
     'first_learned': HIGHER_IS_HARDER,
-    'forgetting_events': HIGHER_IS_HARDER,
+    'probe_forgetting_events': HIGHER_IS_HARDER,
     'never_learned': HIGHER_IS_HARDER,
     'el2n': HIGHER_IS_HARDER,
+    'early_margin': HIGHER_IS_EASIER,
+    # From fused records (training passes, one per epoch), as their authors
+    # define them.
+    'forgetting_events': HIGHER_IS_HARDER,
     'aum': HIGHER_IS_EASIER,
     'confidence': HIGHER_IS_EASIER,
     'variability': NEITHER,
+    'correctness': HIGHER_IS_EASIER,
 }
 SCORE_NAMES = tuple(SCORE_ORIENTATION)
+#: Scores of the training passes (fused records; train split only).
+FUSED_SCORE_NAMES = ('forgetting_events', 'aum', 'confidence', 'variability',
+                     'correctness')
+PROBE_SCORE_NAMES = tuple(n for n in SCORE_NAMES if n not in FUSED_SCORE_NAMES)
+#: Where each score comes from, for tables ('probe' or 'fused').
+SCORE_SOURCE = {n: 'fused' if n in FUSED_SCORE_NAMES else 'probe'
+                for n in SCORE_NAMES}
 
 
 def orientation(name: str) -> str:
@@ -146,196 +179,15 @@ def arch_groups(archs: Sequence[str]) -> tuple[list[str], np.ndarray]:
   return names, np.asarray([names.index(a) for a in archs], np.int32)
 
 
-# Kernels loop over the probe axis, reading one contiguous [M, N] slab per
-# probe and updating [M, N] accumulators. A reduction over the middle axis of
-# [M, P, N] strides through memory and ran ~30x slower on XLA:CPU; unrolling
-# by 2 lets XLA keep the carry in place (another ~6x; 4 gains little more).
-_UNROLL = 2
-
-
-def _probe_loop(arrays: dict[str, jax.Array], probe_mask: jax.Array,
-                step, init):
-  """Folds ``step(valid, slabs, carry)`` over the probes of [M, P, N] arrays."""
-  p = next(iter(arrays.values())).shape[1]
-  mask = probe_mask.astype(bool)
-
-  def body(i, carry):
-    slabs = {k: jax.lax.dynamic_index_in_dim(v, i, axis=1, keepdims=False)
-             for k, v in arrays.items()}
-    return step(mask[i], slabs, carry)
-
-  return jax.lax.fori_loop(0, p, body, init, unroll=max(1, min(_UNROLL, p)))
-
-
-def _zeros(x: jax.Array, dtype) -> jax.Array:
-  return jnp.zeros((x.shape[0], x.shape[2]), dtype)
-
-
-def _hits_step(valid, c, hits):
-  return hits + (valid & c).astype(jnp.int32)
-
-
-def _first_step(valid, c, carry):
-  rank, last_wrong = carry  # rank: 1-based rank of this probe among masked.
-  rank = rank + valid.astype(jnp.int32)
-  return rank, jnp.where(valid & ~c, rank, last_wrong)
-
-
-def _forget_step(valid, c, carry):
-  prev, started, events, ever = carry
-  events = events + (valid & started & prev & ~c).astype(jnp.int32)
-  return jnp.where(valid, c, prev), started | valid, events, ever | (valid & c)
-
-
-def _sum_step(valid, x, total):
-  return total + jnp.where(valid, x.astype(jnp.float32), 0.0)
-
-
-def _moments_step(valid, x, carry):
-  # Welford's update: no cancellation for near-constant sequences.
-  n, mean, m2 = carry
-  x = x.astype(jnp.float32)
-  n = n + valid.astype(jnp.float32)
-  delta = x - mean
-  new_mean = mean + jnp.where(valid, delta, 0.0) / jnp.maximum(n, 1.0)
-  m2 = m2 + jnp.where(valid, delta * (x - new_mean), 0.0)
-  return n, new_mean, m2
-
-
-def _count(probe_mask: jax.Array) -> jax.Array:
-  return jnp.sum(probe_mask.astype(jnp.int32))
-
-
-@jax.jit
-def member_accuracy(correct: jax.Array, probe_mask: jax.Array) -> jax.Array:
-  """Fraction of the masked probes at which each member is correct.
-
-  Args:
-    correct: bool [M, P, N].
-    probe_mask: bool [P].
-
-  Returns:
-    float32 [M, N]; its mean over members is the paper's easiness.
-  """
-  hits = _probe_loop({'c': correct}, probe_mask,
-                     lambda v, s, h: _hits_step(v, s['c'], h),
-                     _zeros(correct, jnp.int32))
-  return hits.astype(jnp.float32) / _count(probe_mask).astype(jnp.float32)
-
-
-@jax.jit
-def window_mean(values: jax.Array, probe_mask: jax.Array) -> jax.Array:
-  """Mean of ``values`` [M, P, N] over the masked probes -> float32 [M, N]."""
-  total = _probe_loop({'x': values}, probe_mask,
-                      lambda v, s, t: _sum_step(v, s['x'], t),
-                      _zeros(values, jnp.float32))
-  return total / _count(probe_mask).astype(jnp.float32)
-
-
-@jax.jit
-def window_std(values: jax.Array, probe_mask: jax.Array) -> jax.Array:
-  """Population std of ``values`` [M, P, N] over masked probes -> [M, N]."""
-  init = (jnp.float32(0.0), _zeros(values, jnp.float32),
-          _zeros(values, jnp.float32))
-  n, _, m2 = _probe_loop({'x': values}, probe_mask,
-                         lambda v, s, c: _moments_step(v, s['x'], c), init)
-  return jnp.sqrt(m2 / n)
-
-
-@jax.jit
-def first_learned(correct: jax.Array, probe_mask: jax.Array) -> jax.Array:
-  """First probe from which each member stays correct (learned for good).
-
-  Args:
-    correct: bool [M, P, N].
-    probe_mask: bool [P]; unmasked probes are skipped as if absent.
-
-  Returns:
-    int32 [M, N]: an index among the masked probes (0 = correct at every
-    one of them); P_w = number of masked probes when the last one is wrong.
-  """
-  # The answer is one past the last masked probe that is wrong.
-  _, last_wrong = _probe_loop({'c': correct}, probe_mask,
-                              lambda v, s, c: _first_step(v, s['c'], c),
-                              (jnp.int32(0), _zeros(correct, jnp.int32)))
-  return last_wrong
-
-
-@jax.jit
-def forgetting_events(correct: jax.Array,
-                      probe_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Counts correct -> wrong transitions between consecutive masked probes.
-
-  Args:
-    correct: bool [M, P, N].
-    probe_mask: bool [P]; "consecutive" skips unmasked probes.
-
-  Returns:
-    (events int32 [M, N], never_learned bool [M, N]). ``events`` is 0 for a
-    never-learned example; :func:`member_scores` maps those to P_w.
-  """
-  init = (_zeros(correct, bool), jnp.bool_(False), _zeros(correct, jnp.int32),
-          _zeros(correct, bool))
-  _, _, events, ever = _probe_loop(
-      {'c': correct}, probe_mask, lambda v, s, c: _forget_step(v, s['c'], c),
-      init)
-  return events, ~ever
-
-
-@jax.jit
-def member_scores(correct: jax.Array, margin: jax.Array, p_true: jax.Array,
-                  el2n: jax.Array, window: jax.Array,
-                  dynamics: jax.Array) -> dict[str, jax.Array]:
-  """Every score of the module table, per member, in one pass over probes.
-
-  Args:
-    correct: bool [M, P, N].
-    margin: float [M, P, N].
-    p_true: float [M, P, N].
-    el2n: float [M, P, N].
-    window: bool [P], the probes of the easiness window.
-    dynamics: bool [P], the probes of the dynamics window.
-
-  Returns:
-    {score name: float32 [M, N]} for every name in :data:`SCORE_NAMES`.
-  """
-  wmask, dmask = window.astype(bool), dynamics.astype(bool)
-  f32, i32 = (_zeros(correct, jnp.float32), _zeros(correct, jnp.int32))
-  both = jnp.stack([wmask, dmask], axis=1)  # [P, 2]: one loop for both.
-
-  def step(valid, s, carry):
-    w, d = valid[0], valid[1]
-    win_hits, el2n_sum, aum_sum, dyn_hits, first, forget, moments = carry
-    return (_hits_step(w, s['c'], win_hits),
-            _sum_step(w, s['el2n'], el2n_sum),
-            _sum_step(w, s['margin'], aum_sum),
-            _hits_step(d, s['c'], dyn_hits),
-            _first_step(d, s['c'], first),
-            _forget_step(d, s['c'], forget),
-            _moments_step(d, s['p_true'], moments))
-
-  init = (i32, f32, f32, i32, (jnp.int32(0), i32),
-          (_zeros(correct, bool), jnp.bool_(False), i32,
-           _zeros(correct, bool)),
-          (jnp.float32(0.0), f32, f32))
-  arrays = {'c': correct, 'margin': margin, 'p_true': p_true, 'el2n': el2n}
-  (win_hits, el2n_sum, aum_sum, dyn_hits, (n_dyn, last_wrong),
-   (_, _, events, ever), (_, conf, m2)) = _probe_loop(arrays, both, step,
-                                                       init)
-  n_win = _count(wmask).astype(jnp.float32)
-  n_dyn_f = n_dyn.astype(jnp.float32)
-  never = ~ever
-  return {
-      'easiness': win_hits.astype(jnp.float32) / n_win,
-      'cumulative_accuracy': dyn_hits.astype(jnp.float32) / n_dyn_f,
-      'first_learned': last_wrong.astype(jnp.float32),
-      'forgetting_events': jnp.where(never, n_dyn, events).astype(jnp.float32),
-      'never_learned': never.astype(jnp.float32),
-      'el2n': el2n_sum / n_win,
-      'aum': aum_sum / n_win,
-      'confidence': conf,
-      'variability': jnp.sqrt(m2 / n_dyn_f),
-  }
+# The kernels (jitted, per member) live in score_kernels; re-exported here.
+member_accuracy = score_kernels.member_accuracy
+window_mean = score_kernels.window_mean
+window_std = score_kernels.window_std
+first_learned = score_kernels.first_learned
+forgetting_events = score_kernels.forgetting_events
+member_scores = score_kernels.member_scores
+fused_member_scores = score_kernels.fused_member_scores
+presented_mask = score_kernels.presented_mask
 
 
 @functools.partial(jax.jit, static_argnames='num_groups')
@@ -358,28 +210,51 @@ def group_mean(member_values: jax.Array, group_ids: jax.Array, *,
                     precision=jax.lax.Precision.HIGHEST)
 
 
+def _check_fused(records: Any, fused: Any) -> None:
+  m, _, n = np.shape(records.correct)
+  fm, _, fn = np.shape(fused.correct)
+  if (fm, fn) != (m, n):
+    raise ValueError(f'Fused records are [{fm}, *, {fn}] but the probe '
+                     f'records are [{m}, *, {n}]: they must be one study.')
+  names = [x.get('name') for x in records.members]
+  if [x.get('name') for x in fused.members] != names:
+    raise ValueError('Fused and probe records hold different members; load '
+                     'both from one workdir with the same archs.')
+
+
 def compute_scores(records: Any, window: Sequence[float] = (0.0, 1.0),
-                   dynamics_window: Sequence[float] = (0.0, float('inf'))
-                   ) -> dict[str, Any]:
+                   dynamics_window: Sequence[float] = (0.0, float('inf')),
+                   fused: Any = None) -> dict[str, Any]:
   """Scores of every example of a split.
 
   Args:
     records: a ``records.Records`` (or any object with its fields).
-    window: epochs (lo, hi] of easiness, EL2N and AUM.
-    dynamics_window: epochs (lo, hi] of the learning-dynamics scores.
+    window: epochs (lo, hi] of easiness, EL2N and the early margin.
+    dynamics_window: epochs (lo, hi] of the probe learning-dynamics scores.
+    fused: the same members' fused (training-pass) ``Records``, or None. With
+      them the result also holds :data:`FUSED_SCORE_NAMES` (every epoch,
+      once); without them those names are absent.
 
   Returns:
     A dict with ``'example'`` ({name: float32 [N]}, per-architecture
     easiness included as ``'easiness/<arch>'``), ``'member'`` ({name:
     float32 [M, N]}), ``'arch'`` ({name: float32 [G, N]}), ``'archs'`` (G
-    names), ``'group_ids'`` (int32 [M]) and the two probe masks.
+    names), ``'group_ids'`` (int32 [M]), the two probe masks and
+    ``'fused_epochs'`` (float64 [E], or None).
   """
   wmask = window_mask(records.probe_epochs, window)
   dmask = window_mask(records.probe_epochs, dynamics_window)
   per_member = member_scores(
       jnp.asarray(records.correct), jnp.asarray(records.margin),
-      jnp.asarray(records.p_true), jnp.asarray(records.el2n),
-      jnp.asarray(wmask), jnp.asarray(dmask))
+      jnp.asarray(records.el2n), jnp.asarray(wmask), jnp.asarray(dmask),
+      probe_epochs=jnp.asarray(np.asarray(records.probe_epochs, np.float32)))
+  fused_epochs = None
+  if fused is not None:
+    _check_fused(records, fused)
+    per_member.update(fused_member_scores(
+        jnp.asarray(fused.correct), jnp.asarray(fused.margin),
+        jnp.asarray(fused.p_true), jnp.asarray(presented_mask(fused))))
+    fused_epochs = np.asarray(fused.probe_epochs, np.float64)
   names, gids = arch_groups(records.archs)
   example, arch = {}, {}
   for k, v in per_member.items():
@@ -391,7 +266,64 @@ def compute_scores(records: Any, window: Sequence[float] = (0.0, 1.0),
   return {'example': example,
           'member': {k: np.asarray(v) for k, v in per_member.items()},
           'arch': arch, 'archs': names, 'group_ids': gids,
-          'window_mask': wmask, 'dynamics_mask': dmask}
+          'window_mask': wmask, 'dynamics_mask': dmask,
+          'fused_epochs': fused_epochs}
+
+
+def load_fused(workdir: str, records: Any) -> Any:
+  """The fused train records of the members of ``records``, or None.
+
+  Args:
+    workdir: the study workdir.
+    records: train records loaded from it (probe or fused).
+
+  Returns:
+    fused ``records.Records`` with the same members, or None when the
+    workdir holds none (e.g. records made by --mode=probe_checkpoints).
+  """
+  if getattr(records, 'source', None) == 'fused':
+    return records
+  try:
+    fused = records_lib.load(workdir, 'train', source='fused')
+  except FileNotFoundError:
+    return None
+  if [m.get('name') for m in fused.members] != [
+      m.get('name') for m in records.members]:
+    logging.warning('Fused records hold other members than the %s records; '
+                    'no training-pass scores.', records.source)
+    return None
+  return fused
+
+
+def study_scores(workdir: str, analysis_config: Any,
+                 split: str = 'train', archs: Sequence[str] | None = None,
+                 window_scale: float = 1.0) -> dict[str, Any]:
+  """:func:`compute_scores` of a workdir's records, fused scores included.
+
+  Args:
+    workdir: a workdir with records.
+    analysis_config: ``config.analysis`` (source, window, dynamics_window).
+    split: 'train' or 'test' (the test split has no fused scores).
+    archs: the record groups to load (default: all finished ones).
+    window_scale: stretches the easiness window (a run with other epochs).
+
+  Returns:
+    As :func:`compute_scores`.
+  """
+  source = analysis_config.source if split == 'train' else 'probe'
+  rec = records_lib.load(workdir, split, source=source, archs=archs)
+  fused = None
+  if split == 'train' and analysis_config.get('fused_scores', True):
+    if archs is None:
+      fused = load_fused(workdir, rec)
+    else:
+      try:
+        fused = records_lib.load(workdir, 'train', 'fused', archs=archs)
+      except FileNotFoundError:
+        fused = None
+  window = tuple(w * window_scale for w in analysis_config.window)
+  return compute_scores(rec, window, analysis_config.dynamics_window,
+                        fused=fused)
 
 
 def scores_from_arrays(correct: np.ndarray, **kwargs: Any) -> dict[str, Any]:

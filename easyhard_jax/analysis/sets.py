@@ -5,11 +5,15 @@ Rules (``config.analysis.sets.method``):
 * ``all_correct``: easy = correct for every (member, probe) pair of the
   window (easiness 1), hard = wrong for every pair (easiness 0). Only for
   accuracy-type scores. Set sizes differ and may be zero.
-* ``top_k``: easy = the k easiest by the score, hard = the k hardest, globally
-  or k per class. Ties are broken by a secondary score (AUM by default, in the
-  same easy-high orientation), then by the example index, so sets are
-  deterministic; without the secondary score an index tiebreak would make
-  every member pick the same tied examples and inflate agreement.
+* ``top_k``: easy = the k easiest by the score, hard = the k hardest, either
+  k_c per class (``per_class``, class-balanced: the default) or globally.
+  A global top-k set can be one class (on the digits default the global easy
+  set is 144 of 144 class 1), so "easy examples look alike" can hold by
+  class alone; the analysis reports both rules. Ties are broken by a
+  secondary score (the early margin by default, in the same easy-high
+  orientation), then by the example index, so sets are deterministic;
+  without the secondary score an index tiebreak would make every member pick
+  the same tied examples and inflate agreement.
 * ``threshold``: easy = score on the easy side of ``easy_threshold``
   (inclusive), hard = on the hard side of ``hard_threshold``, in the score's
   own units (so for EL2N, easy means el2n <= easy_threshold).
@@ -34,7 +38,9 @@ from easyhard_jax.analysis import scores as scores_lib
 
 METHODS = ('top_k', 'all_correct', 'threshold')
 _INT_MIN = np.iinfo(np.int32).min
-_ACCURACY_SCORES = ('easiness', 'cumulative_accuracy')
+_ACCURACY_SCORES = ('easiness', 'cumulative_accuracy', 'correctness')
+TIEBREAKS = ('early_margin', 'none')
+RULE_NAMES = ('class_balanced', 'global')
 # Accuracies are means of at most ~1e5 (member, probe) bits; any true value
 # below 1 is at least 1e-5 away, while float rounding of group means is 1e-7.
 _ALL_TOL = 1e-6
@@ -186,7 +192,7 @@ class SetRule:
   per_class: bool = False
   easy_threshold: float = 0.9
   hard_threshold: float = 0.1
-  tiebreak: str = 'aum'
+  tiebreak: str = 'early_margin'
 
   def __post_init__(self):
     if self.method not in METHODS:
@@ -202,15 +208,29 @@ class SetRule:
     if self.method == 'top_k' and self.k <= 0 and not 0 < self.fraction <= 1:
       raise ValueError('sets.top_k needs k > 0 or 0 < fraction <= 1, got '
                        f'k={self.k}, fraction={self.fraction}')
-    if self.tiebreak not in ('aum', 'none'):
-      raise ValueError(f"sets.tiebreak must be 'aum' or 'none', got "
-                       f'{self.tiebreak!r}')
+    if self.tiebreak not in TIEBREAKS:
+      raise ValueError(f'sets.tiebreak must be one of {TIEBREAKS}, got '
+                       f'{self.tiebreak!r} (the early-margin tiebreak was '
+                       "called 'aum' before AUM became the training-pass "
+                       'score of Pleiss et al.)')
 
   @classmethod
   def from_config(cls, sets_config: Any) -> 'SetRule':
     """Builds the rule from ``config.analysis.sets``."""
     fields = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in dict(sets_config).items() if k in fields})
+
+  @property
+  def name(self) -> str:
+    """'class_balanced' (top_k per class) or 'global' (every other rule)."""
+    return ('class_balanced' if self.method == 'top_k' and self.per_class
+            else 'global')
+
+  def other(self) -> 'SetRule | None':
+    """The same top_k rule with the other class rule; None for non-top_k."""
+    if self.method != 'top_k':
+      return None
+    return dataclasses.replace(self, per_class=not self.per_class)
 
   def resolve_k(self, labels: np.ndarray, num_classes: int) -> np.ndarray:
     """k for ``top_k``: a scalar, or int32 [num_classes] when per class."""
@@ -237,7 +257,8 @@ def easy_hard_masks(rule: SetRule, score: Any, *, labels: Any = None,
     labels: int [N]; needed when ``rule.per_class``.
     num_classes: static class count; needed when ``rule.per_class``.
     k: from ``rule.resolve_k`` (needed for ``top_k``).
-    tiebreak: the raw AUM (ignored when ``rule.tiebreak == 'none'``).
+    tiebreak: the raw early margin (ignored when ``rule.tiebreak ==
+      'none'``).
     valid: bool mask for padding, or None.
 
   Returns:
@@ -257,7 +278,7 @@ def easy_hard_masks(rule: SetRule, score: Any, *, labels: Any = None,
       raise ValueError('top_k sets need k (SetRule.resolve_k).')
     key = scores_lib.easier_key(score, rule.score)
     tb = None
-    if rule.tiebreak == 'aum' and tiebreak is not None:
+    if rule.tiebreak != 'none' and tiebreak is not None:
       tb = jnp.broadcast_to(jnp.asarray(tiebreak, jnp.float32), key.shape)
     if rule.per_class:
       if labels is None or num_classes is None:
@@ -281,3 +302,29 @@ def check_finite(score: np.ndarray, name: str) -> None:
     raise ValueError(
         f'Score {name!r} has non-finite values (fused records store no EL2N); '
         'choose another config.analysis.sets.score or source=probe.')
+
+
+def class_composition_sample(rng: np.random.Generator, labels: np.ndarray,
+                             counts: np.ndarray) -> np.ndarray:
+  """A random set with ``counts[c]`` examples of each class c.
+
+  Two such sets drawn independently have, by class, a hypergeometric
+  intersection: the null that ``agreement.overlap_matrix(..., labels=...)``
+  states. Classes with fewer examples give all of them.
+
+  Args:
+    rng: numpy generator.
+    labels: int [N].
+    counts: int [C], examples wanted per class.
+
+  Returns:
+    bool [N].
+  """
+  labels = np.asarray(labels)
+  out = np.zeros(labels.shape, bool)
+  for c, k in enumerate(np.asarray(counts)):
+    pool = np.flatnonzero(labels == c)
+    k = min(int(k), pool.size)
+    if k > 0:
+      out[rng.choice(pool, size=k, replace=False)] = True
+  return out

@@ -11,8 +11,9 @@
 * :func:`high_frequency_fraction`: per image, the fraction of 2D FFT power
   (summed over channels) at normalized radius > cutoff cycles/pixel.
 * :func:`class_mean_images`: the mean image of each class within a set.
-* :func:`similarity_report`: easy vs hard vs random sets of equal size,
-  globally and per class, for the stage.
+* :func:`set_distances`: easy vs hard vs random sets of equal size (and,
+  for class-balanced sets, equal class composition), globally and per class,
+  for the stage.
 
 uint8 inputs are scaled to [0, 1]; others are used as given.
 """
@@ -266,11 +267,9 @@ def _subsample(rng: np.random.Generator, idx: np.ndarray, k: int) -> np.ndarray:
   return np.sort(rng.choice(idx, size=k, replace=False))
 
 
-def _equal_size_distances(x, pools: Mapping[str, np.ndarray], k: int,
-                          rng: np.random.Generator, metrics: Sequence[str],
-                          block: int) -> dict[str, Any]:
-  out: dict[str, Any] = {'size': int(k)}
-  chosen = {name: _subsample(rng, idx, k) for name, idx in pools.items()}
+def _distances(x, chosen: Mapping[str, np.ndarray], metrics: Sequence[str],
+               block: int) -> dict[str, Any]:
+  out: dict[str, Any] = {'size': int(next(iter(chosen.values())).size)}
   for metric in metrics:
     res = {}
     for name, idx in chosen.items():
@@ -284,16 +283,41 @@ def _equal_size_distances(x, pools: Mapping[str, np.ndarray], k: int,
   return out
 
 
+def stratified_counts(easy: np.ndarray, hard: np.ndarray, labels: np.ndarray,
+                      cap: int) -> np.ndarray:
+  """Per-class sample sizes min(|easy_c|, |hard_c|), scaled to sum <= cap.
+
+  Args:
+    easy: bool [N].
+    hard: bool [N].
+    labels: int [N] (non-negative).
+    cap: the largest total.
+
+  Returns:
+    int64 [C].
+  """
+  c = int(labels.max()) + 1 if labels.size else 0
+  k = np.minimum(np.bincount(labels[easy], minlength=c),
+                 np.bincount(labels[hard], minlength=c)).astype(np.int64)
+  if k.sum() > cap:
+    k = np.floor(k * (cap / k.sum())).astype(np.int64)
+  return k
+
+
 def set_distances(x: Any, easy: np.ndarray, hard: np.ndarray,
                   labels: np.ndarray, *, seed: int = 0,
                   max_set_size: int = 5000, per_class: bool = True,
-                  block_size: int = 256,
+                  block_size: int = 256, class_balanced: bool = False,
                   metrics: Sequence[str] = METRICS) -> dict[str, Any]:
   """Mean within-set distances of easy, hard and random sets of equal size.
 
-  Each set is subsampled (without replacement) to k = min(|easy|, |hard|,
-  max_set_size); the random set is k examples of the whole split (of the
-  class, per class), so the three are comparable.
+  Global section: each set is subsampled (without replacement) to k =
+  min(|easy|, |hard|, max_set_size) and the random set is k examples of the
+  split. With ``class_balanced`` (sets chosen k_c per class), the three sets
+  instead get the same class composition: k_c = min(|easy_c|, |hard_c|) per
+  class (scaled to the cap), the random set k_c random examples of each
+  class, so no difference between them can come from class alone. The
+  per-class sections compare within one class.
 
   Args:
     x: [N, ...] images or features (one row per example, example order).
@@ -304,11 +328,13 @@ def set_distances(x: Any, easy: np.ndarray, hard: np.ndarray,
     max_set_size: cap on k.
     per_class: also within each class.
     block_size: kernel row block.
+    class_balanced: match the class composition of the three global sets.
     metrics: subset of ('l2', 'cosine').
 
   Returns:
     {'global': {...}, 'per_class': {class: {...} or None}} with, per metric,
-    the easy, hard and random means and hard_over_easy.
+    the easy, hard and random means and hard_over_easy; ``global`` also
+    says whether it was ``class_balanced``.
   """
   rng = np.random.default_rng(seed)
   xj = jnp.asarray(x)
@@ -323,11 +349,24 @@ def set_distances(x: Any, easy: np.ndarray, hard: np.ndarray,
     k = min(pools['easy'].size, pools['hard'].size, max_set_size)
     if k < 2:
       return None
-    return _equal_size_distances(xj, pools, k, rng, metrics, block_size)
+    chosen = {name: _subsample(rng, idx, k) for name, idx in pools.items()}
+    return _distances(xj, chosen, metrics, block_size)
 
-  out = {'global': section(np.ones((n,), bool))}
-  if out['global'] is None:
-    out['global'] = {'skipped': 'easy or hard set has fewer than 2 examples'}
+  def balanced():
+    counts = stratified_counts(easy, hard, labels, max_set_size)
+    if counts.sum() < 2:
+      return None
+    chosen = {name: np.sort(np.concatenate([
+        _subsample(rng, np.flatnonzero(pool & (labels == c)), int(k))
+        for c, k in enumerate(counts)]))
+              for name, pool in (('easy', easy), ('hard', hard),
+                                 ('random', np.ones((n,), bool)))}
+    return _distances(xj, chosen, metrics, block_size)
+
+  g = balanced() if class_balanced else section(np.ones((n,), bool))
+  out = {'global': g if g is not None else {
+      'skipped': 'easy or hard set has fewer than 2 examples'}}
+  out['global']['class_balanced'] = bool(class_balanced)
   if per_class:
     out['per_class'] = {int(c): section(labels == c)
                         for c in np.unique(labels)}

@@ -7,7 +7,12 @@ writes, atomically:
   their rank correlations, member and architecture agreement (overlap of easy
   and hard sets with chance levels and ratios, Spearman of easiness,
   bootstrap intervals over seeds), visual similarity, colour and frequency
-  statistics (when images or features are given) and the test-error section.
+  statistics (when images or features are given), all under the configured
+  set rule (class-balanced top-k by default); ``other_rule`` repeats the
+  sets, agreement (without bootstrap) and similarity under the other rule
+  (global top-k), and the test-error section. The probe scores come from
+  the probe records, the training-pass scores (Toneva forgetting events,
+  AUM, cartography) from the fused records (``scores.SCORE_SOURCE``).
 * ``scores_train.csv`` / ``scores_test.csv``: one row per example in the
   split's stable index order: example_index, tfds_id (empty where unknown),
   label, every score, per-architecture easiness, is_easy, is_hard.
@@ -58,16 +63,25 @@ def to_jsonable(obj: Any) -> Any:
   return obj
 
 
+def _column(example: Mapping[str, np.ndarray], name: str,
+            n: int) -> np.ndarray:
+  """A score column; NaN where the split has none (fused on test)."""
+  if name in example:
+    return np.asarray(example[name], np.float64)
+  return np.full((n,), np.nan)
+
+
 def _csv_bytes(rec: Any, example: Mapping[str, np.ndarray], easy: np.ndarray,
                hard: np.ndarray, archs: list[str]) -> bytes:
   order = np.argsort(np.asarray(rec.example_ids), kind='stable')
   names = list(scores_lib.SCORE_NAMES) + [f'easiness/{a}' for a in archs]
+  n = len(rec.labels)
   buf = io.StringIO()
   w = csv.writer(buf, lineterminator='\n')
   w.writerow(['example_index', 'tfds_id', 'label'] + names +
              ['is_easy', 'is_hard'])
   ids = rec.tfds_ids
-  cols = [np.asarray(example[n], np.float64) for n in names]
+  cols = [_column(example, c, n) for c in names]
   for i in order:
     tid = '' if ids is None or ids[i] is None else str(ids[i])
     w.writerow([int(rec.example_ids[i]), tid, int(rec.labels[i])] +
@@ -78,6 +92,9 @@ def _csv_bytes(rec: Any, example: Mapping[str, np.ndarray], easy: np.ndarray,
 def _score_summary(example: Mapping[str, np.ndarray]) -> dict[str, Any]:
   out = {}
   for name in scores_lib.SCORE_NAMES:
+    if name not in example:
+      out[name] = None
+      continue
     v = np.asarray(example[name], np.float64)
     fin = v[np.isfinite(v)]
     out[name] = None if not fin.size else {
@@ -90,6 +107,8 @@ def _score_correlation(example: Mapping[str, np.ndarray]) -> dict[str, Any]:
   """Spearman between scores, each oriented high = easy (variability raw)."""
   names, rows = [], []
   for name in scores_lib.SCORE_NAMES:
+    if name not in example:
+      continue
     v = np.asarray(example[name], np.float32)
     if not np.all(np.isfinite(v)):
       continue
@@ -112,20 +131,28 @@ def _split_sets(sc: dict[str, Any], labels: np.ndarray,
   k = rule.resolve_k(labels, num_classes) if rule.method == 'top_k' else None
   easy, hard = sets_lib.easy_hard_masks(
       rule, score, labels=jnp.asarray(labels, jnp.int32),
-      num_classes=num_classes, k=k, tiebreak=sc['example']['aum'])
+      num_classes=num_classes, k=k, tiebreak=sc['example']['early_margin'])
   easy, hard = np.asarray(easy), np.asarray(hard)
   info = {'rule': rule.method, 'score': rule.score,
+          'class_rule': rule.name,
           'k': None if k is None else np.asarray(k),
           'easy_size': int(easy.sum()), 'hard_size': int(hard.sum()),
           'both': int((easy & hard).sum()),
           'easy_per_class': np.bincount(labels[easy], minlength=num_classes),
           'hard_per_class': np.bincount(labels[hard], minlength=num_classes),
           'class_sizes': np.bincount(labels, minlength=num_classes)}
+  for name in ('easy', 'hard'):
+    per, size = info[f'{name}_per_class'], info[f'{name}_size']
+    # The share of the set in its largest class: 1.0 = one class only.
+    info[f'{name}_largest_class'] = int(np.argmax(per))
+    info[f'{name}_largest_class_share'] = (float(per.max() / size) if size
+                                           else None)
   return easy, hard, info
 
 
 def _records_info(rec: Any, sc: dict[str, Any]) -> dict[str, Any]:
   return {'members': rec.num_members, 'probes': int(rec.correct.shape[1]),
+          'fused_epochs': sc.get('fused_epochs'),
           'examples': int(rec.correct.shape[2]), 'archs': sc['archs'],
           'member_names': [m.get('name') for m in rec.members],
           'probe_epochs': np.asarray(rec.probe_epochs),
@@ -152,11 +179,13 @@ def _pixel_sample(images: Any, cap: int, seed: int):
 
 def _similarity(cfg: Any, labels: np.ndarray, easy: np.ndarray,
                 hard: np.ndarray, images: Any, features: Any,
-                num_classes: int) -> tuple[dict[str, Any], dict[str, Any]]:
+                num_classes: int, class_balanced: bool,
+                with_means: bool = True
+                ) -> tuple[dict[str, Any], dict[str, Any]]:
   s = cfg.similarity
   kw = dict(seed=s.seed, max_set_size=s.max_set_size, per_class=s.per_class,
-            block_size=s.block_size)
-  out: dict[str, Any] = {}
+            block_size=s.block_size, class_balanced=class_balanced)
+  out: dict[str, Any] = {'class_balanced': bool(class_balanced)}
   means: dict[str, Any] = {}
   every_example = labels, easy, hard  # Features cover all, pixels a sample.
   if images is None and features is None:
@@ -173,16 +202,22 @@ def _similarity(cfg: Any, labels: np.ndarray, easy: np.ndarray,
     out['pixels'] = similarity_lib.set_distances(images, easy, hard, labels,
                                                  **kw)
     rng = np.random.default_rng(s.seed)
-    sizes = [int(easy.sum()), int(hard.sum())]
-    k = max(min(sizes) if min(sizes) > 0 else max(sizes), 1)
-    rand = np.zeros(labels.shape, bool)  # A random set the size of the others.
-    rand[rng.choice(labels.size, size=k, replace=False)] = True
+    if class_balanced:
+      # A random set with the easy set's class composition: colour or
+      # frequency differences then cannot come from class alone.
+      rand = sets_lib.class_composition_sample(
+          rng, labels, np.bincount(labels[easy], minlength=num_classes))
+    else:
+      sizes = [int(easy.sum()), int(hard.sum())]
+      k = max(min(sizes) if min(sizes) > 0 else max(sizes), 1)
+      rand = np.zeros(labels.shape, bool)  # A random set the size of others.
+      rand[rng.choice(labels.size, size=k, replace=False)] = True
     out.update(similarity_lib.colour_and_frequency(
         images, {'easy': easy, 'hard': hard, 'random': rand,
                  'all': np.ones_like(easy)},
         hf_cutoff=s.hf_cutoff, hf_remove_mean=s.hf_remove_mean))
     for name, mask in (('easy', easy), ('hard', hard),
-                       ('all', np.ones_like(easy))):
+                       ('all', np.ones_like(easy))) if with_means else ():
       m, c = similarity_lib.class_mean_images(images, labels, mask,
                                               num_classes)
       means[f'{name}_mean'], means[f'{name}_count'] = m, c
@@ -195,6 +230,25 @@ def _similarity(cfg: Any, labels: np.ndarray, easy: np.ndarray,
                                            **kw)
         for name, f in feats.items()}
   return out, means
+
+
+def _other_rule(cfg: Any, rule: sets_lib.SetRule, sc: dict[str, Any],
+                train: Any, labels: np.ndarray, num_classes: int,
+                train_images: Any, features: Any) -> dict[str, Any]:
+  """Sets, agreement and similarity under the other class rule (top_k)."""
+  other = rule.other()
+  if other is None:
+    return {'skipped': f'sets.method={rule.method!r} has no class rule'}
+  easy, hard, info = _split_sets(sc, labels, other, num_classes)
+  agree = agreement_lib.agreement_report(
+      sc['member'], [m.get('name', str(i)) for i, m in enumerate(
+          train.members)], sc['group_ids'], sc['archs'], other, labels,
+      num_classes, jax.random.key(cfg.agreement.seed), num_bootstrap=0)
+  sim, _ = _similarity(cfg, labels, easy, hard, train_images, features,
+                       num_classes, other.name == 'class_balanced',
+                       with_means=False)
+  return {'class_rule': other.name, 'sets': info, 'agreement': agree,
+          'similarity': sim}
 
 
 def run_analysis(config: Any, workdir: str, *, train_images: Any = None,
@@ -218,6 +272,8 @@ def run_analysis(config: Any, workdir: str, *, train_images: Any = None,
   out_dir = os.path.join(workdir, 'analysis')
   rule = sets_lib.SetRule.from_config(cfg.sets)
   train = records_lib.load(workdir, 'train', source=cfg.source)
+  fused = (scores_lib.load_fused(workdir, train)
+           if cfg.get('fused_scores', True) else None)
   test = None
   if cfg.test.enabled:
     try:
@@ -228,14 +284,18 @@ def run_analysis(config: Any, workdir: str, *, train_images: Any = None,
   num_classes = int(max(labels.max(), -1 if test is None else
                         np.asarray(test.labels).max())) + 1
 
-  logging.info('Scoring %d members x %d probes x %d train examples.',
-               *train.correct.shape)
-  sc = scores_lib.compute_scores(train, cfg.window, cfg.dynamics_window)
+  logging.info('Scoring %d members x %d probes x %d train examples%s.',
+               *train.correct.shape, '' if fused is None else
+               f' (and {fused.correct.shape[1]} training-pass epochs)')
+  sc = scores_lib.compute_scores(train, cfg.window, cfg.dynamics_window,
+                                 fused=fused)
   easy, hard, set_info = _split_sets(sc, labels, rule, num_classes)
   result: dict[str, Any] = {
       'config': cfg.to_dict(),
       'score_orientation': scores_lib.SCORE_ORIENTATION,
-      'records': {'train': _records_info(train, sc), 'source': cfg.source},
+      'score_source': scores_lib.SCORE_SOURCE,
+      'records': {'train': _records_info(train, sc), 'source': cfg.source,
+                  'fused': fused is not None},
       'sets': {'train': set_info},
       'score_summary': {'train': _score_summary(sc['example'])},
       'score_correlation': {'train': _score_correlation(sc['example'])},
@@ -247,16 +307,24 @@ def run_analysis(config: Any, workdir: str, *, train_images: Any = None,
       num_classes, jax.random.key(cfg.agreement.seed),
       num_bootstrap=cfg.agreement.num_bootstrap,
       ci_level=cfg.agreement.ci_level)
-  result['similarity'], means = _similarity(cfg, labels, easy, hard,
-                                            train_images, features,
-                                            num_classes)
+  result['similarity'], means = _similarity(
+      cfg, labels, easy, hard, train_images, features, num_classes,
+      rule.name == 'class_balanced')
+  result['other_rule'] = _other_rule(cfg, rule, sc, train, labels,
+                                     num_classes, train_images, features)
   npz = {f'train_{k}': v for k, v in means.items()}
 
   os.makedirs(out_dir, exist_ok=True)
   records_lib.atomic_write_bytes(
       os.path.join(out_dir, 'scores_train.csv'),
       _csv_bytes(train, sc['example'], easy, hard, sc['archs']))
-  if test is None:
+  if test is not None and rule.score in scores_lib.FUSED_SCORE_NAMES:
+    logging.info('sets.score %s is a training-pass score; no test sets.',
+                 rule.score)
+    test = None
+    result['test'] = {'skipped': f'sets.score {rule.score!r} comes from '
+                      'training passes; the test split has none'}
+  elif test is None:
     result['test'] = {'skipped': 'no test records' if cfg.test.enabled
                       else 'config.analysis.test.enabled is False'}
   else:

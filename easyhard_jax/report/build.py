@@ -232,19 +232,32 @@ def summary_blocks(study: Study) -> list[tuple[str, list[str]]]:
                           'sets or agreement yet.'])]
   sets = a['sets']['train']
   out = [f"Train: {sets['easy_size']} easy and {sets['hard_size']} hard of "
-         f"{sum(sets['class_sizes'])} examples ({sets['rule']} by "
-         f"{sets['score']})."]
+         f"{sum(sets['class_sizes'])} examples "
+         f"({sections.rule_text(sets)})."]
+  other = a.get('other_rule') or {}
+  if other.get('sets'):
+    o = other['sets']
+    out.append(f'For comparison, the other set rule ({sections.rule_text(o)})'
+               ': the largest class holds '
+               f"{_fmt(100 * (o.get('easy_largest_class_share') or 0), '.0f')}"
+               f"% of the easy set (class {o.get('easy_largest_class')}) and "
+               f"{_fmt(100 * (o.get('hard_largest_class_share') or 0), '.0f')}"
+               f"% of the hard set (class {o.get('hard_largest_class')}).")
   ag = a['agreement']
   ap = ag.get('arch_pairs', {})
   if 'skipped' not in ap:
     k = len(ag['archs'])
     off = ~np.eye(k, dtype=bool)
+    alt = (sections.rule_summary(other['agreement'])
+           if other.get('agreement') else {})
     for which in ('easy', 'hard'):
       r = np.asarray(ap[f'{which}_sets']['ratio'], np.float64)[off]
       chance = sections.chance_text(ap[f'{which}_sets'])
+      also = (f"; {alt['rule']} sets: {_fmt(alt.get(f'arch_{which}'))}x"
+              if alt.get(f'arch_{which}') is not None else '')
       out.append(f'{which.capitalize()} sets of different architectures '
                  f'overlap {_fmt(np.nanmean(r))}x chance on average '
-                 f'(chance overlap {chance}).')
+                 f'(chance overlap {chance}{also}).')
   summ = ag['member_pairs'].get('summary', {}).get('spearman_easiness')
   if summ:
     out.append(f"Easiness Spearman between members: same architecture "
@@ -252,9 +265,18 @@ def summary_blocks(study: Study) -> list[tuple[str, list[str]]]:
                f"{_fmt(summ.get('cross_arch'))}.")
   pix = (a.get('similarity') or {}).get('pixels')
   if pix:
-    g = pix['global']['l2']
-    out.append(f"Mean pixel L2 distance within sets: easy {_fmt(g['easy'])}, "
-               f"hard {_fmt(g['hard'])}, random {_fmt(g['random'])}.")
+    if 'l2' in pix['global']:
+      g = pix['global']['l2']
+      word = ('class-balanced (equal class composition)'
+              if pix['global'].get('class_balanced') else 'global')
+      alt = ((other.get('similarity') or {}).get('pixels') or {}).get(
+          'global', {}).get('l2')
+      also = (f" (global sets: easy {_fmt(alt['easy'])}, hard "
+              f"{_fmt(alt['hard'])}, random {_fmt(alt['random'])})"
+              if alt and pix['global'].get('class_balanced') else '')
+      out.append(f'Mean pixel L2 distance within {word} sets: easy '
+                 f"{_fmt(g['easy'])}, hard {_fmt(g['hard'])}, random "
+                 f"{_fmt(g['random'])}{also}.")
   t = a.get('test') or {}
   if t.get('errors_in_hard'):
     r = t['errors_in_hard']

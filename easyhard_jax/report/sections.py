@@ -19,6 +19,11 @@ import numpy as np
 
 from easyhard_jax.report import figures
 from easyhard_jax.report import html as html_lib
+from easyhard_jax.report import set_rules
+
+chance_text = set_rules.chance_text
+rule_text = set_rules.rule_text
+rule_summary = set_rules.rule_summary
 
 Section = html_lib.Section
 _NO_ANALYSIS = 'no analysis/analysis.json: run --mode=analyze first'
@@ -44,7 +49,10 @@ def _fig(name: str, png: bytes, caption: str = '') -> html_lib.FigureItem:
 def _overview(s: Any) -> Section:
   sec = Section('overview', 'Study and sets',
                 'What was trained, which probes define easiness, and how '
-                'many examples of each class fell in the easy and hard sets.')
+                'many examples of each class fell in the easy and hard sets, '
+                'under the rule in use and the other one (class-balanced: '
+                'k_c of every class; global: the k easiest overall, which '
+                'can all be one class).')
   if s.analysis is None:
     return _not_run(sec, _NO_ANALYSIS)
   a, rec = s.analysis, s.analysis['records']
@@ -55,17 +63,31 @@ def _overview(s: Any) -> Section:
           ('easiness window (probe epochs)', ', '.join(
               f'{e:.3g}' for e in tr['window_probe_epochs'])),
           ('records source', rec.get('source')),
-          ('set rule', f"{rule['rule']} by {rule['score']}"
-           + (f", k={rule['k']}" if rule.get('k') is not None else ''))]
+          ('training-pass epochs (fused scores)',
+           ', '.join(f'{e:.3g}' for e in tr.get('fused_epochs') or [])
+           or 'none'),
+          ('set rule', rule_text(rule))]
   for split, st in a['sets'].items():
     rows.append((f'{split}: easy / hard / examples',
                  f"{st['easy_size']} / {st['hard_size']} / "
                  f"{sum(st['class_sizes'])}"))
-  per_class = [(c, n, e, h) for c, (n, e, h) in enumerate(zip(
-      rule['class_sizes'], rule['easy_per_class'], rule['hard_per_class']))]
+  other = (a.get('other_rule') or {}).get('sets')
+  if other:
+    rows.append(('other rule (shown for comparison)', rule_text(other)))
+    for st in (rule, other):
+      word = set_rules.RULE_WORD.get(st.get('class_rule'), '')
+      rows.append((f'{word}: largest class share of the easy / hard set',
+                   f"{set_rules.share(st, 'easy')} / "
+                   f"{set_rules.share(st, 'hard')}"))
+  head = ['class', 'train examples', 'easy', 'hard']
+  cols = [rule['class_sizes'], rule['easy_per_class'], rule['hard_per_class']]
+  if other:
+    word = set_rules.RULE_WORD.get(other.get('class_rule'), 'other rule')
+    head += [f'easy ({word})', f'hard ({word})']
+    cols += [other['easy_per_class'], other['hard_per_class']]
+  per_class = [(c, *v) for c, v in enumerate(zip(*cols))]
   sec.body_html = (html_lib.table(None, rows) + html_lib.table(
-      ['class', 'train examples', 'easy', 'hard'], per_class,
-      'Train set sizes per class'))
+      head, per_class, 'Train set sizes per class'))
   return sec
 
 
@@ -73,7 +95,8 @@ def _class_order(sc: Mapping[str, np.ndarray], c: int, easiest: bool,
                  k: int) -> np.ndarray:
   rows = np.flatnonzero(sc['label'] == c)
   e = sc['easiness'][rows]
-  tie = sc['aum'][rows] if 'aum' in sc else np.zeros_like(e)
+  tie = (sc['early_margin'][rows] if 'early_margin' in sc
+         else np.zeros_like(e))
   sign = -1.0 if easiest else 1.0
   order = np.lexsort((sign * np.nan_to_num(tie), sign * np.nan_to_num(e)))
   return rows[order[:k]]
@@ -161,29 +184,27 @@ def _histogram(s: Any) -> Section:
                           figures.score_histogram(vals, marks)))
   summ = s.analysis.get('score_summary', {}).get('train', {})
   orient = s.analysis.get('score_orientation', {})
-  rows = [(n, orient.get(n, ''), *(None if v is None else v[k] for k in
-                                   ('mean', 'std', 'min', 'max')))
+  source = s.analysis.get('score_source', {})
+  rows = [(n, orient.get(n, ''), source.get(n, ''),
+           *((None,) * 4 if v is None else (v[k] for k in
+                                            ('mean', 'std', 'min', 'max'))))
           for n, v in summ.items()]
   sec.body_html = html_lib.table(
-      ['score', 'orientation', 'mean', 'std', 'min', 'max'], rows,
-      'Train scores')
+      ['score', 'orientation', 'records', 'mean', 'std', 'min', 'max'], rows,
+      'Train scores (records: probe = eval-mode probes; fused = the '
+      'training passes, every epoch once; empty = no fused records)')
   return sec
-
-
-def chance_text(sets: Mapping[str, Any]) -> str:
-  m = np.array(sets['chance_overlap'], np.float64)
-  off = m[~np.eye(m.shape[0], dtype=bool)] if m.shape[0] > 1 else m.ravel()
-  lo, hi = float(np.min(off)), float(np.max(off))
-  return f'{lo:.3f}' if math.isclose(lo, hi, rel_tol=1e-3) else (
-      f'{lo:.3f}-{hi:.3f}')
 
 
 def _agreement(s: Any) -> Section:
   sec = Section('agreement', 'Agreement across architectures',
                 'How much the easy and hard sets of different architectures '
-                'overlap, as a ratio to the overlap two random sets of the '
-                'same sizes would have (1 = chance), and the Spearman '
-                'correlation of easiness between individual members.')
+                'overlap, as a ratio to the overlap two random sets would '
+                'have (1 = chance; for class-balanced sets, random sets with '
+                'the same number of examples of each class), and the '
+                'Spearman correlation of easiness between individual '
+                'members. The last table repeats the ratios under the other '
+                'set rule.')
   if s.analysis is None:
     return _not_run(sec, _NO_ANALYSIS)
   ag = s.analysis['agreement']
@@ -221,6 +242,7 @@ def _agreement(s: Any) -> Section:
                chance_text(mp['easy_sets']), chance_text(mp['hard_sets'])))
   sec.body_html += html_lib.table(['member pairs', 'same arch', 'cross arch'],
                                   rows, 'Mean over member pairs')
+  sec.body_html += set_rules.rules_table(s.analysis)
   return sec
 
 
@@ -259,12 +281,26 @@ def _distances(s: Any) -> Section:
     sec.figures.append(_fig(f"distances_{name.replace('/', '_')}",
                             figures.set_bars(_dist_panels(st, name),
                                              'mean pairwise distance')))
-    for metric in ('l2', 'cosine'):
-      g = st['global'][metric]
-      rows.append((f'{name} {metric}', g.get('easy'), g.get('hard'),
-                   g.get('random'), g.get('hard_over_easy')))
-  sec.body_html = html_lib.table(['', 'easy', 'hard', 'random',
-                                  'hard / easy'], rows, 'Whole split')
+  other = (s.analysis.get('other_rule') or {}).get('similarity') or {}
+  for label, sim_r in ((None, sim), ('other', other)):
+    if 'skipped' in sim_r or not sim_r:
+      continue
+    srcs = ([('pixels', sim_r['pixels'])] if 'pixels' in sim_r else []) + [
+        (f'features/{k}', v) for k, v in sim_r.get('features', {}).items()]
+    for name, st in srcs:
+      g = st['global']
+      if 'skipped' in g:
+        continue
+      word = ('class-balanced' if g.get('class_balanced') else 'global')
+      for metric in ('l2', 'cosine'):
+        m = g[metric]
+        rows.append((f'{name} {metric}', word, m.get('easy'), m.get('hard'),
+                     m.get('random'), m.get('hard_over_easy')))
+  sec.body_html = html_lib.table(
+      ['', 'set rule', 'easy', 'hard', 'random', 'hard / easy'], rows,
+      'Whole split, both set rules (class-balanced: easy, hard and random '
+      'sets with the same class composition, so no difference comes from '
+      'class alone; global: the random set is drawn from the whole split)')
   return sec
 
 
