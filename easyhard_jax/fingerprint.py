@@ -22,6 +22,7 @@ import json
 import os
 from typing import Any, Mapping, Sequence
 
+from easyhard_jax import config_fields
 from easyhard_jax import files
 
 # Fields (dotted) that change what a study records; '{arch}' is filled in.
@@ -51,15 +52,6 @@ STAGES = {
 STAMP_NAME = 'stamp.json'
 
 
-def _get(config, dotted: str) -> Any:
-  value = config
-  for part in dotted.split('.'):
-    if value is None or part not in value:
-      return None
-    value = value[part]
-  return value
-
-
 def _plain(value: Any) -> Any:
   """A JSON-ready copy (ConfigDicts to dicts, tuples to lists)."""
   if hasattr(value, 'to_dict'):
@@ -83,12 +75,12 @@ def digest(obj: Any) -> str:
   return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def config_fields(config, fields: Sequence[str], **fmt) -> dict[str, Any]:
+def field_values(config, fields: Sequence[str], **fmt) -> dict[str, Any]:
   """Flattened {dotted field: value} of ``fields`` of ``config``."""
   out = {}
   for field in fields:
     name = field.format(**fmt)
-    out.update(flatten(_plain(_get(config, name)), name))
+    out.update(flatten(_plain(config_fields.get(config, name)), name))
   return out
 
 
@@ -106,7 +98,7 @@ def record_fingerprint(config, arch: str, *, dtype: str,
     subset: a digest of the subset masks ('all' for the full data).
     total_steps: the training length when not ``epochs`` epochs.
   """
-  fields = config_fields(config, RECORD_FIELDS, arch=arch)
+  fields = field_values(config, RECORD_FIELDS, arch=arch)
   fields.update({'arch': arch, 'dtype': dtype, 'subset': subset,
                  'total_steps': total_steps,
                  'members': digest([dict(m) for m in members])})
@@ -157,7 +149,7 @@ def expected_stamp(config, stage: str, record_hashes: Mapping[str, str]
     return {'hash': digest(sorted(record_hashes.items())),
             'fields': dict(record_hashes)}
   own, inputs = STAGES[stage]
-  fields = config_fields(config, own)
+  fields = field_values(config, own)
   fields['archs'] = sorted(record_hashes)
   chained = {s: expected_stamp(config, s, record_hashes)['hash']
              for s in inputs}

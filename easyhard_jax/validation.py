@@ -9,6 +9,7 @@ are checked against the model registry here, before they reach the disk.
 
 from __future__ import annotations
 
+from easyhard_jax import config_fields
 from easyhard_jax import models
 from easyhard_jax.train import config_checks
 
@@ -17,13 +18,7 @@ ARCH_FIELDS = ('removal.archs', 'compression.archs', 'causes.archs',
                'probe_checkpoints.archs')
 
 
-def _field(config, dotted: str):
-  value = config
-  for part in dotted.split('.'):
-    if value is None or part not in value:
-      return None
-    value = value[part]
-  return value
+_field = config_fields.get
 
 
 def _archs(config, field: str) -> list[str]:

@@ -284,7 +284,8 @@ def load_fused(workdir: str, records: Any) -> Any:
   if getattr(records, 'source', None) == 'fused':
     return records
   try:
-    fused = records_lib.load(workdir, 'train', source='fused')
+    fused = records_lib.load(workdir, 'train', source='fused',
+                             archs=list(dict.fromkeys(records.archs)))
   except FileNotFoundError:
     return None
   if [m.get('name') for m in fused.members] != [

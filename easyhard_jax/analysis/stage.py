@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from easyhard_jax import config_fields
 from easyhard_jax import records as records_lib
 from easyhard_jax.analysis import agreement as agreement_lib
 from easyhard_jax.analysis import config as config_lib
@@ -271,13 +272,15 @@ def run_analysis(config: Any, workdir: str, *, train_images: Any = None,
   cfg = config.analysis if 'analysis' in config else config_lib.default_config()
   out_dir = os.path.join(workdir, 'analysis')
   rule = sets_lib.SetRule.from_config(cfg.sets)
-  train = records_lib.load(workdir, 'train', source=cfg.source)
+  # The architectures the config names, not whatever else the workdir holds.
+  archs = config_fields.arch_list(config) if 'archs' in config else None
+  train = records_lib.load(workdir, 'train', source=cfg.source, archs=archs)
   fused = (scores_lib.load_fused(workdir, train)
            if cfg.get('fused_scores', True) else None)
   test = None
   if cfg.test.enabled:
     try:
-      test = records_lib.load(workdir, 'test', source='probe')
+      test = records_lib.load(workdir, 'test', source='probe', archs=archs)
     except FileNotFoundError as e:
       logging.info('No test records (%s); skipping the test section.', e)
   labels = np.asarray(train.labels, np.int32)

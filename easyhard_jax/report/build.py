@@ -21,6 +21,7 @@ from typing import Any, Callable
 from absl import logging
 import numpy as np
 
+from easyhard_jax import config_fields
 from easyhard_jax import records as records_lib
 from easyhard_jax.report import html as html_lib
 from easyhard_jax.report import experiment_sections
@@ -170,9 +171,11 @@ class Study:
   def probe_accuracy(self) -> dict[str, Any] | None:
     """{member: {'epochs', 'train', 'test'}} from the probe records."""
     try:
-      tr = records_lib.load(self.workdir, 'train', 'probe',
+      archs = (config_fields.arch_list(self.config) if self.config is not
+               None and 'archs' in self.config else None)
+      tr = records_lib.load(self.workdir, 'train', 'probe', archs=archs,
                             complete_only=False)
-      te = records_lib.load(self.workdir, 'test', 'probe',
+      te = records_lib.load(self.workdir, 'test', 'probe', archs=archs,
                             complete_only=False)
     except (FileNotFoundError, ValueError, KeyError) as e:
       logging.info('No probe records for the learning curves: %s', e)

@@ -9,27 +9,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from easyhard_jax import config_fields
 from easyhard_jax import models
 from easyhard_jax.train import steps as steps_lib
 
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
-def arch_list(config, field: str = 'archs') -> list[str]:
-  """An architecture list field as a list of names.
-
-  ``field`` is dotted (``'removal.archs'``); a value is a comma-separated
-  string or a sequence, and 'study' (in a stage's block) means
-  ``config.archs``.
-  """
-  archs = config
-  for part in field.split('.'):
-    archs = archs[part]
-  if isinstance(archs, str):
-    if archs.strip() == 'study' and field != 'archs':
-      return arch_list(config)
-    archs = [a.strip() for a in archs.split(',') if a.strip()]
-  return list(archs)
+arch_list = config_fields.arch_list
 
 
 def compute_dtype(config):
