@@ -20,7 +20,6 @@ import math
 import zlib
 from typing import Iterator
 
-import grain
 import jax
 import numpy as np
 from jax.sharding import NamedSharding
@@ -51,6 +50,19 @@ def _global(local: np.ndarray, sharding, shape, block) -> jax.Array:
   return jax.make_array_from_callback(full, sharding, shard)
 
 
+def _member_entropy(member) -> list[int]:
+  """[seed], or [crc32(stream), seed] for an experiment's member.
+
+  A study member (an int seed, or a dict without 'stream') keeps the crops of
+  every earlier version.
+  """
+  if not isinstance(member, dict):
+    return [int(member)]
+  stream = member.get('stream')
+  salt = [zlib.crc32(stream.encode()) & 0x7FFFFFFF] if stream else []
+  return salt + [int(member['seed'])]
+
+
 class StreamFeed:
   """Train and probe batches of a StreamedData for one mesh.
 
@@ -59,7 +71,9 @@ class StreamFeed:
     mesh: the ('member', 'data') mesh.
     member_axis: mesh axis that shards members, or None.
     batch_size, eval_batch_size: global sizes per step.
-    member_seeds: each member's seed (host crops differ per member).
+    member_seeds: each member's seed (host crops differ per member), or
+      member dicts ('seed', optional 'stream': an experiment's stream name,
+      salting its crops as ensemble.member_keys salts its keys).
     root_seed, arch: with the member seed, the host random stream.
     prefetch_batches: steps read ahead of the device.
   """
@@ -68,7 +82,7 @@ class StreamFeed:
                batch_size: int, eval_batch_size: int, member_seeds,
                root_seed: int, arch: str, prefetch_batches: int = 2):
     self.data, self.batch_size = data, batch_size
-    self.member_seeds = [int(s) for s in member_seeds]
+    self.member_seeds = [_member_entropy(m) for m in member_seeds]
     self.salt = [int(root_seed), zlib.crc32(arch.encode()) & 0x7FFFFFFF]
     self.prefetch = max(1, int(prefetch_batches))
     self.train_sharding = NamedSharding(mesh, P(member_axis, 'data'))
@@ -82,6 +96,9 @@ class StreamFeed:
     self.probe_block = _block(self.probe_sharding, (self.eval_batch,))
 
   def _pipeline(self, elements: np.ndarray, load, per_batch: int):
+    # Imported here: only the streamed path needs grain (the GPU check's
+    # image has none).
+    import grain  # pylint: disable=g-import-not-at-top
     threads = self.data.num_threads
     ds = grain.MapDataset.source(elements).map(load)
     # A short element queue (grain scans it on every element) keeps the
@@ -115,7 +132,7 @@ class StreamFeed:
 
     def load(element):
       m, ex = int(element[0]), int(element[1])
-      seed = self.salt + [self.member_seeds[m], epoch, ex]
+      seed = self.salt + self.member_seeds[m] + [epoch, ex]
       return self.data.train_image(ex, seed), labels[ex], np.int32(ex)
 
     local_shape = (len(members), len(rows))

@@ -1,8 +1,13 @@
 """Cause probes: do easy and hard examples come from dataset bias or from SGD?
 
-Each variant retrains the ensemble (``causes.archs`` x ``causes.seeds``) with
-one change and records it like the study, in ``WORKDIR/causes/{variant}/``:
+Each variant retrains the ensemble (``causes.archs`` x ``causes.seeds``) for
+``causes.epochs`` epochs with one change and records it like the study, in
+``WORKDIR/causes/{variant}/``:
 
+  reseed         the control (always trained): no change, fresh seeds,
+                 ``causes.control_seeds`` members per architecture. It is the
+                 noise floor: what a change of seeds (and the probes' shorter
+                 recipe) alone does to every figure.
   random_labels  training labels permuted at random (a fixed seed): if easiness
                  reflects the data, easy-set agreement across architectures
                  should fall to chance.
@@ -14,15 +19,27 @@ one change and records it like the study, in ``WORKDIR/causes/{variant}/``:
                  do the same examples stay easy without high frequencies?
   grayscale      colour removed (luma, replicated over the channels).
 
-Easiness of a variant is taken over the same share of its training as the
+Design: every probe trains on a random stream of its own (the root seed
+salted by ``causes/{variant}``), so none replays the study's or another
+probe's init, data order or augmentation: comparisons are independent
+(unpaired), never inflated by shared randomness. The control runs the
+probes' recipe (their architectures, epochs and data), not the study's, so a
+probe and the control differ only in the change; and it costs about one
+probe with ``control_seeds`` members.
+
+Easiness of a probe is taken over the same share of its training as the
 study's window (the window in epochs is scaled by the ratio of epochs).
-For every variant it reports, per architecture and overall, the overlap of its
+For every probe it reports, per architecture and overall, the overlap of its
 easy (and hard) set with the baseline study's, as a ratio to the overlap
 expected by chance, the Spearman correlation of easiness with the baseline,
-the cross-architecture easy-set agreement within the variant, and test
-accuracy; ``baseline`` holds the study members' test accuracy and
-``chance_test_acc`` 1 / classes. Results: ``WORKDIR/causes/results.json``
-(written last) and ``results.csv``; the report draws them as one figure.
+the cross-architecture easy-set agreement within the probe, and test
+accuracy. Each figure uses ``causes.seeds`` members per architecture and
+stands beside the control's value at the same count, its seed spread, a z
+and whether the probe departs from the control (noise_floor.py defines
+them); ``baseline`` holds the study members' test accuracy and their
+cross-architecture agreement at the same count, ``chance_test_acc``
+1 / classes. Results: ``WORKDIR/causes/results.json`` (written last) and
+``results.csv``; the report draws them as one figure.
 """
 
 from __future__ import annotations
@@ -32,17 +49,38 @@ import dataclasses
 import os
 from typing import Any, Callable
 
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
 from easyhard_jax import records
-from easyhard_jax.analysis import agreement
-from easyhard_jax.analysis import scores as scores_lib
-from easyhard_jax.analysis import sets as sets_lib
 from easyhard_jax.data import sources
+from easyhard_jax.experiments import noise_floor
 from easyhard_jax.train import config_checks
 from easyhard_jax.train import ensemble
+
+
+CONTROL = 'reseed'
+DESIGN = {
+    'streams': "one per probe (causes/<variant>), salted into the root "
+               "seed: no member replays the study's or another probe's "
+               'init, data order or augmentation',
+    'paired': False,
+    'control': "reseed: the probes' recipe (architectures, epochs, data) "
+               'with fresh seeds; control_seeds members per architecture',
+    'equal_members': 'every figure from causes.seeds members per '
+                     "architecture; the control's over its member-subsets "
+                     'of that size',
+    'spread': "std of the control's figure over its member-subsets times "
+              'sqrt(n / (n - m)): one independent m-member ensemble\'s std',
+    'departs': '|probe - control mean| / (spread * sqrt(1 + m / n)) above '
+               "the two-sided departure_level quantile of Student's t with "
+               'G (n - 1) degrees of freedom (departure_z)',
+}
+
+
+def _reseed(config, data, cfg):
+  del cfg  # The control changes nothing but its random stream.
+  return config, data
 
 
 def _random_labels(config, data, cfg):
@@ -105,6 +143,7 @@ def _image_transform(fn):
 
 
 VARIANTS: dict[str, Callable[..., Any]] = {
+    CONTROL: _reseed,
     'random_labels': _random_labels,
     'large_batch': _large_batch,
     'full_batch': _full_batch,
@@ -115,72 +154,76 @@ VARIANTS: dict[str, Callable[..., Any]] = {
 }
 
 
-def _arch_easiness(workdir, archs, cfg_analysis, scale=1.0):
-  """(example easiness [N], per-arch easiness [G, N], aum [N], arch names).
-
-  ``scale`` stretches the easiness window (in epochs) for a variant trained
-  for a different number of epochs, so "early" is the same share of training.
-  """
-  rec = records.load(workdir, 'train', source=cfg_analysis.source,
-                     archs=archs)
-  window = tuple(w * scale for w in cfg_analysis.window)
-  sc = scores_lib.compute_scores(rec, window, cfg_analysis.dynamics_window)
-  return (sc['example']['easiness'], sc['arch']['easiness'],
-          sc['example']['aum'], sc['arch']['aum'], sc['archs'])
+def _members_per_arch(ens: noise_floor.Ensemble) -> int:
+  return min(len(ids) for ids in ens.arch_members.values())
 
 
-def _sets(rule, easiness, aum, labels, num_classes):
-  k = rule.resolve_k(labels, num_classes)
-  easy, hard = sets_lib.easy_hard_masks(
-      dataclasses.replace(rule, score='easiness'), easiness, labels=labels,
-      num_classes=num_classes, k=k, tiebreak=aum)
-  return np.asarray(easy), np.asarray(hard)
+def _test_acc(workdir: str, archs) -> dict[str, float]:
+  acc = records.load(workdir, 'test', archs=list(archs)).correct[:, -1].mean(1)
+  return {'test_acc_mean': float(acc.mean()),
+          'test_acc_std': float(acc.std(ddof=1)) if acc.size > 1 else 0.0}
 
 
-def _ratio(a, b):
-  """Overlap ratio to chance of each row of a with the same row of b."""
-  m = agreement.overlap_matrix(jnp.asarray(a), jnp.asarray(b))
-  return np.diag(np.asarray(m['ratio']))
+def _train(config, cfg, name, archs, seeds, data, subdir):
+  """Trains one probe's members on their own random stream."""
+  vconfig = copy.deepcopy(config)
+  with vconfig.unlocked():
+    vconfig.archs = ','.join(archs)
+    vconfig.seeds_per_arch = seeds
+    vconfig.epochs = cfg.epochs
+    # Its own streams: no member replays a study member's (or another
+    # probe's) init, data order or augmentation (ensemble.member_keys).
+    vconfig.rng_stream = f'causes/{name}'
+    vconfig, vdata = VARIANTS[name](vconfig, data, cfg)
+  logging.info('Cause probe %s: training %s x %d seeds.', name, archs, seeds)
+  ensemble.record_study(vconfig, subdir, data=vdata)
+  return vconfig
 
 
-def _offdiag_mean(mat):
-  mat = np.asarray(mat)
-  if mat.shape[0] < 2:
-    return None
-  return float(mat[~np.eye(mat.shape[0], dtype=bool)].mean())
+def _with_control(fig: dict[str, Any], control: dict[str, Any],
+                  m: int) -> dict[str, Any]:
+  """A probe's figures with the control's value, z and verdict beside each."""
+  n, z_limit = control['members_per_arch'], control['threshold']
+  fig['control'] = {f: control[f] for f in noise_floor.FIGURES}
+  fig['vs_control'] = {
+      f: noise_floor.departure(fig[f], control[f], n, m, z_limit)
+      for f in noise_floor.FIGURES}
+  for a, p in fig['per_arch'].items():
+    ca = control['per_arch'][a]
+    p['control'] = ca
+    p['vs_control'] = {
+        f: noise_floor.departure(p[f], ca[f], n, m,
+                                 control['arch_threshold'])
+        for f in ('easy_overlap_ratio', 'spearman')}
+  fig['departs_from_control'] = [
+      f for f in noise_floor.FIGURES if fig['vs_control'][f]['departs']]
+  return fig
 
 
-def compare(config, base_dir, variant_dir, archs, labels, num_classes,
-            window_scale=1.0):
-  """Easy/hard agreement of a variant's records with the baseline's."""
-  cfg_a = config.analysis
-  rule = sets_lib.SetRule.from_config(cfg_a.sets)
-  b_ex, b_arch, b_aum, b_arch_aum, _ = _arch_easiness(base_dir, archs, cfg_a)
-  v_ex, v_arch, v_aum, v_arch_aum, names = _arch_easiness(
-      variant_dir, archs, cfg_a, window_scale)
-  be, bh = _sets(rule, b_ex, b_aum, labels, num_classes)
-  ve, vh = _sets(rule, v_ex, v_aum, labels, num_classes)
-  bae, _ = _sets(rule, b_arch, b_arch_aum, labels, num_classes)
-  vae, _ = _sets(rule, v_arch, v_arch_aum, labels, num_classes)
-  rho = np.asarray(agreement.spearman_matrix(
-      jnp.asarray(np.stack([v_ex])), jnp.asarray(np.stack([b_ex]))))[0, 0]
-  rho_arch = np.diag(np.asarray(agreement.spearman_matrix(
-      jnp.asarray(v_arch), jnp.asarray(b_arch))))
-  cross_v = agreement.overlap_matrix(jnp.asarray(vae), jnp.asarray(vae))
-  cross_b = agreement.overlap_matrix(jnp.asarray(bae), jnp.asarray(bae))
-  return {
-      'easy_overlap_ratio': float(_ratio(ve[None], be[None])[0]),
-      'hard_overlap_ratio': float(_ratio(vh[None], bh[None])[0]),
-      'spearman_easiness': float(rho),
-      'per_arch': {a: {'easy_overlap_ratio': float(r), 'spearman': float(s)}
-                   for a, r, s in zip(names, _ratio(vae, bae), rho_arch)},
-      'cross_arch_easy_ratio': _offdiag_mean(cross_v['ratio']),
-      'baseline_cross_arch_easy_ratio': _offdiag_mean(cross_b['ratio']),
-  }
+def _row(name: str, r: dict[str, Any]) -> dict[str, Any]:
+  """The flat results.csv row of one probe."""
+  row = {'variant': name, 'paired': False, 'epochs': r['epochs'],
+         'members_per_arch': r['members_per_arch']}
+  for f in noise_floor.FIGURES:
+    c = r['control'][f]
+    row.update({f: r[f], f'control_{f}': c['mean'],
+                f'control_{f}_spread': c['spread'],
+                f'z_{f}': r['vs_control'][f]['z']})
+  row['baseline_cross_arch_easy_ratio'] = r['baseline_cross_arch_easy_ratio']
+  row['departs_from_control'] = ';'.join(r['departs_from_control'])
+  row.update(test_acc_mean=r['test_acc_mean'], test_acc_std=r['test_acc_std'])
+  return row
 
 
 def run_causes(config, workdir: str) -> dict[str, Any]:
-  """Retrains every configured variant and compares it with the study."""
+  """Trains the reseed control and every variant; compares them with the study.
+
+  Every probe (the control included) trains ``causes.archs`` for
+  ``causes.epochs`` epochs on a random stream of its own. Its figures come
+  from ``causes.seeds`` members per architecture; the control's from each
+  subset of as many of its members, which gives its value and seed spread
+  (see noise_floor.py).
+  """
   cfg = config.causes
   unknown = [v for v in cfg.variants if v not in VARIANTS]
   if unknown:
@@ -197,39 +240,69 @@ def run_causes(config, workdir: str) -> dict[str, Any]:
         'The cause probes filter and relabel the training set in memory, '
         'which a streamed dataset (config.stream.enabled) is not; switch '
         'them off with config.stages.probe_causes=False.')
+  m = int(cfg.seeds)
+  n_control = int(cfg.control_seeds) or max(int(config.seeds_per_arch), m + 1)
+  if n_control <= m:
+    raise ValueError(f'causes.control_seeds ({n_control}) must exceed '
+                     f'causes.seeds ({m}): the control\'s seed spread comes '
+                     'from its subsets of causes.seeds members.')
   data = sources.load_dataset(config)
   out_dir = os.path.join(workdir, 'causes')
-  rows, detail = [], {}
+  study = noise_floor.load_ensemble(workdir, archs, config.analysis)
+  comparer = noise_floor.Comparer(config, study, data.train_labels,
+                                  data.num_classes)
+  limit = int(cfg.max_subsets)
+  baseline_cross = noise_floor.study_cross_arch(comparer, study, m, limit)
+  baseline_cross_all = comparer.cross_arch(study, study.all_members())
+
+  # The control: the probes' recipe with fresh seeds (no change).
+  cdir = os.path.join(out_dir, CONTROL)
+  _train(config, cfg, CONTROL, archs, n_control, data, cdir)
+  scale = cfg.epochs / config.epochs
+  control_ens = noise_floor.load_ensemble(cdir, archs, config.analysis, scale)
+  control = noise_floor.control_summary(comparer, control_ens, m, limit,
+                                        cfg.departure_level)
+  control_row = {f: control[f]['mean'] for f in noise_floor.FIGURES}
+  control_row.update(
+      per_arch={a: {f: v['mean'] for f, v in p.items()}
+                for a, p in control['per_arch'].items()},
+      epochs=int(cfg.epochs), members_per_arch=m,
+      baseline_cross_arch_easy_ratio=baseline_cross,
+      baseline_cross_arch_easy_ratio_all_members=baseline_cross_all,
+      **_test_acc(cdir, archs))
+  detail = {CONTROL: _with_control(control_row, control, m)}
+
   for name in cfg.variants:
-    vconfig = copy.deepcopy(config)
-    with vconfig.unlocked():
-      vconfig.archs = ','.join(archs)
-      vconfig.seeds_per_arch = cfg.seeds
-      vconfig.epochs = cfg.epochs
-      vconfig, vdata = VARIANTS[name](vconfig, data, cfg)
+    if name == CONTROL:
+      continue
     subdir = os.path.join(out_dir, name)
-    logging.info('Cause probe %s: training %s x %d seeds.', name, archs,
-                 cfg.seeds)
-    ensemble.record_study(vconfig, subdir, data=vdata)
-    result = compare(config, workdir, subdir, archs, data.train_labels,
-                     data.num_classes,
-                     window_scale=vconfig.epochs / config.epochs)
-    test = records.load(subdir, 'test')
-    acc = test.correct[:, -1].mean(axis=1)
-    result.update(epochs=int(vconfig.epochs),
-                  test_acc_mean=float(acc.mean()),
-                  test_acc_std=float(acc.std()))
-    detail[name] = result
-    rows.append({'variant': name, **{k: v for k, v in result.items()
-                                     if k != 'per_arch'}})
+    vconfig = _train(config, cfg, name, archs, m, data, subdir)
+    ens = noise_floor.load_ensemble(subdir, archs, config.analysis,
+                                    vconfig.epochs / config.epochs)
+    fig = comparer.figures(ens, ens.all_members())
+    fig.update(
+        epochs=int(vconfig.epochs), members_per_arch=_members_per_arch(ens),
+        baseline_cross_arch_easy_ratio=baseline_cross,
+        baseline_cross_arch_easy_ratio_all_members=baseline_cross_all,
+        **_test_acc(subdir, archs))
+    detail[name] = _with_control(fig, control, m)
+  rows = [_row(name, r) for name, r in detail.items()]
   # The study's own members (same architectures) as the reference.
   base = records.load(workdir, 'test', archs=archs).correct[:, -1].mean(1)
-  out = {'archs': archs, 'seeds': cfg.seeds, 'variants': detail,
-         'rows': rows,
+  out = {'archs': archs, 'seeds': m, 'members_per_arch': m,
+         'control': {'name': CONTROL, 'epochs': int(cfg.epochs),
+                     'members_per_arch': n_control,
+                     'subsets': control['subsets'], 'df': control['df'],
+                     'departure_level': control['level'],
+                     'departure_z': control['threshold']},
+         'design': DESIGN, 'variants': detail, 'rows': rows,
          'baseline': {'epochs': int(config.epochs),
                       'members': int(base.shape[0]),
                       'test_acc_mean': float(base.mean()),
-                      'test_acc_std': float(base.std())},
+                      'test_acc_std': float(base.std(ddof=1))
+                                      if base.size > 1 else 0.0,
+                      'cross_arch_easy_ratio': baseline_cross,
+                      'cross_arch_easy_ratio_all_members': baseline_cross_all},
          'chance_test_acc': 1.0 / data.num_classes}
   # results.json last: the study takes it as the mark of a finished stage.
   records.atomic_write_csv(os.path.join(out_dir, 'results.csv'), rows)
@@ -251,4 +324,11 @@ def default_causes_config():
   c.full_batch_epochs = 200
   c.adam_learning_rate = 1e-3
   c.lowpass_sigma = 1.0           # Gaussian blur, pixels.
+  # The reseed control (always trained; see noise_floor.py): members per
+  # architecture, > seeds; 0 = the study's seeds_per_arch (at least seeds+1).
+  c.control_seeds = 0
+  c.max_subsets = 64              # Control member-subsets evaluated, at most.
+  # Two-sided level of "departs from the control" (a t test: see
+  # noise_floor.py).
+  c.departure_level = 0.95
   return c

@@ -5,7 +5,8 @@ A subset is a bool mask over the stable example index of the training split
 score, the labels, the size and a seed, so a resumed sweep rebuilds identical
 masks. Scores are first oriented so that higher means easier
 (``analysis.scores.easier_key``); ties (easiness takes few distinct values)
-break by AUM (mean margin, also oriented) and then at random per seed.
+break by the early margin (mean eval margin over the window, also oriented;
+the argument is still called ``aum``) and then at random per seed.
 
 Removal strategies remove ``k`` examples:
   ``easiest``, ``hardest``, ``random`` and their ``*_balanced`` variants, which
@@ -27,7 +28,7 @@ from easyhard_jax.analysis import scores as scores_lib
 
 def easiness_order(score: np.ndarray, score_name: str,
                    aum: np.ndarray | None, seed: int) -> np.ndarray:
-  """Example indices from easiest to hardest (ties: AUM, then random)."""
+  """Example indices from easiest to hardest (ties: margin, then random)."""
   key = np.asarray(scores_lib.easier_key(np.asarray(score, np.float64),
                                          score_name))
   if not np.isfinite(key).all():

@@ -16,6 +16,18 @@ never retrained. Layout::
 Budgets (``budget``): ``epochs`` (default, as the paper) trains every subset
 for the same number of epochs, so smaller subsets take fewer steps; ``steps``
 trains every subset for as many steps as the full set takes in ``epochs``.
+
+Randomness (the design, also written into ``results.json``): every group (the
+reference and each fraction) has a random stream of its own, named
+``{removal|compression}/{group}`` and folded into the root seed
+(``ensemble.member_keys``), so no retraining run replays the study's init,
+data order or augmentation, and no subset run starts from the init whose
+early predictions chose its subset. Within one fraction, seed s of every
+strategy and score shares its init and augmentation stream: strategies are
+*paired* by seed (common random numbers), and ``paired_differences`` gives
+each strategy minus its random baseline per seed. Groups are independent of
+each other and of the study. Spreads (``*_std``) are sample standard
+deviations (ddof=1) over the independent seeds of a row (0 with one seed).
 """
 
 from __future__ import annotations
@@ -36,6 +48,7 @@ from easyhard_jax.train import config_checks
 from easyhard_jax.train import ensemble
 
 KINDS = {'remove': 'removal', 'compress': 'compression'}
+TIEBREAK = 'early_margin'  # Mean eval margin over the window (sets' too).
 BUDGETS = ('epochs', 'steps')
 
 
@@ -62,13 +75,11 @@ def sweep_config(config, kind: str):
 def study_scores(config, workdir: str) -> dict[str, np.ndarray]:
   """Per-example scores of the study's train records (analysis definitions)."""
   try:
-    rec = records.load(workdir, 'train', source=config.analysis.source)
+    sc = scores_lib.study_scores(workdir, config.analysis)
   except FileNotFoundError as e:
     raise FileNotFoundError(
         f'{e} The sweeps choose subsets by easiness: run --mode=record on '
         'this workdir first (or --mode=study).') from e
-  sc = scores_lib.compute_scores(rec, config.analysis.window,
-                                 config.analysis.dynamics_window)
   return sc['example']
 
 
@@ -85,8 +96,18 @@ def _retrain_config(config, cfg):
   return c
 
 
-def _member_plan(kind, cfg, arch, fraction, n, example_scores, labels):
-  """(members, keep masks) of one fraction: strategies x scores x seeds."""
+def group_stream(kind: str, group: str) -> str:
+  """The random stream of one sweep group, e.g. 'removal/frac_0.300'."""
+  return f'{KINDS[kind]}/{group}'
+
+
+def _member_plan(kind, cfg, arch, fraction, n, example_scores, labels,
+                 stream, root_seed):
+  """(members, keep masks) of one fraction: strategies x scores x seeds.
+
+  Every member of the group shares ``stream``: seed s of each strategy has
+  the same init and augmentation keys (the strategies are paired by seed).
+  """
   k = int(round(fraction * n))
   members, masks = [], []
   for strategy in cfg.strategies:
@@ -96,9 +117,10 @@ def _member_plan(kind, cfg, arch, fraction, n, example_scores, labels):
         mask = subsets.MASK_FUNCTIONS[kind](
             strategy, k, score=example_scores.get(score),
             score_name=score if score != 'none' else 'easiness',
-            labels=labels, seed=seed, aum=example_scores.get('aum'))
+            labels=labels, seed=seed, aum=example_scores.get(TIEBREAK))
         members.append({'name': f'{arch}/{strategy}/{score}/s{seed}',
-                        'arch': arch, 'seed': seed, 'strategy': strategy,
+                        'arch': arch, 'seed': seed, 'root_seed': root_seed,
+                        'stream': stream, 'strategy': strategy,
                         'score': score, 'fraction': fraction,
                         'kept': int(mask.sum())})
         masks.append(mask)
@@ -133,6 +155,12 @@ def _train_group(config, data, arch, subdir, members, keep, total_steps,
           int(test.probe_steps[-1]))
 
 
+def _std(x) -> float:
+  """Sample std (ddof=1) over independent seeds; 0 for a single seed."""
+  x = np.asarray(x, np.float64)
+  return float(x.std(ddof=1)) if x.size > 1 else 0.0
+
+
 def _summarise(rows_in):
   """Mean and std over seeds of rows keyed by (arch, fraction, strategy, score)."""
   groups: dict[tuple, list] = {}
@@ -145,11 +173,64 @@ def _summarise(rows_in):
     loss = np.array([r['loss'] for r in rs])
     rows.append({'arch': arch, 'fraction': fraction, 'strategy': strategy,
                  'score': score, 'kept': rs[0]['kept'], 'steps': rs[0]['steps'],
+                 'stream': rs[0].get('stream'),
+                 'paired_by_seed': strategy != 'full',
                  'seeds': len(rs), 'test_acc_mean': float(acc.mean()),
-                 'test_acc_std': float(acc.std()),
+                 'test_acc_std': _std(acc),
                  'test_loss_mean': float(loss.mean()),
-                 'test_loss_std': float(loss.std())})
+                 'test_loss_std': _std(loss)})
   return rows
+
+
+def random_baseline(strategy: str) -> str:
+  """The random strategy a strategy is compared with ('random[_balanced]')."""
+  return 'random_balanced' if strategy.endswith('_balanced') else 'random'
+
+
+def paired_differences(per_member) -> list[dict[str, Any]]:
+  """Each strategy minus its random baseline, paired by seed within a group.
+
+  Members of one (arch, fraction) group with the same seed share their init
+  and augmentation stream, so the per-seed difference removes that shared
+  noise; its mean and sample std are over the independent seeds.
+
+  Args:
+    per_member: dicts with arch, fraction, strategy, score, seed, acc.
+
+  Returns:
+    One row per (arch, fraction, strategy, score) that has a baseline.
+  """
+  acc = {(r['arch'], r['fraction'], r['strategy'], r['score'], r['seed']):
+         r['acc'] for r in per_member}
+  keys = sorted({k[:4] for k in acc if not k[2].startswith(('random', 'full'))})
+  out = []
+  for arch, fraction, strategy, score in keys:
+    base = random_baseline(strategy)
+    seeds = sorted(k[4] for k in acc
+                   if k[:4] == (arch, fraction, strategy, score))
+    diffs = [acc[(arch, fraction, strategy, score, s)] -
+             acc[(arch, fraction, base, 'none', s)] for s in seeds
+             if (arch, fraction, base, 'none', s) in acc]
+    if diffs:
+      out.append({'arch': arch, 'fraction': fraction, 'strategy': strategy,
+                  'score': score, 'baseline': base, 'seeds': len(diffs),
+                  'test_acc_diff_mean': float(np.mean(diffs)),
+                  'test_acc_diff_std': _std(diffs)})
+  return out
+
+
+def design(kind: str) -> dict[str, str]:
+  """How the sweep's runs share randomness (written into results.json)."""
+  return {
+      'streams': f'one per group ({group_stream(kind, "reference")}, '
+                 f'{group_stream(kind, "frac_<f>")}), salted into the root '
+                 "seed: no run replays the study's init, order or "
+                 'augmentation',
+      'within_group': 'paired: seed s of every strategy and score shares '
+                      'its init and augmentation stream',
+      'across_groups': 'independent (the reference and each fraction)',
+      'spread': 'sample std (ddof=1) over independent seeds',
+  }
 
 
 def run_sweep(config, workdir: str, kind: str) -> dict[str, Any]:
@@ -168,15 +249,18 @@ def run_sweep(config, workdir: str, kind: str) -> dict[str, Any]:
     groups = [('reference', 0.0 if kind == 'remove' else 1.0, None)]
     groups += [(f'frac_{f:.3f}', f, None) for f in cfg.fractions]
     for name, fraction, _ in groups:
+      stream = group_stream(kind, name)
       if name == 'reference':
         members = [{'name': f'{arch}/full/s{s}', 'arch': arch, 'seed': s,
+                    'root_seed': int(config.seed), 'stream': stream,
                     'strategy': 'full', 'score': 'none',
                     'fraction': fraction, 'kept': n}
                    for s in range(cfg.seeds)]
         keep = np.ones((cfg.seeds, n), bool)
       else:
         members, keep = _member_plan(kind, cfg, arch, fraction, n,
-                                     example_scores, data.train_labels)
+                                     example_scores, data.train_labels,
+                                     stream, int(config.seed))
       total = full_steps if cfg.budget == 'steps' else None
       acc, loss, steps = _train_group(
           retrain, data, arch, os.path.join(out_dir, name), members, keep,
@@ -186,6 +270,8 @@ def run_sweep(config, workdir: str, kind: str) -> dict[str, Any]:
   rows = _summarise(per_member)
   result = {'kind': kind, 'budget': cfg.budget, 'epochs': cfg.epochs,
             'full_steps': full_steps, 'num_train': n, 'rows': rows,
+            'design': design(kind),
+            'paired_differences': paired_differences(per_member),
             'members': per_member, **_curves(kind, rows)}
   # results.json last: the study takes it as the mark of a finished stage.
   records.atomic_write_csv(os.path.join(out_dir, 'results.csv'), rows)
@@ -208,8 +294,21 @@ def _curves(kind: str, rows) -> dict[str, Any]:
     c['std'].append(r['test_acc_std'])
   xlabel = ('fraction of training set removed' if kind == 'remove'
             else 'fraction of training set kept')
+  what = ('without the easiest, the hardest or random examples, as the '
+          'fraction removed grows' if kind == 'remove' else
+          'on subsets chosen by easiness against random subsets of the same '
+          'size')
+  description = (
+      f'Test accuracy of models trained {what} (mean and sample std over '
+      'independent seeds). Design: every group (the full-data reference and '
+      'each fraction) trains with its own random stream, independent of the '
+      "study's members and of the other groups; within a fraction, "
+      'strategies are paired by seed (same init and augmentation stream), '
+      'and results.json lists each strategy minus its random baseline per '
+      'seed (paired_differences).')
   return {'curves': list(curves.values()), 'reference': reference,
-          'xlabel': xlabel, 'ylabel': 'test accuracy'}
+          'xlabel': xlabel, 'ylabel': 'test accuracy',
+          'description': description}
 
 
 def default_sweep_config(kind: str):

@@ -84,30 +84,66 @@ def curves_section(path: str | None, key: str, title: str,
 
 
 
+_SHORT = {'easy_overlap_ratio': 'easy overlap',
+          'hard_overlap_ratio': 'hard overlap',
+          'spearman_easiness': 'Spearman',
+          'cross_arch_easy_ratio': 'cross-arch agreement'}
+
+
+def _band(data, r, field):
+  """Half-width of the control's departure band for one figure, or None.
+
+  A probe outside control mean +- band departs (experiments/noise_floor.py):
+  departure_z (a t quantile) * spread * sqrt(1 + m / n).
+  """
+  c = (r.get('control') or {}).get(field) or {}
+  ctl = data.get('control') or {}
+  n, m = ctl.get('members_per_arch'), data.get('members_per_arch')
+  if c.get('spread') is None or not n or not m:
+    return None
+  return float(ctl.get('departure_z', 2.0)) * c['spread'] * (1 + m / n) ** 0.5
+
+
 def _causes_panels(names, variants, archs, data):
   """The figure's panels: shared sets, rank correlation, agreement, accuracy."""
   v = [variants[n] for n in names]
   many = len(archs) > 1  # Per-architecture dots only say more with >= 2.
+  control = data.get('control') or {}
+  is_ctl = [n == control.get('name') for n in names]
 
   def per_arch(field):
     return [[(r.get('per_arch') or {}).get(a, {}).get(field) for a in archs]
             for r in v] if many else None
+
+  def err(field):  # The control's departure band on the control's bar.
+    out = [_band(data, r, field) if c else None for r, c in zip(v, is_ctl)]
+    return out if any(e is not None for e in out) else None
+
+  def control_line(field):
+    r = next((r for r, c in zip(v, is_ctl) if c), None)
+    if r is None or r.get(field) is None:
+      return []
+    return [{'y': r[field], 'label': 'reseed control', 'style': '-.',
+             'colour': '#2b8cbe'}]
 
   panels = [
       {'title': "sets shared with the study's", 'ylabel': 'overlap / chance',
        'series': [
            {'name': 'easy', 'colour': figures.SET_COLOURS['easy'],
             'values': [r.get('easy_overlap_ratio') for r in v],
+            'err': err('easy_overlap_ratio'),
             'points': per_arch('easy_overlap_ratio')},
            {'name': 'hard', 'colour': figures.SET_COLOURS['hard'],
-            'values': [r.get('hard_overlap_ratio') for r in v]}],
+            'values': [r.get('hard_overlap_ratio') for r in v],
+            'err': err('hard_overlap_ratio')}],
        'lines': [dict(_CHANCE, y=1.0)]},
       {'title': "easiness rank correlation with the study's",
        'ylabel': 'Spearman rho',
        'series': [{'name': 'all members',
                    'values': [r.get('spearman_easiness') for r in v],
+                   'err': err('spearman_easiness'),
                    'points': per_arch('spearman')}],
-       'lines': [dict(_CHANCE, y=0.0)]}]
+       'lines': control_line('spearman_easiness') + [dict(_CHANCE, y=0.0)]}]
   # Rho on its own scale (up to 1), so a small correlation looks small.
   rhos = [r.get('spearman_easiness') for r in v]
   rhos += [p for pts in per_arch('spearman') or [] for p in pts]
@@ -116,12 +152,16 @@ def _causes_panels(names, variants, archs, data):
   panels[0]['ylim'] = (0.0, None)
   cross = [r.get('cross_arch_easy_ratio') for r in v]
   if any(c is not None for c in cross):
-    base = next((r['baseline_cross_arch_easy_ratio'] for r in v
-                 if r.get('baseline_cross_arch_easy_ratio') is not None), None)
+    base = (data.get('baseline') or {}).get('cross_arch_easy_ratio')
+    if base is None:  # Files from before the equal-member comparison.
+      base = next((r['baseline_cross_arch_easy_ratio'] for r in v
+                   if r.get('baseline_cross_arch_easy_ratio') is not None),
+                  None)
     lines = [] if base is None else [{'y': base, 'label': 'study'}]
     panels.append({'title': 'easy sets shared across architectures',
                    'ylabel': 'overlap / chance',
-                   'series': [{'name': 'within the probe', 'values': cross}],
+                   'series': [{'name': 'within the probe', 'values': cross,
+                               'err': err('cross_arch_easy_ratio')}],
                    'lines': lines + [dict(_CHANCE, y=1.0)]})
   lines = []
   if (data.get('baseline') or {}).get('test_acc_mean') is not None:
@@ -140,6 +180,32 @@ def _pm(mean: Any, std: Any) -> str:
   if mean is None:
     return '-'
   return f'{mean:.4g}' + ('' if std is None else f' ± {std:.2g}')
+
+
+def _cell(r: dict[str, Any], field: str, control: bool) -> Any:
+  """A table cell: the control's mean ± spread, or a probe's value (z)."""
+  value = r.get(field)
+  if value is None:
+    return None
+  if control:
+    return _pm(value, ((r.get('control') or {}).get(field) or {}).get(
+        'spread'))
+  z = ((r.get('vs_control') or {}).get(field) or {}).get('z')
+  return f'{value:.4g}' + ('' if z is None else f' (z {z:+.2g})')
+
+
+def _verdict(r: dict[str, Any], control: bool) -> str:
+  """Which figures depart from the control beyond the seed spread."""
+  if control:
+    return 'the control'
+  vs = r.get('vs_control')
+  if not vs:
+    return '-'
+  out = [_SHORT[f] for f, d in vs.items() if d.get('departs')]
+  if out:
+    return ', '.join(out)
+  return 'none' if any(d.get('departs') is not None for d in vs.values()) \
+      else 'undecided (no spread)'
 
 
 def causes_section(path: str | None, key: str, title: str,
@@ -168,37 +234,64 @@ def causes_section(path: str | None, key: str, title: str,
   names = [r['variant'] for r in data.get('rows') or []
            if r.get('variant') in variants] or list(variants)
   archs = list(data.get('archs') or [])
+  ctl = data.get('control') or {}
+  m = data.get('members_per_arch') or data.get('seeds')
+  with_control = ctl.get('name') in variants
   caption = (
       'One group of bars per cause probe: overlap ratios above the dotted '
       'chance line (1) and a Spearman rho above 0 mean the probe still finds '
       "the study's easy and hard examples, so what it changed does not make "
       'them easy or hard, while the test-accuracy panel shows whether it '
       'still learned (dashed: the study, dotted: chance)'
-      + ('; dots: architectures.' if len(archs) > 1 else '.'))
+      + ('; dots: architectures' if len(archs) > 1 else '')
+      + ('. The first group is the reseed control (no change, fresh seeds); '
+         'its error bar is the band a probe must leave to depart from it '
+         f"beyond the seed spread (|z| > {ctl.get('departure_z', 2.0):.3g}, "
+         f"a t quantile at level {ctl.get('departure_level', 0.95):g}). "
+         f'Every figure uses {m} member(s) per architecture.'
+         if with_control else '.'))
+  labels = [f'{n} (control)' if n == ctl.get('name') else n for n in names]
   sec.figures.append(_fig(key, figures.grouped_bars(
-      names, _causes_panels(names, variants, archs, data)), caption))
+      labels, _causes_panels(names, variants, archs, data)), caption))
   base = data.get('baseline') or {}
-  rows = [(n, r.get('epochs'), r.get('easy_overlap_ratio'),
-           r.get('hard_overlap_ratio'), r.get('spearman_easiness'),
-           r.get('cross_arch_easy_ratio'),
-           _pm(r.get('test_acc_mean'), r.get('test_acc_std')))
-          for n, r in ((n, variants[n]) for n in names)]
+  rows = []
+  for n in names:
+    r, is_ctl = variants[n], n == ctl.get('name')
+    rows.append((labels[names.index(n)], r.get('epochs'),
+                 _cell(r, 'easy_overlap_ratio', is_ctl),
+                 _cell(r, 'hard_overlap_ratio', is_ctl),
+                 _cell(r, 'spearman_easiness', is_ctl),
+                 _cell(r, 'cross_arch_easy_ratio', is_ctl),
+                 _pm(r.get('test_acc_mean'), r.get('test_acc_std')),
+                 _verdict(r, is_ctl)))
   if base:
+    cross = base.get('cross_arch_easy_ratio')
+    if cross is None:
+      cross = next((variants[n].get('baseline_cross_arch_easy_ratio')
+                    for n in names), None)
     rows.append(('study (reference)', base.get('epochs'), None, None, None,
-                 next((variants[n].get('baseline_cross_arch_easy_ratio')
-                       for n in names), None),
-                 _pm(base.get('test_acc_mean'), base.get('test_acc_std'))))
+                 cross, _pm(base.get('test_acc_mean'),
+                            base.get('test_acc_std')), None))
+  chance = _pm(data.get('chance_test_acc'), None)
+  note = (f"Architectures {', '.join(archs)}, {m} member(s) each per "
+          f'figure; chance test accuracy {chance}')
+  if with_control:
+    note += (f". Control: {ctl.get('members_per_arch')} members per "
+             f"architecture, mean ± seed spread over {ctl.get('subsets')} "
+             f'subsets of {m}; probes: value (z against the control). '
+             'Every probe trains on its own random stream (independent, '
+             'unpaired)')
   body = [html_lib.table(
       ['cause probe', 'epochs', 'easy overlap / chance',
        'hard overlap / chance', 'easiness Spearman',
-       'cross-arch easy overlap / chance', 'test accuracy'], rows,
-      f"Architectures {', '.join(archs)}, {data.get('seeds')} seed(s) each; "
-      f"chance test accuracy {_pm(data.get('chance_test_acc'), None)}")]
+       'cross-arch easy overlap / chance', 'test accuracy',
+       'departs from the control'], rows, note)]
   if len(archs) > 1:
     body.append(html_lib.table(
         ['cause probe', 'architecture', 'easy overlap / chance',
-         'easiness Spearman'],
-        [(n, a, p.get('easy_overlap_ratio'), p.get('spearman'))
+         'easiness Spearman', 'control easy overlap', 'control Spearman'],
+        [(n, a, p.get('easy_overlap_ratio'), p.get('spearman'),
+          _pm(*_ms(p, 'easy_overlap_ratio')), _pm(*_ms(p, 'spearman')))
          for n in names
          for a, p in (variants[n].get('per_arch') or {}).items()],
         'Per architecture'))
@@ -208,8 +301,16 @@ def causes_section(path: str | None, key: str, title: str,
   return sec
 
 
+def _ms(p: dict[str, Any], field: str) -> tuple[Any, Any]:
+  c = (p.get('control') or {}).get(field) or {}
+  return c.get('mean'), c.get('spread')
+
+
 def causes_summary(path: str | None) -> list[str]:
   """One Markdown bullet per cause probe (empty when the stage has not run).
+
+  Each probe's bullet says whether it departs from the reseed control beyond
+  the seed spread, figure by figure.
 
   Args:
     path: ``WORKDIR/causes/results.json`` or None.
@@ -231,15 +332,39 @@ def causes_summary(path: str | None) -> list[str]:
   if data.get('chance_test_acc') is not None:
     refs.append(f"chance {_g(data['chance_test_acc'])}")
   ref = f" ({', '.join(refs)})" if refs else ''
+  ctl = (data.get('control') or {}).get('name')
   out = []
   for name, r in variants.items():
-    out.append(
+    line = (
         f'{name}: easy sets overlap the study\'s '
         f"{_g(r.get('easy_overlap_ratio'))}x chance (hard "
         f"{_g(r.get('hard_overlap_ratio'))}x), easiness Spearman "
         f"{_g(r.get('spearman_easiness'))}, test accuracy "
-        f"{_g(r.get('test_acc_mean'))}{ref}.")
+        f"{_g(r.get('test_acc_mean'))}{ref}")
+    if name == ctl:
+      line += ('; this is the reseed control (fresh seeds, no change), the '
+               'noise floor of every other probe.')
+    elif r.get('vs_control'):
+      c = r.get('control') or {}
+      line += (f"; reseed control {_g(_cmean(c, 'easy_overlap_ratio'))}x, "
+               f"{_g(_cmean(c, 'hard_overlap_ratio'))}x, rho "
+               f"{_g(_cmean(c, 'spearman_easiness'))}: ")
+      verdict = _verdict(r, False)
+      if verdict == 'none':
+        line += 'within the seed spread of the control in every figure.'
+      elif verdict.startswith('undecided'):
+        line += 'no seed spread to judge by.'
+      else:
+        line += ('departs from the control beyond the seed spread in: '
+                 f'{verdict}.')
+    else:
+      line += '.'
+    out.append(line)
   return out
+
+
+def _cmean(c: dict[str, Any], field: str) -> Any:
+  return (c.get(field) or {}).get('mean')
 
 
 def _g(x: Any) -> str:
