@@ -9,9 +9,6 @@ Runtime and results: see the dataset configs (cifar10.py, digits.py, ...).
 
 import ml_collections
 
-from easyhard_jax import analysis
-from easyhard_jax.experiments import causes
-from easyhard_jax.experiments import sweeps
 from easyhard_jax.train import checkpoint_probe
 
 
@@ -76,23 +73,132 @@ def get_config() -> ml_collections.ConfigDict:
   c.probe.at_init = False
 
   # Analysis stage (windows, easy/hard set rule, agreement, similarity).
-  c.analysis = analysis.default_config()
+  a = c.analysis = ml_collections.ConfigDict()
+  a.source = 'probe'              # Records to analyse: probe (clean) | fused.
+  # Easiness, EL2N and the early margin average over this window (epochs,
+  # lo < e <= hi): the paper's "early in training". (0, 1] = every probe of
+  # epoch 1.
+  a.window = (0.0, 1.0)
+  # Cumulative accuracy, first_learned, probe_forgetting_events and
+  # never_learned use this window of probes; (0, inf) = every probe after
+  # training starts. Use (-1, inf) to include a probe at initialisation.
+  a.dynamics_window = (0.0, float('inf'))
+  # Training-pass scores as their authors define them (forgetting_events,
+  # aum, confidence, variability, correctness) from the fused records of
+  # every epoch, when the workdir has them.
+  a.fused_scores = True
+
+  # Easy and hard sets (train and test split alike).
+  a.sets = ml_collections.ConfigDict()
+  a.sets.method = 'top_k'         # top_k | all_correct | threshold.
+  a.sets.score = 'easiness'       # Any score with an easy end (see
+                                  # scores.SCORE_ORIENTATION).
+  a.sets.fraction = 0.1           # top_k with k == 0: k = round(fraction * N)
+                                  # (per class: of each class's size).
+  a.sets.k = 0                    # top_k: explicit k (per class if per_class).
+  # top_k: k per class (class-balanced sets), the default: a global top-k
+  # set can be a single class. The analysis and report show both rules;
+  # this one defines is_easy / is_hard, agreement and visual similarity.
+  a.sets.per_class = True
+  a.sets.easy_threshold = 0.9     # threshold: easy iff oriented score >= this
+  a.sets.hard_threshold = 0.1     # ... hard iff <= this (in the score's units).
+  # top_k breaks ties of the primary score with the early margin (mean eval
+  # margin over the window, same orientation), then by example index;
+  # easiness is discrete, so ties are many.
+  a.sets.tiebreak = 'early_margin'  # early_margin | none.
+
+  # Cross-model agreement.
+  a.agreement = ml_collections.ConfigDict()
+  a.agreement.num_bootstrap = 200  # Resamples of members within each arch
+                                  # (linear cost: ~15 s for 4 archs x 50k on
+                                  # 2 CPU cores).
+  a.agreement.ci_level = 0.95     # Two-sided percentile interval.
+  a.agreement.seed = 0            # jax.random key for the bootstrap.
+
+  # Visual similarity (needs images and/or features passed to the stage).
+  a.similarity = ml_collections.ConfigDict()
+  a.similarity.max_set_size = 5000  # Subsample sets above this (cost ~ K^2 D).
+  a.similarity.per_class = True   # Also within each class (equal sizes there).
+  a.similarity.block_size = 256   # Row block of the pairwise-distance kernel.
+  a.similarity.hf_cutoff = 0.25   # High frequency: radius > this (cycles/px).
+  a.similarity.hf_remove_mean = True  # Drop each image's DC before the FFT.
+  a.similarity.seed = 1           # Key for random sets and subsampling.
+  # Streamed datasets (ImageNet) are not loaded whole: pixel statistics and
+  # class means use a stable random sample of this many images per split.
+  a.similarity.max_streamed_images = 20000
+
+  a.test = ml_collections.ConfigDict()
+  a.test.enabled = True           # Analyse test records when they exist
+                                  # (always the probe source).
 
   # Retraining sweeps (see easyhard_jax/experiments/sweeps.py): removal of
   # easy / hard / random examples, and compression by easiness vs random.
-  c.removal = sweeps.default_sweep_config('remove')
-  c.compression = sweeps.default_sweep_config('compress')
+  for name, kind in (('removal', 'remove'), ('compression', 'compress')):
+    w = c[name] = ml_collections.ConfigDict()
+    w.archs = 'study'            # 'study' = config.archs, or comma-separated.
+    w.seeds = 3                  # Retraining seeds per (fraction, strategy).
+    w.epochs = 30                # Epochs of every retraining run.
+    w.budget = 'epochs'          # epochs (as the paper) | steps (as full data).
+    w.members_per_program = 6    # Members compiled into one program.
+  c.removal.fractions = (0.1, 0.3, 0.5)
+  c.removal.strategies = ('easiest', 'hardest', 'random', 'easiest_balanced',
+                          'hardest_balanced', 'random_balanced')
+  c.removal.scores = ('easiness',)
+  c.compression.fractions = (0.1, 0.3, 0.5, 0.7)
+  c.compression.strategies = ('drop_easiest', 'stratified', 'random')
+  c.compression.scores = ('easiness', 'el2n', 'forgetting_events')
   # Cause probes (experiments/causes.py): random labels, batch size, Adam,
   # low-pass and grayscale inputs, compared with this study's easiness.
-  c.causes = causes.default_causes_config()
+  k = c.causes = ml_collections.ConfigDict()
+  k.variants = ('random_labels', 'large_batch', 'adam', 'lowpass',
+                'grayscale')      # Also: full_batch (small datasets).
+  k.archs = 'study'               # Subset of config.archs (>= 2 for agreement).
+  k.seeds = 2                     # Seeds per architecture in each variant.
+  k.epochs = 30                   # Epochs of each variant's training.
+  k.label_seed = 0                # random_labels permutation.
+  k.large_batch_size = 1024
+  k.full_batch_epochs = 200
+  k.adam_learning_rate = 1e-3
+  k.lowpass_sigma = 1.0           # Gaussian blur, pixels.
+  # The reseed control (always trained; see noise_floor.py): members per
+  # architecture, > seeds; 0 = the study's seeds_per_arch (at least seeds+1).
+  k.control_seeds = 0
+  k.max_subsets = 64              # Control member-subsets evaluated, at most.
+  # Two-sided level of "departs from the control" (a t test: see
+  # noise_floor.py).
+  k.departure_level = 0.95
 
-  # --mode=probe_checkpoints: records and features from saved checkpoints.
+  # --mode=probe_checkpoints: records, penultimate features and GraNd from
+  # the kept checkpoints (train/checkpoint_probe.py, after_the_fact.py).
   c.probe_checkpoints = checkpoint_probe.default_config()
 
   # Report (easyhard_jax/report): example grids per class.
   c.report = ml_collections.ConfigDict()
   c.report.examples_per_class = 8
   c.report.max_classes = 20
+
+  # --mode=compare (analysis/reference_compare.py): the analysis scores
+  # against a published per-example score (e.g. C-scores); writes
+  # WORKDIR/compare and a report section.
+  c.reference = ml_collections.ConfigDict()
+  c.reference.path = ''           # .npz or .csv of the score ('' = none).
+  c.reference.key = 'score'       # Its npz key or CSV column.
+  c.reference.orientation = 'higher_is_easier'  # | higher_is_harder.
+  c.reference.split = 'train'     # The split it scores: train | test.
+  # Row order: 'index' (this project's example index = TFDS's stored order
+  # for TFDS datasets); 'tfds_id' (an id column: the records' ids, or
+  # tf.data tfds_ids 'cifar10-train.array_record-00000-of-00001__123');
+  # 'original' (the keys TFDS's builder hashed, for CIFAR / MNIST the
+  # original file order, e.g. the published C-score files).
+  c.reference.order = 'index'
+  c.reference.tfds_id_column = 'tfds_id'  # order='tfds_id': key or column.
+  # Key or column of the reference's own labels ('' = none): after the
+  # mapping they must equal the records' labels (checks the order).
+  c.reference.label_key = ''
+  c.reference.hard_tail_fractions = (0.05, 0.1)  # AUROC and top-k sizes.
+  # Non-saturated part: reference strictly between these quantiles of
+  # itself; (0, 1) = strictly inside its min and max.
+  c.reference.nonsaturated_band = (0.0, 1.0)
 
   # Stages that --mode=study runs (in this order); False switches one off.
   c.stages = ml_collections.ConfigDict()

@@ -8,8 +8,8 @@ import ml_collections
 import numpy as np
 import pytest
 
+from configs import default
 from easyhard_jax import records
-from easyhard_jax.analysis import default_config
 from easyhard_jax.analysis import scores
 from easyhard_jax.analysis import stage
 
@@ -85,7 +85,7 @@ def _write_study(workdir, archs, n_train=60, n_test=60, seed=0, fused=True):
 def _config(num_bootstrap=16):
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.analysis = default_config()
+  c.analysis = default.get_config().analysis
   c.analysis.agreement.num_bootstrap = num_bootstrap
   c.analysis.sets.fraction = 0.2
   c.analysis.similarity.block_size = 16  # One padded shape.

@@ -11,7 +11,6 @@ easiness and the test errors of the final models), ``stage``
 (``run_analysis``). Never imports ``easyhard_jax.train``.
 """
 
-from easyhard_jax.analysis.config import default_config
 from easyhard_jax.analysis.scores import FUSED_SCORE_NAMES
 from easyhard_jax.analysis.scores import SCORE_NAMES
 from easyhard_jax.analysis.scores import SCORE_ORIENTATION
@@ -24,6 +23,6 @@ from easyhard_jax.analysis.stage import run_analysis
 
 __all__ = [
     'FUSED_SCORE_NAMES', 'SCORE_NAMES', 'SCORE_ORIENTATION', 'SetRule',
-    'compute_scores', 'default_config', 'easy_hard_masks', 'run_analysis',
+    'compute_scores', 'easy_hard_masks', 'run_analysis',
     'study_scores', 'window_mask',
 ]

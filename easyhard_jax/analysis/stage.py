@@ -39,7 +39,6 @@ import numpy as np
 from easyhard_jax import config_fields
 from easyhard_jax import records as records_lib
 from easyhard_jax.analysis import agreement as agreement_lib
-from easyhard_jax.analysis import config as config_lib
 from easyhard_jax.analysis import heldout_errors
 from easyhard_jax.analysis import scores as scores_lib
 from easyhard_jax.analysis import sets as sets_lib
@@ -259,7 +258,7 @@ def run_analysis(config: Any, workdir: str, *, train_images: Any = None,
 
   Args:
     config: the study ConfigDict; ``config.analysis`` holds the knobs
-      (:func:`easyhard_jax.analysis.default_config`; used when absent).
+      (defaults in configs/default.py).
     workdir: the study workdir (records in ``WORKDIR/records``).
     train_images: optional [N, H, W, C] train images in example-index order.
     test_images: optional test images, same layout (for mean images).
@@ -269,7 +268,7 @@ def run_analysis(config: Any, workdir: str, *, train_images: Any = None,
   Returns:
     The dict written to ``WORKDIR/analysis/analysis.json``.
   """
-  cfg = config.analysis if 'analysis' in config else config_lib.default_config()
+  cfg = config.analysis
   out_dir = os.path.join(workdir, 'analysis')
   rule = sets_lib.SetRule.from_config(cfg.sets)
   # The architectures the config names, not whatever else the workdir holds.

@@ -308,27 +308,3 @@ def run_causes(config, workdir: str) -> dict[str, Any]:
   records.atomic_write_csv(os.path.join(out_dir, 'results.csv'), rows)
   records.atomic_write_json(os.path.join(out_dir, 'results.json'), out)
   return out
-
-
-def default_causes_config():
-  """The cause-probe knobs (embedded in configs/default.py)."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  c = ml_collections.ConfigDict()
-  c.variants = ('random_labels', 'large_batch', 'adam', 'lowpass',
-                'grayscale')      # Also: full_batch (small datasets).
-  c.archs = 'study'               # Subset of config.archs (>= 2 for agreement).
-  c.seeds = 2                     # Seeds per architecture in each variant.
-  c.epochs = 30                   # Epochs of each variant's training.
-  c.label_seed = 0                # random_labels permutation.
-  c.large_batch_size = 1024
-  c.full_batch_epochs = 200
-  c.adam_learning_rate = 1e-3
-  c.lowpass_sigma = 1.0           # Gaussian blur, pixels.
-  # The reseed control (always trained; see noise_floor.py): members per
-  # architecture, > seeds; 0 = the study's seeds_per_arch (at least seeds+1).
-  c.control_seeds = 0
-  c.max_subsets = 64              # Control member-subsets evaluated, at most.
-  # Two-sided level of "departs from the control" (a t test: see
-  # noise_floor.py).
-  c.departure_level = 0.95
-  return c

@@ -309,25 +309,3 @@ def _curves(kind: str, rows) -> dict[str, Any]:
   return {'curves': list(curves.values()), 'reference': reference,
           'xlabel': xlabel, 'ylabel': 'test accuracy',
           'description': description}
-
-
-def default_sweep_config(kind: str):
-  """The removal / compression knobs (embedded in configs/default.py)."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  c = ml_collections.ConfigDict()
-  c.archs = 'study'            # 'study' = config.archs, or comma-separated.
-  c.seeds = 3                  # Retraining seeds per (fraction, strategy).
-  c.epochs = 30                # Epochs of every retraining run.
-  c.budget = 'epochs'          # epochs (as the paper) | steps (as full data).
-  c.members_per_program = 6    # Members compiled into one program.
-  if kind == 'remove':
-    c.fractions = (0.1, 0.3, 0.5)
-    c.strategies = ('easiest', 'hardest', 'random', 'easiest_balanced',
-                    'hardest_balanced', 'random_balanced')
-    c.scores = ('easiness',)
-  else:
-    c.fractions = (0.1, 0.3, 0.5, 0.7)
-    c.strategies = ('drop_easiest', 'stratified', 'random')
-    c.scores = ('easiness', 'el2n', 'forgetting_events')
-  return c
-
