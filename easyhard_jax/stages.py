@@ -83,6 +83,11 @@ def _record_hashes(config) -> dict[str, str]:
           for a in config_checks.arch_list(config)}
 
 
+def _compare(config, workdir):
+  from easyhard_jax.analysis import reference_compare
+  reference_compare.run_compare(config, workdir)
+
+
 def _records_complete(config, workdir) -> bool:
   """Every config arch finished, with the config's fingerprint."""
   manifest = records.read_manifest(workdir)
@@ -102,10 +107,10 @@ STAGES = {
     'report': (_report, 'report'),
 }
 # Run on request only (not part of --mode=study).
-EXTRA_STAGES = {'probe_checkpoints': _probe_checkpoints}
+EXTRA_STAGES = {'probe_checkpoints': _probe_checkpoints, 'compare': _compare}
 MODES = ('study',) + tuple(STAGES) + tuple(EXTRA_STAGES)
 # Host-only stages: process 0 runs them; the others have nothing to do.
-WRITER_ONLY = ('analyze', 'report')
+WRITER_ONLY = ('analyze', 'report', 'compare')
 # Directories a stage writes besides its own (replaced along with it).
 ALSO_WRITES = {'analyze': ('exports',)}
 

@@ -25,6 +25,7 @@ from easyhard_jax import config_fields
 from easyhard_jax import records as records_lib
 from easyhard_jax.report import html as html_lib
 from easyhard_jax.report import experiment_sections
+from easyhard_jax.report import reference_section
 from easyhard_jax.report import sections
 
 # Later stages whose generic curves JSON (see the package docstring) is shown.
@@ -293,7 +294,12 @@ def summary_blocks(study: Study) -> list[tuple[str, list[str]]]:
   except (OSError, ValueError, TypeError, AttributeError) as e:
     # Its section shows the error too; the summary must still be written.
     causes = [f'causes/results.json is unreadable: {e}']
-  return [('Findings', out), ('Later stages', ran), ('Cause probes', causes)]
+  try:
+    reference = reference_section.summary(study.workdir)
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    reference = [f'compare/results.json is unreadable: {e}']
+  return [('Findings', out), ('Later stages', ran), ('Cause probes', causes),
+          ('Reference score', reference)]
 
 
 def build_report(config: Any, workdir: str, *, train_images: Any = None,

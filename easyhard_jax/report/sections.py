@@ -20,6 +20,7 @@ import numpy as np
 from easyhard_jax.report import figures
 from easyhard_jax.report import html as html_lib
 from easyhard_jax.report import set_rules
+from easyhard_jax.report import reference_section
 
 chance_text = set_rules.chance_text
 rule_text = set_rules.rule_text
@@ -453,5 +454,7 @@ SECTIONS = (
     ('colour-frequency', 'Colour and frequency statistics', _colour_freq),
     ('test-errors', 'Test errors and hard examples', _test_errors),
     ('learning-curves', 'Learning curves', _learning_curves),
+    (reference_section.KEY, reference_section.TITLE,
+     reference_section.reference_section),
     ('config', 'Config and timings', _config_timings),
 )
