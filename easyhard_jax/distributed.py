@@ -15,17 +15,55 @@ on storage they share).
 Auto-detection (no arguments to jax.distributed.initialize) is used when a
 cluster environment is present: SLURM with more than one task, or a Cloud TPU
 pod (TPU worker environment variables).
+
+Forced host devices (``XLA_FLAGS=--xla_force_host_platform_device_count=N``,
+a CPU rehearsal of a sharded run) get a longer XLA:CPU collective timeout
+from :func:`configure_host_devices`, also called by :func:`maybe_initialize`.
 """
 
 from __future__ import annotations
 
 import os
+import re
 
 import jax
 import numpy as np
 from absl import logging
 
 _initialized = False
+
+# XLA:CPU aborts the process ("Termination timeout for `...` of 40 seconds
+# exceeded") when the devices of a collective do not all reach its rendezvous
+# within this many seconds (default 40, xla/debug_options_flags.cc; read by
+# xla/backends/cpu/collectives/in_process_communicator.cc). The abort seen
+# with forced host devices was a deadlock of several programs in flight, fixed
+# by train/mesh.py's one_in_flight (a longer timeout alone only turns it into
+# a hang). This is a margin for the other cause: forced devices are threads
+# sharing the machine's cores, so on a loaded machine one can be late. A real
+# deadlock still ends in an abort, and XLA logs each stall after 20 s.
+_TERMINATE_FLAG = 'xla_cpu_collective_call_terminate_timeout_seconds'
+HOST_COLLECTIVE_TIMEOUT_S = 600
+
+
+def forced_host_devices(xla_flags: str | None = None) -> int:
+  """N of --xla_force_host_platform_device_count=N in XLA_FLAGS (else 0)."""
+  flags = os.environ.get('XLA_FLAGS', '') if xla_flags is None else xla_flags
+  found = re.findall(r'--xla_force_host_platform_device_count=(\d+)', flags)
+  return int(found[-1]) if found else 0
+
+
+def configure_host_devices() -> None:
+  """Lengthens XLA:CPU's collective timeout when host devices are forced.
+
+  Must run before the JAX backend starts (XLA reads XLA_FLAGS then); later
+  it changes nothing. A timeout already in XLA_FLAGS is kept.
+  """
+  flags = os.environ.get('XLA_FLAGS', '')
+  if forced_host_devices(flags) > 1 and _TERMINATE_FLAG not in flags:
+    os.environ['XLA_FLAGS'] = (
+        f'{flags} --{_TERMINATE_FLAG}={HOST_COLLECTIVE_TIMEOUT_S}'.strip())
+    logging.info('Forced host devices: XLA:CPU collective timeout %d s.',
+                 HOST_COLLECTIVE_TIMEOUT_S)
 
 
 def _cluster_detected() -> bool:
@@ -39,6 +77,7 @@ def maybe_initialize(config) -> None:
   global _initialized
   if _initialized:
     return
+  configure_host_devices()
   cfg = config.get('distributed')
   address = cfg.get('coordinator_address', '') if cfg else ''
   if address:

@@ -52,6 +52,7 @@ from typing import Any, Callable
 import numpy as np
 from absl import logging
 
+from easyhard_jax import files
 from easyhard_jax import records
 from easyhard_jax.data import sources
 from easyhard_jax.experiments import noise_floor
@@ -229,8 +230,7 @@ def run_causes(config, workdir: str) -> dict[str, Any]:
   if unknown:
     raise ValueError(f'Unknown causes.variants {unknown}; known: '
                      f'{sorted(VARIANTS)}.')
-  archs = (config_checks.arch_list(config) if cfg.archs == 'study'
-           else [a.strip() for a in cfg.archs.split(',')])
+  archs = config_checks.arch_list(config, 'causes.archs')
   missing = [a for a in archs if a not in config_checks.arch_list(config)]
   if missing:
     raise ValueError(f'causes.archs {missing} are not in the study '
@@ -305,6 +305,6 @@ def run_causes(config, workdir: str) -> dict[str, Any]:
                       'cross_arch_easy_ratio_all_members': baseline_cross_all},
          'chance_test_acc': 1.0 / data.num_classes}
   # results.json last: the study takes it as the mark of a finished stage.
-  records.atomic_write_csv(os.path.join(out_dir, 'results.csv'), rows)
-  records.atomic_write_json(os.path.join(out_dir, 'results.json'), out)
+  files.atomic_write_csv(os.path.join(out_dir, 'results.csv'), rows)
+  files.atomic_write_json(os.path.join(out_dir, 'results.json'), out)
   return out

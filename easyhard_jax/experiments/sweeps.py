@@ -33,13 +33,13 @@ deviations (ddof=1) over the independent seeds of a row (0 with one seed).
 from __future__ import annotations
 
 import copy
-import io
 import os
 from typing import Any
 
 import numpy as np
 from absl import logging
 
+from easyhard_jax import files
 from easyhard_jax import records
 from easyhard_jax.analysis import scores as scores_lib
 from easyhard_jax.data import streaming
@@ -140,9 +140,7 @@ def _train_group(config, data, arch, subdir, members, keep, total_steps,
     sl = slice(start, start + chunk)
     mask_path = os.path.join(subdir, f'masks_{program}.npz')
     if not os.path.exists(mask_path):
-      buf = io.BytesIO()
-      np.savez(buf, keep=keep[sl])
-      records.atomic_write_bytes(mask_path, buf.getvalue())
+      files.atomic_savez(mask_path, {'keep': keep[sl]})
     if writer.is_complete(program):
       continue
     logging.info('%s: training %d members on %d examples.', subdir,
@@ -242,8 +240,7 @@ def run_sweep(config, workdir: str, kind: str) -> dict[str, Any]:
   n = len(data.train_labels)
   retrain = _retrain_config(config, cfg)
   full_steps = cfg.epochs * ensemble.steps_per_epoch(retrain, n)
-  archs = (config_checks.arch_list(config) if cfg.archs == 'study'
-           else [a.strip() for a in cfg.archs.split(',')])
+  archs = config_checks.arch_list(config, f'{KINDS[kind]}.archs')
   per_member = []
   for arch in archs:
     groups = [('reference', 0.0 if kind == 'remove' else 1.0, None)]
@@ -274,8 +271,8 @@ def run_sweep(config, workdir: str, kind: str) -> dict[str, Any]:
             'paired_differences': paired_differences(per_member),
             'members': per_member, **_curves(kind, rows)}
   # results.json last: the study takes it as the mark of a finished stage.
-  records.atomic_write_csv(os.path.join(out_dir, 'results.csv'), rows)
-  records.atomic_write_json(os.path.join(out_dir, 'results.json'), result)
+  files.atomic_write_csv(os.path.join(out_dir, 'results.csv'), rows)
+  files.atomic_write_json(os.path.join(out_dir, 'results.json'), result)
   return result
 
 

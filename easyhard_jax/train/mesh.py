@@ -10,10 +10,21 @@ computed them. The ``member`` axis shards the member-stacked state when the
 
 This is the successor of ``pmap`` with the same per-device semantics; the
 package has no ``pmap`` code.
+
+Forced host devices (``--xla_force_host_platform_device_count``) run every
+device of a program as a task on one XLA:CPU thread pool, and a collective
+holds its thread in a rendezvous until all devices arrive. With asynchronous
+dispatch several sharded programs are in flight at once; the pool (max(cores,
+devices) threads) then fills with devices of one program waiting for devices
+that cannot get a thread, a deadlock that XLA:CPU ends after 40 s by
+aborting the process ("Termination timeout for `collective permute ...`").
+:func:`one_in_flight` runs such programs one at a time. Accelerators keep
+asynchronous dispatch.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -80,3 +91,33 @@ def batch_sharding(mesh: Mesh) -> NamedSharding | None:
   if mesh.shape['data'] == 1:
     return None
   return NamedSharding(mesh, P('data'))
+
+
+def serial_dispatch(mesh: Mesh) -> bool:
+  """True where programs over ``mesh`` should run one at a time.
+
+  That is XLA:CPU with more than one of this process's devices in the mesh
+  (forced host devices): each device is a thread of one process, and a
+  collective blocks its thread until every device arrives.
+  """
+  local = [d for d in mesh.devices.flat
+           if d.process_index == jax.process_index()]
+  return len(local) > 1 and local[0].platform == 'cpu'
+
+
+def one_in_flight(mesh: Mesh, fn):
+  """``fn`` (a jitted program over ``mesh``), finished before it returns.
+
+  Where :func:`serial_dispatch` holds, the wrapper blocks on the program's
+  outputs, so at most one collective program is in flight; everywhere else
+  ``fn`` itself is returned (no cost on one device or on accelerators).
+  """
+  if not serial_dispatch(mesh):
+    return fn
+
+  @functools.wraps(fn)
+  def wrapped(*args, **kwargs):
+    return jax.block_until_ready(fn(*args, **kwargs))
+
+  wrapped.one_in_flight = True  # Marks the wrapper (tests look for it).
+  return wrapped
