@@ -9,8 +9,6 @@ Runtime and results: see the dataset configs (cifar10.py, digits.py, ...).
 
 import ml_collections
 
-from easyhard_jax.train import checkpoint_probe
-
 
 def get_config() -> ml_collections.ConfigDict:
   """Returns the default study config."""
@@ -27,6 +25,14 @@ def get_config() -> ml_collections.ConfigDict:
   c.train_split = 'train'         # TFDS split names.
   c.test_split = 'test'
   c.max_train_examples = 0        # >0 keeps only the first N (stable index).
+  # Synthetic label errors (data/sources.py flip_labels): this fraction of
+  # the (kept) train labels flipped to a uniformly random other class,
+  # deterministically by seed; device-resident data only. With fraction > 0
+  # and analysis.known_noisy == '', the analysis scores how well each score
+  # finds the flipped examples.
+  c.label_noise = ml_collections.ConfigDict()
+  c.label_noise.fraction = 0.0
+  c.label_noise.seed = 0
   c.augment = ml_collections.ConfigDict()
   c.augment.crop_padding = 4      # Random crop after zero padding (0 = off).
   c.augment.horizontal_flip = True
@@ -131,6 +137,18 @@ def get_config() -> ml_collections.ConfigDict:
   a.test.enabled = True           # Analyse test records when they exist
                                   # (always the probe source).
 
+  # Suspected label errors (analysis/label_issues.py): the class the members
+  # agree on instead of the given label, from the predictions early in
+  # training, before a network memorises a wrong label.
+  a.label_issues = ml_collections.ConfigDict()
+  # Probes (epochs, lo < e <= hi) whose predictions vote; () = a.window.
+  a.label_issues.window = ()
+  a.label_issues.top_k = 64       # Suspects shown in the report.
+  # A .npy / .txt / .csv of train example indices known to be mislabelled
+  # ('' = none; with label_noise.fraction > 0: the flipped ones). The
+  # analysis reports every score's AUROC and precision at k for them.
+  a.known_noisy = ''
+
   # Retraining sweeps (see easyhard_jax/experiments/sweeps.py): removal of
   # easy / hard / random examples, and compression by easiness vs random.
   for name, kind in (('removal', 'remove'), ('compression', 'compress')):
@@ -170,7 +188,21 @@ def get_config() -> ml_collections.ConfigDict:
 
   # --mode=probe_checkpoints: records, penultimate features and GraNd from
   # the kept checkpoints (train/checkpoint_probe.py, after_the_fact.py).
-  c.probe_checkpoints = checkpoint_probe.default_config()
+  p = c.probe_checkpoints = ml_collections.ConfigDict()
+  # 'analysis' = the states kept for analysis (analysis_checkpoints/: the
+  # easiness window's probes and its end); 'resume' = the rolling resume
+  # checkpoints (checkpoints/: the last epoch ends).
+  p.source = 'analysis'
+  p.source_workdir = ''           # '' = this workdir; or another study's.
+  p.archs = 'study'               # 'study' = config.archs, or comma-separated.
+  p.steps = ()                    # () = every saved step; or global steps.
+  p.splits = ('train', 'test')    # Probe records (and features) on these.
+  p.features = True               # Also save penultimate features (float16).
+  p.grand = True                  # GraNd per member (train/grand.py) ...
+  p.grand_splits = ('train',)     # ... on these splits.
+  # Examples per batch of GraNd and of after_the_fact.score_checkpoints: a
+  # per-example gradient holds one parameter-sized vector per example.
+  p.score_batch_size = 64
 
   # Report (easyhard_jax/report): example grids per class.
   c.report = ml_collections.ConfigDict()

@@ -211,13 +211,22 @@ def main(argv=None) -> int:
   rng = random.Random(args.seed)
   rows = []
   for i in range(args.kills):
-    # Each run gets a random share of the reference time (start-up
-    # included), so kills land in every stage over the series.
-    budget = rng.uniform(0.02, 2.0 / args.kills * 1.5) * total + 3.0
-    deadline = time.time() + budget
-    row = run_and_kill(command(config, killed),
-                       os.path.join(args.workdir, f'kill_{i:02d}.log'),
-                       lambda: time.time() > deadline, args.timeout)
+    # Each run is killed a random share of the reference time after its
+    # start-up (its first stage line), so the kills spread over the study.
+    log_path = os.path.join(args.workdir, f'kill_{i:02d}.log')
+    delay = rng.uniform(0.0, 1.6 / args.kills) * total
+    started = []
+
+    def should_kill(log_path=log_path, delay=delay, started=started):
+      if not started:
+        with open(log_path, errors='replace') as f:
+          if 'Stage ' in f.read():
+            started.append(time.time())
+        return False
+      return time.time() > started[0] + delay
+
+    row = run_and_kill(command(config, killed), log_path, should_kill,
+                       args.timeout)
     row.update(kill=i + 1, newest_file=newest_file(killed))
     rows.append(row)
     print(f"| {row['kill']:>2} | {row['seconds']:>6} s | "

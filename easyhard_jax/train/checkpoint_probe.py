@@ -1,14 +1,26 @@
-"""Checkpoint-based analysis: per-example records from saved orbax checkpoints.
+"""Checkpoint-based analysis: records, features and GraNd from saved states.
 
-``--mode=probe_checkpoints`` restores every saved step of every architecture
-(from this workdir, or ``config.probe_checkpoints.source_workdir``) and runs
-the eval-mode probe on the configured splits, writing records in the study's
-format to ``WORKDIR/checkpoint_probes/`` (``records.load`` reads them, so
-easiness can be recomputed at any saved step) and, when ``features`` is on,
-penultimate-layer features per member as
-``checkpoint_probes/features/{arch}_step{S}_{split}.npz`` (float16 [M, N, D]),
-for similarity in feature space. Keep more checkpoints with
-``config.checkpoints_to_keep``.
+``--mode=probe_checkpoints`` restores the saved states of every architecture
+(from this workdir, or ``config.probe_checkpoints.source_workdir``) and, for
+each checkpoint, writes into ``WORKDIR/checkpoint_probes/``:
+
+* the eval-mode probe records on ``splits``, in the study's format
+  (``records.load(WORKDIR/checkpoint_probes, split)`` reads them, so
+  easiness can be recomputed at any saved step);
+* with ``features``, penultimate-layer features per member as
+  ``features/{arch}_step{S}_{split}.npz`` (float16 [M, N, D]), for
+  similarity in feature space (analysis/feature_similarity.py);
+* with ``grand``, GraNd per member (train/grand.py) on ``grand_splits``, in a
+  chunk set of its own, the after-the-fact score store
+  ``scores/grand/records/{arch}/probe_{split}_{k:04d}.npz`` (array ``grand``
+  [M, N]); ``after_the_fact.load_scores(WORKDIR, 'grand')`` reads it as
+  [members, checkpoints, examples].
+
+``source`` picks the states: 'analysis' (default) the analysis checkpoints
+(``analysis_checkpoints/{arch}``: every probe inside the easiness window and
+the window's end, see config.analysis_checkpoints), 'resume' the rolling
+resume checkpoints (``checkpoints/{arch}``: the last
+``config.checkpoints_to_keep`` epoch ends).
 """
 
 from __future__ import annotations
@@ -19,62 +31,91 @@ import os
 import numpy as np
 from absl import logging
 
+from easyhard_jax import after_the_fact
 from easyhard_jax import records
 from easyhard_jax.data import streaming
-from easyhard_jax.train import checkpoints
 from easyhard_jax.train import config_checks
 from easyhard_jax.train import ensemble
+from easyhard_jax.train import grand
+
+
+def _check(cfg) -> None:
+  """Raises ValueError naming the probe_checkpoints field that is wrong."""
+  if cfg.source not in after_the_fact.SOURCES:
+    raise ValueError(f'config.probe_checkpoints.source must be one of '
+                     f'{tuple(after_the_fact.SOURCES)}, got {cfg.source!r}.')
+  for field in ('splits', 'grand_splits'):
+    bad = [s for s in cfg[field] if s not in records.SPLITS]
+    if bad:
+      raise ValueError(f'config.probe_checkpoints.{field} must be a subset '
+                       f'of {records.SPLITS}, got {tuple(cfg[field])}.')
+  if any(isinstance(s, bool) or not isinstance(s, int) or s < 0
+         for s in cfg.steps):
+    raise ValueError('config.probe_checkpoints.steps must be global train '
+                     f'steps (ints >= 0; () = all kept), got {cfg.steps}.')
+  size = cfg.score_batch_size
+  if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+    raise ValueError('config.probe_checkpoints.score_batch_size must be an '
+                     f'integer >= 1, got {size!r}.')
+
+
+def _save_features(out: str, arch: str, step: int, split: str,
+                   feats: np.ndarray) -> None:
+  buf = io.BytesIO()
+  np.savez(buf, features=feats.astype(np.float16))
+  records.atomic_write_bytes(
+      os.path.join(out, 'features', f'{arch}_step{step}_{split}.npz'),
+      buf.getvalue())
 
 
 def probe_checkpoints(config, workdir: str) -> str:
-  """Writes records (and features) for every saved checkpoint; returns dir."""
+  """Writes records, features and GraNd for the saved checkpoints.
+
+  Returns:
+    ``WORKDIR/checkpoint_probes``.
+  """
   cfg = config.probe_checkpoints
+  _check(cfg)
   source = cfg.source_workdir or workdir
   out = os.path.join(workdir, 'checkpoint_probes')
   data = streaming.load(config)
   writer = records.RecordWriter(out)
   writer.write_split_metadata('train', data.train_labels, data.train_ids)
   writer.write_split_metadata('test', data.test_labels, data.test_ids)
+  store = (after_the_fact.open_store(workdir, grand.NAME, data)
+           if cfg.grand and cfg.grand_splits else None)
   archs = (config_checks.arch_list(config) if cfg.archs == 'study'
            else [a.strip() for a in cfg.archs.split(',')])
   for arch in archs:
-    directory = os.path.join(source, 'checkpoints', arch)
-    if not os.path.isdir(directory):
-      raise FileNotFoundError(
-          f'No checkpoints for {arch!r} in {directory}; run --mode=record, or '
-          'set probe_checkpoints.source_workdir to the workdir that has them.')
-    ckpt = checkpoints.Checkpointer(directory, config.checkpoints_to_keep)
-    saved = sorted(ckpt.manager.all_steps())
-    if not saved:
-      raise FileNotFoundError(f'{directory} holds no finished checkpoint.')
+    ckpt, saved = after_the_fact.kept_checkpoints(
+        config, source, arch, cfg.source, tuple(cfg.steps) or None)
     t = ensemble.ArchTrainer(config, data, arch)
-    writer.begin_arch(arch, t.members, t.spe, saved,
-                      ensemble.study_fingerprint(config, arch))
+    fingerprint = ensemble.study_fingerprint(config, arch)
+    writer.begin_arch(arch, t.members, t.spe, saved, fingerprint)
+    scorer = None
+    if store:
+      # Its own trainer: the same members and mesh, smaller batches.
+      scorer = after_the_fact.Scorer(config, data, arch,
+                                     {grand.NAME: grand.grand_fn},
+                                     cfg.score_batch_size)
+      store.begin_arch(arch, t.members, t.spe, saved, fingerprint)
     target = t.init_states()
     for k, step in enumerate(saved):
       states = ckpt.restore(step, target)
-      logging.info('%s: probing checkpoint step %d.', arch, step)
+      logging.info('%s: probing checkpoint step %d (%s).', arch, step,
+                   cfg.source)
       for split in cfg.splits:
         if cfg.features:
           stats, feats = t.probe(states, split, features=True)
-          buf = io.BytesIO()
-          np.savez(buf, features=feats.astype(np.float16))
-          records.atomic_write_bytes(
-              os.path.join(out, 'features', f'{arch}_step{step}_{split}.npz'),
-              buf.getvalue())
+          _save_features(out, arch, step, split, feats)
         else:
           stats = t.probe(states, split)
         writer.write_chunk(arch, 'probe', split, k, step, stats)
+      for split in cfg.grand_splits if scorer else ():
+        store.write_chunk(arch, 'probe', split, k, step,
+                          scorer(states, split))
     writer.finish_arch(arch)
+    if store:
+      store.finish_arch(arch)
   return out
 
-
-def default_config():
-  """The probe_checkpoints knobs (embedded in configs/default.py)."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  c = ml_collections.ConfigDict()
-  c.source_workdir = ''        # '' = this workdir; or another study's workdir.
-  c.archs = 'study'            # 'study' = config.archs, or comma-separated.
-  c.splits = ('train', 'test')
-  c.features = True            # Also save penultimate features (float16).
-  return c

@@ -1,0 +1,145 @@
+"""The store of after-the-fact scores: numpy-only reading, no training code.
+
+``after_the_fact.score_checkpoints`` (and ``--mode=probe_checkpoints`` for
+GraNd) writes one score per name as records chunks under
+``WORKDIR/checkpoint_probes/scores/{name}/records/``: a manifest (members,
+checkpoint steps, fingerprint per member group) and one chunk
+``{arch}/probe_{split}_{k:04d}.npz`` per checkpoint holding the array
+``{name}``, float32 [members, examples] in the split's stable example order.
+This module reads them (:func:`load_scores`, :func:`window_score`) without
+importing JAX or train/, so the analysis can use them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+import warnings
+from typing import Any, Sequence
+
+import numpy as np
+
+from easyhard_jax import records
+
+_NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]*')
+
+
+def scores_dir(workdir: str, name: str) -> str:
+  """Where the score ``name`` is stored (a records root of its own)."""
+  if not _NAME.fullmatch(name):
+    raise ValueError(f'A score name must be letters, digits, _ . - (a file '
+                     f'name), got {name!r}.')
+  return os.path.join(workdir, 'checkpoint_probes', 'scores', name)
+
+
+def open_store(workdir: str, name: str, data) -> records.RecordWriter:
+  """The records writer of score ``name``, with the splits' labels and ids."""
+  writer = records.RecordWriter(scores_dir(workdir, name))
+  writer.write_split_metadata('train', data.train_labels, data.train_ids)
+  writer.write_split_metadata('test', data.test_labels, data.test_ids)
+  return writer
+
+
+@dataclasses.dataclass(frozen=True)
+class Scores:
+  """One after-the-fact score of a split.
+
+  Attributes:
+    name: the score's name.
+    values: float32 [members, checkpoints, examples].
+    steps: int64 [checkpoints], global train steps of the checkpoints.
+    epochs: float64 [checkpoints], the same in epochs.
+    members: member dicts (name, arch, seed, ...), in member order.
+    labels: int32 [examples].
+    example_ids: int64 [examples], the stable index 0..N-1.
+    split: 'train' or 'test'.
+    steps_per_epoch: train steps per epoch of the member groups.
+  """
+  name: str
+  values: np.ndarray
+  steps: np.ndarray
+  epochs: np.ndarray
+  members: list[dict[str, Any]]
+  labels: np.ndarray
+  example_ids: np.ndarray
+  split: str
+  steps_per_epoch: int
+
+  def at(self, step: int) -> np.ndarray:
+    """[members, examples] at checkpoint ``step``."""
+    where = np.flatnonzero(self.steps == step)
+    if not where.size:
+      raise KeyError(f'No {self.name} at step {step}; have '
+                     f'{self.steps.tolist()}.')
+    return self.values[:, int(where[0])]
+
+
+def load_scores(workdir: str, name: str, split: str = 'train',
+                archs: Sequence[str] | None = None) -> Scores:
+  """Reads a score written by after_the_fact.score_checkpoints (numpy only).
+
+  Member groups are stacked in the store's order; they must share their
+  checkpoint steps (the analysis checkpoints of one study do).
+  """
+  root = scores_dir(workdir, name)
+  manifest = records.read_manifest(root)
+  names = list(archs or manifest['arch_order'])
+  unfinished = [a for a in names
+                if not manifest['archs'].get(a, {}).get('complete')]
+  if not names or unfinished:
+    raise FileNotFoundError(
+        f'Score {name!r} is not complete in {root} for {unfinished or names};'
+        ' run after_the_fact.score_checkpoints (or --mode=probe_checkpoints '
+        'for grand).')
+  directory = records.records_dir(root)
+  labels = np.load(os.path.join(directory, f'labels_{split}.npy'),
+                   allow_pickle=False)
+  values, members, steps = [], [], None
+  for a in names:
+    entry = manifest['archs'][a]
+    chunks = entry['chunks'].get(f'probe_{split}', {})
+    if len(chunks) != len(entry['schedule']):
+      raise FileNotFoundError(f'Score {name!r} has no complete {split} split '
+                              f'for {a!r} in {root}.')
+    ordered = [chunks[str(k)] for k in range(len(chunks))]
+    got = [c['step'] for c in ordered]
+    if steps is not None and got != steps:
+      raise ValueError(f'{a!r} was scored at steps {got}, {names[0]!r} at '
+                       f'{steps}; load them one at a time (archs=[...]).')
+    steps = got
+    values.append(np.stack([records.read_chunk(
+        os.path.join(directory, a, c['file']))[name] for c in ordered], 1))
+    members.extend(entry['members'])
+  spe = manifest['archs'][names[0]]['steps_per_epoch']
+  steps = np.asarray(steps, np.int64)
+  return Scores(name=name, values=np.concatenate(values).astype(np.float32),
+                steps=steps, epochs=steps / float(spe), members=members,
+                labels=labels.astype(np.int32),
+                example_ids=np.arange(labels.shape[0], dtype=np.int64),
+                split=split, steps_per_epoch=int(spe))
+
+
+def window_score(workdir: str, name: str, window: Sequence[float],
+                 split: str = 'train') -> tuple[np.ndarray, int] | None:
+  """(mean over members [N], step) at the easiness window's end, or None.
+
+  The checkpoint is the latest scored one inside the window (epochs
+  ``(lo, hi]``, the end rounded up to a step as the analysis checkpoints
+  are). For GraNd this is the expected gradient norm over seeds. None when
+  the score was not computed (or not at a step inside the window).
+  """
+  try:
+    s = load_scores(workdir, name, split)
+  except FileNotFoundError:
+    return None
+  spe = s.steps_per_epoch
+  lo, hi = float(window[0]) * spe, math.ceil(float(window[1]) * spe)
+  inside = [int(t) for t in s.steps if lo < t <= hi]
+  if not inside:
+    return None
+  step = max(inside)
+  with warnings.catch_warnings():  # All-NaN examples stay NaN.
+    warnings.simplefilter('ignore', RuntimeWarning)
+    return np.nanmean(s.at(step), axis=0).astype(np.float32), step
