@@ -4,7 +4,7 @@
 
 Data: TFDS fashion_mnist when prepared in config.data_dir, otherwise Debian's
 dataset-fashion-mnist files (apt-get install dataset-fashion-mnist), offline.
-Runtime: estimated from `python -m easyhard_jax.benchmark` at 28x28x1 on
+Runtime: estimated from `python -m benchmarks.train_step` at 28x28x1 on
 2 CPU cores at roughly 2-3 hours (resnet18 dominates); minutes on one GPU.
 Expected: ~90-92% test accuracy per member after 10 epochs.
 """

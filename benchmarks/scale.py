@@ -1,7 +1,7 @@
 """Scale-out benchmark: 1 vs N devices, and the streamed loader's rate.
 
-  python -m easyhard_jax.benchmark_scale --part=devices --devices=2,8
-  python -m easyhard_jax.benchmark_scale --part=loader
+  python -m benchmarks.scale --part=devices --devices=2,8
+  python -m benchmarks.scale --part=loader
 
 ``devices``: the training step of the --study's cnn (configs/digits.py:
 3 members, batch 64, real digits; or configs/fashion_mnist.py: batch 128,
@@ -34,6 +34,7 @@ import numpy as np
 from absl import app
 from absl import flags
 
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _PART = flags.DEFINE_enum('part', 'devices', ['devices', 'loader', 'worker'],
                           'What to measure (worker: internal).')
 _DEVICES = flags.DEFINE_list('devices', ['2', '8'],
@@ -103,9 +104,9 @@ def _devices() -> None:
       env = dict(os.environ, XLA_FLAGS=(
           f'--xla_force_host_platform_device_count={n}'))
       out = subprocess.run(
-          [sys.executable, '-m', 'easyhard_jax.benchmark_scale',
+          [sys.executable, '-m', 'benchmarks.scale',
            '--part=worker', f'--steps={_STEPS.value}',
-           f'--study={_STUDY.value}'], env=env, check=True,
+           f'--study={_STUDY.value}'], env=env, check=True, cwd=_ROOT,
           capture_output=True, text=True, timeout=900).stdout
       row = json.loads(out.strip().splitlines()[-1])
       prev = best.get(n)
