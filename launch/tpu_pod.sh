@@ -3,13 +3,15 @@
 # detects the pod from the TPU environment. Each worker streams its share of
 # every global batch (config.stream.enabled). The workdir and the TFDS
 # data_dir must be shared (a gs:// bucket or a shared filesystem); extra
-# arguments are passed on to main.py.
+# arguments are passed on to main.py, each quoted for the workers' shell
+# (spaces and shell characters arrive unchanged).
 #
 #   launch/tpu_pod.sh TPU_NAME ZONE configs/imagenet.py gs://BUCKET/eh_imagenet \
 #       --config.data_dir=gs://BUCKET/tfds
 set -euo pipefail
 TPU=${1:?tpu name}; ZONE=${2:?zone}; CONFIG=${3:?config}; WORKDIR=${4:?workdir}
 shift 4
-gcloud compute tpus tpu-vm ssh "$TPU" --zone="$ZONE" --worker=all --command="
-  cd ~/easyhard_jax && pip install -q -e . &&
-  python -m easyhard_jax.main --config=$CONFIG --workdir=$WORKDIR $*"
+# One string for the remote shell: every argument quoted with printf %q.
+ARGS=$(printf ' %q' --config="$CONFIG" --workdir="$WORKDIR" "$@")
+gcloud compute tpus tpu-vm ssh "$TPU" --zone="$ZONE" --worker=all \
+  --command="cd ~/easyhard_jax && pip install -q -e . && python -m easyhard_jax.main${ARGS}"
