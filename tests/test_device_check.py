@@ -64,6 +64,7 @@ def _rate_ok(row):
   assert row['pct_bf16_peak'] is None  # CPU: no tensor-core peak to quote.
 
 
+@pytest.mark.slow
 def test_dry_run_measures_every_train_step_variant(dry_run):
   result, _ = dry_run
   assert result['dry_run'] is True and result['skipped'] == []
@@ -84,6 +85,7 @@ def test_dry_run_measures_every_train_step_variant(dry_run):
   assert result['auto_strategy']['2'] in ('vmap', 'unroll')
 
 
+@pytest.mark.slow
 def test_dry_run_probe_and_study(dry_run):
   result, _ = dry_run
   probe = result['probe']
@@ -98,6 +100,7 @@ def test_dry_run_probe_and_study(dry_run):
   assert study['records_shape'] == [2, 5, 96]
 
 
+@pytest.mark.slow
 def test_dry_run_peer_and_markdown(dry_run):
   result, md = dry_run
   peer = result['peer']

@@ -11,6 +11,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 from easyhard_jax import distributed
 from easyhard_jax.train import mesh as mesh_lib
@@ -63,6 +65,7 @@ def test_one_device_keeps_asynchronous_dispatch():
   assert mesh_lib.one_in_flight(mesh, step) is step
 
 
+@pytest.mark.slow
 def test_forced_devices_record_finishes(tmp_path):
   """A short record on 8 forced host devices finishes with the fix active."""
   env = dict(os.environ,

@@ -8,6 +8,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from conftest import ROOT
 from conftest import assert_identical_records
@@ -81,6 +82,7 @@ def _main_cmd(workdir, *overrides):
           '--mode=record', *overrides]
 
 
+@pytest.mark.slow
 def test_kill_and_resume_gives_identical_records(quick_study, tmp_path):
   """kill -9 after the first checkpoint, rerun, compare with a clean run."""
   config, clean = quick_study

@@ -24,6 +24,7 @@ stages.run(c, {workdir!r}, 'record')
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('mesh, strategy, stream', [
     ('auto', 'unroll', False), ('2,4', 'vmap', False), ('2,4', 'vmap', True)])
 def test_sharded_records_equal_one_device(one_epoch_study, tmp_path, mesh,

@@ -90,6 +90,7 @@ def mock_imagenet_study(tmp_path_factory):
   return workdir
 
 
+@pytest.mark.slow
 def test_imagenet_config_runs_end_to_end_on_mock_data(mock_imagenet_study):
   workdir = mock_imagenet_study
   train = records.load(workdir, 'train')
@@ -131,6 +132,7 @@ def test_streamed_probe_records_sit_at_their_example_index(
                                    rtol=2e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_streamed_run_resumes_after_kill_at_the_right_position(tmp_path):
   """kill -9 after the first epoch's checkpoint; the rerun must write the
   records of an uninterrupted run, so the loader restarted where it should."""

@@ -26,7 +26,6 @@ import tqdm
 from absl import logging
 
 from easyhard_jax import distributed
-from easyhard_jax import fingerprint as fingerprint_lib
 from easyhard_jax import metrics_writer
 from easyhard_jax import models
 from easyhard_jax import records
@@ -39,6 +38,7 @@ from easyhard_jax.train import config_checks
 from easyhard_jax.train import mesh as mesh_lib
 from easyhard_jax.train import optim
 from easyhard_jax.train import probe_schedule
+from easyhard_jax.train import record_guards
 from easyhard_jax.train import steps as steps_lib
 
 
@@ -283,56 +283,9 @@ class ArchTrainer:
 
 def study_fingerprint(config, arch: str, members=None, keep=None,
                       total_steps=None) -> dict[str, Any]:
-  """The records fingerprint of one member group (see fingerprint.py)."""
-  subset = 'all' if keep is None else fingerprint_lib.digest(
-      np.packbits(np.asarray(keep, bool), axis=-1).tolist())
-  return fingerprint_lib.record_fingerprint(
-      config, arch, dtype=jnp.dtype(config_checks.compute_dtype(config)).name,
-      members=members or member_infos(config, arch), subset=subset,
-      total_steps=total_steps)
-
-
-def _expected_chunks(schedule, spe: int, total_steps: int):
-  """(key, index, step) of every chunk a finished group holds."""
-  out = [(f'probe_{s}', k, step) for k, step in enumerate(schedule)
-         for s in records.SPLITS]
-  out += [('fused_train', e, min((e + 1) * spe, total_steps))
-          for e in range(math.ceil(total_steps / spe))]
-  return out
-
-
-def _resume_bound(writer, arch, schedule, spe, total_steps) -> int | None:
-  """Resume from a checkpoint before this step (None: the latest is fine).
-
-  Damaged chunks are unregistered first; the first chunk that is missing
-  then sets the bound, so --mode=record re-records exactly what is lost.
-  """
-  damaged = writer.damaged_chunks(arch)
-  if damaged:
-    writer.forget_chunks(arch, min(step for _, _, step in damaged))
-  have = writer.manifest['archs'][arch]['chunks']
-  missing = [step for key, k, step in _expected_chunks(schedule, spe,
-                                                       total_steps)
-             if str(k) not in have.get(key, {})]
-  return min(missing) if missing else None
-
-
-@jax.jit
-def _finite_members(states) -> jax.Array:
-  """bool [M]: every parameter and BatchNorm statistic of a member finite."""
-  leaves = jax.tree.leaves((states.params, states.batch_stats))
-  return functools.reduce(jnp.logical_and, [
-      jnp.isfinite(x).reshape(x.shape[0], -1).all(axis=1) for x in leaves])
-
-
-def _diverged(arch, member, step, epoch, last_good, lr) -> FloatingPointError:
-  return FloatingPointError(
-      f'{arch} member {member} diverged: non-finite values at step {step} '
-      f'(epoch {epoch + 1}). Nothing non-finite was saved. To fix: lower '
-      f'config.optimizer.learning_rate (now {lr}) or set '
-      'config.optimizer.grad_clip_norm, or use dtype=float32, then rerun the '
-      f'same command: it resumes from the last finite checkpoint (step '
-      f'{last_good}).')
+  """The records fingerprint of a member group (the study's by default)."""
+  return record_guards.group_fingerprint(
+      config, arch, members or member_infos(config, arch), keep, total_steps)
 
 
 def train_arch(config, data, arch: str, workdir: str,
@@ -360,7 +313,7 @@ def train_arch(config, data, arch: str, workdir: str,
                          trainer_kwargs.get('total_steps'))
   arch = program or arch  # From here on: the name of this member group.
   writer.begin_arch(arch, t.members, t.spe, schedule, fp)
-  bound = _resume_bound(writer, arch, schedule, t.spe, t.total_steps)
+  bound = record_guards.resume_bound(writer, arch, schedule, t.spe, t.total_steps)
   probe_index = {s: k for k, s in enumerate(schedule)}
   ckpt = checkpoints.Checkpointer(
       os.path.join(workdir, 'checkpoints', arch), config.checkpoints_to_keep)
@@ -373,7 +326,7 @@ def train_arch(config, data, arch: str, workdir: str,
       max_to_keep=None) if keep_steps else None
 
   def nonfinite(states) -> list[int]:
-    ok = np.asarray(distributed.fetch(_finite_members(states)))
+    ok = np.asarray(distributed.fetch(record_guards.finite_members(states)))
     return np.flatnonzero(~ok).tolist()
 
   states, start = ckpt.restore_latest(
@@ -396,13 +349,13 @@ def train_arch(config, data, arch: str, workdir: str,
                   disable=not sys.stderr.isatty(), leave=False)
 
   def fail(member: int, step: int):
-    writer.mark_diverged(arch, step, t.members[member]['name'])
+    writer.markrecord_guards.diverged(arch, step, t.members[member]['name'])
     ckpt.wait()
     if kept:
       kept.wait()
     bar.close()
     tb.close()
-    return _diverged(arch, t.members[member]['name'], step, step // t.spe,
+    return record_guards.diverged(arch, t.members[member]['name'], step, step // t.spe,
                      last_good, config.optimizer.learning_rate)
 
   def keep_state(step, states):
@@ -447,7 +400,7 @@ def train_arch(config, data, arch: str, workdir: str,
     if in_epoch == t.spe - 1 or step + 1 == t.total_steps:
       fused = distributed.fetch(buffers)
       perms = np.asarray(distributed.fetch(t.epoch_perms(epoch)))
-      seen, position = _presented(perms, t.keep.sum(1), in_epoch + 1,
+      seen, position = record_guards.presented(perms, t.keep.sum(1), in_epoch + 1,
                                   config.batch_size)
       bad = seen & ~np.isfinite(fused['loss'])
       if bad.any():
@@ -480,22 +433,6 @@ def train_arch(config, data, arch: str, workdir: str,
   bar.close()
   tb.close()
   writer.finish_arch(arch)
-
-
-def _presented(perms: np.ndarray, num_kept: np.ndarray, steps_done: int,
-               batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-  """(seen bool [M, N], position in the epoch's order int [M, N]).
-
-  The examples of an epoch's first ``steps_done`` steps: positions
-  0..steps_done*B-1 of each member's kept order (wrapping, as
-  device_ops.batch_indices does). A partial last epoch (budget='steps')
-  leaves the rest unseen; their fused statistics stay NaN by design.
-  """
-  m, n = perms.shape
-  position = np.empty((m, n), np.int64)
-  position[np.arange(m)[:, None], perms] = np.arange(n)[None, :]
-  shown = np.minimum(steps_done * batch_size, num_kept)[:, None]
-  return position < shown, position
 
 
 def record_study(config, workdir: str, data=None) -> list[str]:

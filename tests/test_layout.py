@@ -1,0 +1,96 @@
+"""The house rules, checked: configs are data, one arrow direction, no cycles.
+
+Parses every module (no imports executed): configs/ imports nothing of the
+library; the library imports neither configs/ nor benchmarks/; analysis/
+never imports train/; module-level imports of the library form no cycle;
+no source file is over 500 lines.
+"""
+
+import ast
+import os
+
+from conftest import ROOT
+
+PACKAGE = os.path.join(ROOT, 'easyhard_jax')
+
+
+def _modules(directory, prefix):
+  """{dotted name: path} of the .py files under ``directory``."""
+  out = {}
+  for d, _, names in os.walk(directory):
+    for n in names:
+      if n.endswith('.py'):
+        rel = os.path.relpath(os.path.join(d, n), directory)[:-3]
+        parts = [p for p in rel.split(os.sep) if p != '__init__']
+        out['.'.join([prefix] + parts)] = os.path.join(d, n)
+  return out
+
+
+def _imports(path, top_level_only=False):
+  """Names imported by a module (``from a import b`` gives a and a.b)."""
+  with open(path) as f:
+    tree = ast.parse(f.read(), path)
+  nodes = tree.body if top_level_only else list(ast.walk(tree))
+  names = set()
+  for node in nodes:
+    if isinstance(node, ast.Import):
+      names.update(a.name for a in node.names)
+    elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+      names.add(node.module)
+      names.update(f'{node.module}.{a.name}' for a in node.names)
+  return names
+
+
+def test_configs_import_only_ml_collections_and_each_other():
+  for name, path in _modules(os.path.join(ROOT, 'configs'), 'configs').items():
+    bad = {m for m in _imports(path)
+           if m.split('.')[0] not in ('ml_collections', 'configs')}
+    assert not bad, f'{name} imports {sorted(bad)}'
+
+
+def test_library_imports_neither_configs_nor_benchmarks():
+  for name, path in _modules(PACKAGE, 'easyhard_jax').items():
+    bad = {m for m in _imports(path)
+           if m.split('.')[0] in ('configs', 'benchmarks')}
+    assert not bad, f'{name} imports {sorted(bad)}'
+
+
+def test_analysis_never_imports_train():
+  for name, path in _modules(PACKAGE, 'easyhard_jax').items():
+    if name.startswith('easyhard_jax.analysis'):
+      bad = {m for m in _imports(path) if m.startswith('easyhard_jax.train')}
+      assert not bad, f'{name} imports {sorted(bad)}'
+
+
+def test_no_import_cycle_among_library_modules():
+  modules = _modules(PACKAGE, 'easyhard_jax')
+  graph = {name: {m for m in _imports(path, top_level_only=True)
+                  if m in modules and m != name}
+           for name, path in modules.items()}
+  # A package's __init__ re-exporting its own modules is not a cycle.
+  for name in graph:
+    graph[name] = {m for m in graph[name] if not name.startswith(m + '.')}
+  state = {}
+
+  def visit(node, trail):
+    state[node] = 'open'
+    for nxt in graph[node]:
+      if state.get(nxt) == 'open':
+        raise AssertionError(' -> '.join(trail + [node, nxt]))
+      if nxt not in state:
+        visit(nxt, trail + [node])
+    state[node] = 'done'
+
+  for node in graph:
+    if node not in state:
+      visit(node, [])
+
+
+def test_no_source_file_over_500_lines():
+  for top in ('easyhard_jax', 'configs', 'benchmarks', 'tests', 'launch'):
+    for d, _, names in os.walk(os.path.join(ROOT, top)):
+      for n in names:
+        if n.endswith('.py'):
+          with open(os.path.join(d, n)) as f:
+            lines = sum(1 for _ in f)
+          assert lines <= 500, f'{os.path.join(d, n)}: {lines} lines'
