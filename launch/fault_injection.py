@@ -4,7 +4,8 @@
       --kills=20 --workdir=/tmp/eh_faults
 
 Runs the study once uninterrupted (the reference), then again in another
-workdir, killing it with ``kill -9`` after a random time, restarting it with
+workdir, killing it with ``kill -9`` at a random point (once the workdir holds
+a randomly drawn number of the reference's output files), restarting it with
 the same command, killing it again, ... ``--kills`` times, and finally letting
 it finish. Prints one table row per kill (how long it ran, the stage it was
 in, the newest file it had written) and compares every result file of the two
@@ -87,6 +88,22 @@ def run_and_kill(cmd: list[str], log_path: str, should_kill: Callable[[], bool],
   return {'killed': proc.returncode == -signal.SIGKILL,
           'seconds': round(time.time() - tick, 1),
           'stage': started[-1] if started else 'start-up'}
+
+
+_NOT_PROGRESS = ('.lock', 'run_log.jsonl', 'timings.json', 'metrics.jsonl')
+
+
+def count_files(workdir: str) -> int:
+  """Output files under ``workdir``: what a study has written so far.
+
+  Temporaries, the lock, logs and TensorBoard files (new names every run)
+  are left out, so the count only grows as the study advances.
+  """
+  n = 0
+  for d, dirs, names in os.walk(workdir):
+    dirs[:] = [x for x in dirs if 'tmp' not in x and x != 'tensorboard']
+    n += sum(1 for x in names if 'tmp' not in x and x not in _NOT_PROGRESS)
+  return n
 
 
 def newest_file(workdir: str) -> str:
@@ -197,8 +214,6 @@ def main(argv=None) -> int:
   parser.add_argument('--kills', type=int, default=20)
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--timeout', type=float, default=3600)
-  parser.add_argument('--startup', type=float, default=6.0,
-                      help='seconds a run needs before it makes progress')
   args = parser.parse_args(argv)
   config = os.path.abspath(args.config)
   reference = os.path.join(args.workdir, 'reference')
@@ -212,15 +227,17 @@ def main(argv=None) -> int:
   print(f'Reference study: {total:.0f} s.')
   rng = random.Random(args.seed)
   rows = []
-  for i in range(args.kills):
-    # Each run lives its start-up (imports, data, compilation from the
-    # cache) plus a random share of the reference time, T/K on average, so
-    # over K kills the study advances through all its stages.
-    budget = args.startup + rng.uniform(0.25, 1.75) * total / args.kills
-    deadline = time.time() + budget
+  # Kill points are drawn over the reference's output files: run i is
+  # killed once the workdir holds its drawn number of files, so the kills
+  # land wherever the study writes, whatever the machine's speed.
+  total_files = count_files(reference)
+  points = sorted(rng.sample(range(1, total_files), min(args.kills,
+                                                        total_files - 1)))
+  print(f'Kill points: after {points} of {total_files} files.')
+  for i, point in enumerate(points):
     row = run_and_kill(command(config, killed),
                        os.path.join(args.workdir, f'kill_{i:02d}.log'),
-                       lambda: time.time() > deadline, args.timeout)
+                       lambda p=point: count_files(killed) >= p, args.timeout)
     row.update(kill=i + 1, newest_file=newest_file(killed))
     rows.append(row)
     print(f"| {row['kill']:>2} | {row['seconds']:>6} s | "
