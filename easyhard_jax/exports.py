@@ -8,6 +8,14 @@ Written by the analyze stage into ``WORKDIR/exports/``:
                        early_margin, training-pass scores such as aum and
                        forgetting_events, NaN on the test split), is_easy,
                        is_hard; all in example-index order, numpy-only.
+  label_issues_{split}.csv
+                       suspected label errors, most suspect first: index,
+                       tfds_id, given_label, agreed_class (the class the
+                       members predict most often instead of the given one;
+                       -1 = none), agreement (its share of the early
+                       (member, probe) predictions) and score (label_issue:
+                       agreement, ties by lower early margin; see
+                       analysis/label_issues.py).
   keep_lists/{strategy}_keep{fraction}.csv
                        the training examples to keep for a compressed subset
                        (columns example_index, tfds_id), for every fraction in
@@ -66,6 +74,14 @@ def write_exports(config, workdir: str) -> str:
     np.savez(buf, **{k.replace('/', '__'): v for k, v in table.items()})
     records.atomic_write_bytes(os.path.join(out_dir, f'scores_{split}.npz'),
                                buf.getvalue())
+  for split in records.SPLITS:  # Ranked by the analysis; copied as is.
+    src = os.path.join(workdir, 'analysis', f'label_issues_{split}.csv')
+    dst = os.path.join(out_dir, f'label_issues_{split}.csv')
+    if os.path.exists(src):
+      with open(src, 'rb') as f:
+        records.atomic_write_bytes(dst, f.read())
+    elif os.path.exists(dst):  # Not made by this analysis: not kept.
+      os.remove(dst)
   train = scores.get('train')
   if train is None:
     raise FileNotFoundError(f'No analysis/scores_train.csv in {workdir}; run '

@@ -31,7 +31,8 @@ RECORD_FIELDS = (
     'num_classes', 'train_split', 'test_split', 'max_train_examples',
     'stream.enabled', 'stream.random_resized_crop', 'stream.crop_fraction',
     'stream.stats_examples', 'model_kwargs.{arch}', 'width', 'optimizer',
-    'augment', 'batch_size', 'epochs', 'seed', 'seeds_per_arch', 'probe')
+    'augment', 'batch_size', 'epochs', 'seed', 'seeds_per_arch', 'probe',
+    'label_noise')
 # Fields a rerun may change after a divergence: it then resumes from the
 # last finite checkpoint instead of refusing the workdir.
 RECOVERY_FIELDS = ('optimizer.learning_rate', 'optimizer.grad_clip_norm',
@@ -99,6 +100,10 @@ def record_fingerprint(config, arch: str, *, dtype: str,
     total_steps: the training length when not ``epochs`` epochs.
   """
   fields = field_values(config, RECORD_FIELDS, arch=arch)
+  if not config_fields.get(config, 'label_noise.fraction'):
+    # No label noise: the same hash as records made before the field.
+    fields = {k: v for k, v in fields.items()
+              if not k.startswith('label_noise')}
   fields.update({'arch': arch, 'dtype': dtype, 'subset': subset,
                  'total_steps': total_steps,
                  'members': digest([dict(m) for m in members])})

@@ -33,7 +33,7 @@ from absl import logging
 from easyhard_jax import files
 from easyhard_jax import fingerprint as fingerprint_lib
 
-FIELDS = ('correct', 'loss', 'margin', 'p_true', 'el2n')
+FIELDS = ('correct', 'loss', 'margin', 'p_true', 'el2n', 'pred')
 SPLITS = ('train', 'test')
 SOURCES = ('probe', 'fused')
 _VERSION = 1
@@ -60,6 +60,10 @@ class Records:
     probe_epochs: float64 [P]; the same point in epochs (step / steps_per_epoch).
     split: 'train' or 'test'.
     source: 'probe' or 'fused'.
+    pred: int16 [M, P, N]; the predicted class (arg-max logit); -1 where
+      unknown: an example a fused epoch did not present, or chunks written
+      before predictions were recorded. Last, with a default, so
+      constructions by keyword that predate it still work.
   """
   correct: np.ndarray
   loss: np.ndarray
@@ -74,6 +78,7 @@ class Records:
   probe_epochs: np.ndarray
   split: str
   source: str
+  pred: np.ndarray | None = None
 
   @property
   def num_members(self) -> int:
@@ -295,6 +300,12 @@ class RecordWriter:
     entry = self.manifest['archs'][arch]
     if self.enabled:
       payload = {k: np.asarray(v) for k, v in arrays.items()}
+      if 'pred' in payload:  # Class indices: int16 on disk (-1 = unseen).
+        pred = payload['pred']
+        if pred.size and int(pred.max()) > np.iinfo(np.int16).max:
+          raise ValueError(f'pred holds class {int(pred.max())}, beyond '
+                           'int16; records store classes below 32768.')
+        payload['pred'] = pred.astype(np.int16)
       payload['step'] = np.int64(step)
       payload['fingerprint'] = np.array(entry['fingerprint']['hash'])
       _atomic_savez(os.path.join(self.root, arch, name), payload)
@@ -422,8 +433,11 @@ def load(workdir: str, split: str = 'train', source: str = 'probe',
     for c in chunks[:num_probes]:
       z = read_chunk(os.path.join(root, a, c['file']))
       for f in FIELDS:
-        per_field[f].append(z[f] if f in z else
-                            np.full(z['loss'].shape, np.nan, np.float32))
+        # Chunks older than a field: NaN (el2n of fused records), or -1
+        # for pred (written before predictions were recorded).
+        per_field[f].append(z[f] if f in z else np.full(
+            z['loss'].shape, *((-1, np.int16) if f == 'pred' else
+                               (np.nan, np.float32))))
     for f in FIELDS:
       out[f].append(np.stack(per_field[f], axis=1))  # [M_a, P, N]
     members.extend(manifest['archs'][a]['members'])
@@ -442,4 +456,5 @@ def load(workdir: str, split: str = 'train', source: str = 'probe',
       probe_steps=steps,
       probe_epochs=steps / float(spe),
       split=split,
-      source=source)
+      source=source,
+      pred=np.concatenate(out['pred']).astype(np.int16))

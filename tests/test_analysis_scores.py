@@ -177,8 +177,9 @@ def test_orientation_table_is_complete_and_used():
       scores.easier_key(x, 'probe_forgetting_events'), -x)
   np.testing.assert_array_equal(scores.easier_key(x, 'early_margin'), x)
   np.testing.assert_array_equal(scores.easier_key(x, 'aum'), x)
-  assert set(scores.PROBE_SCORE_NAMES) | set(scores.FUSED_SCORE_NAMES) == set(
-      scores.SCORE_NAMES)
+  assert set(scores.PROBE_SCORE_NAMES) | set(scores.FUSED_SCORE_NAMES) | set(
+      scores.ENSEMBLE_SCORE_NAMES) | set(
+          scores.CHECKPOINT_SCORE_NAMES) == set(scores.SCORE_NAMES)
   with pytest.raises(ValueError, match='no easy or hard end'):
     scores.easier_key(x, 'variability')
   with pytest.raises(KeyError):

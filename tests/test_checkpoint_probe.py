@@ -126,3 +126,24 @@ def test_missing_checkpoints_name_the_fix(tmp_path):
   config.probe_checkpoints.source = 'latest'
   with pytest.raises(ValueError, match='probe_checkpoints.source'):
     stages.run(config, str(tmp_path / 'w'), 'probe_checkpoints')
+
+
+def test_analyze_uses_grand_and_window_features(quick_study, tmp_path):
+  """probe_checkpoints then analyze: GraNd is a score, features a view."""
+  import json
+  import shutil
+  from easyhard_jax.report import read_scores
+  _, source = quick_study
+  workdir = str(tmp_path / 'study')
+  shutil.copytree(source, workdir)
+  config = quick_config()
+  stages.run(config, workdir, 'probe_checkpoints')
+  stages.run(config, workdir, 'analyze')
+  table = read_scores(os.path.join(workdir, 'analysis', 'scores_train.csv'))
+  expected = after_the_fact.window_score(workdir, grand.NAME,
+                                         config.analysis.window)[0]
+  np.testing.assert_allclose(table['grand'], expected, rtol=1e-6)
+  with open(os.path.join(workdir, 'analysis', 'analysis.json')) as f:
+    result = json.load(f)
+  assert 'penultimate_step8' in result['similarity']['features']
+  assert result['similarity']['feature_checkpoint']['step'] == 8

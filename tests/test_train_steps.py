@@ -50,6 +50,8 @@ def test_per_example_stats_match_definitions():
     np.testing.assert_allclose(stats.el2n[i], np.linalg.norm(p - onehot),
                                rtol=1e-5)
     assert stats.correct[i] == (np.argmax(logits[i]) == labels[i])
+    assert stats.pred[i] == np.argmax(logits[i])
+  assert stats.pred.dtype == np.int32
 
 
 def test_fused_outputs_equal_separate_forward_pass(trainer):
@@ -91,6 +93,13 @@ def test_fused_outputs_equal_separate_forward_pass(trainer):
   near_tie = np.abs(np.asarray(ref.margin)) <= tol
   np.testing.assert_array_equal(np.asarray(fused.correct)[~near_tie],
                                 np.asarray(ref.correct)[~near_tie])
+  # The predicted class may differ only where the two largest logits are
+  # within rounding of each other.
+  top2 = np.sort(np.asarray(logits), axis=-1)[:, -2:]
+  clear = (top2[:, 1] - top2[:, 0]) > tol
+  assert clear.mean() > 0.9
+  np.testing.assert_array_equal(np.asarray(fused.pred)[clear],
+                                np.asarray(ref.pred)[clear])
 
 
 def test_ensemble_step_scatters_by_example_index(trainer):
@@ -108,10 +117,14 @@ def test_ensemble_step_scatters_by_example_index(trainer):
                     t.images['train'], t.labels['train'])
   seen = np.isfinite(np.asarray(buffers['loss']))
   perms = np.asarray(perms)
+  pred = np.asarray(buffers['pred'])
   for m in range(t.num_members):
     expected = np.zeros(n, bool)
     expected[perms[m, :t.config.batch_size]] = True
     np.testing.assert_array_equal(seen[m], expected)
+    # pred: a class where seen, -1 (the empty buffer) elsewhere.
+    np.testing.assert_array_equal(pred[m] >= 0, expected)
+  assert pred.max() < 10
 
 
 def test_members_differ_in_init_order_and_outputs(trainer):

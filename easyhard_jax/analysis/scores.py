@@ -49,6 +49,11 @@ confidence               high   fused   Swayamdipta et al. 2020: mean p(true)
 variability              neither fused  population std of p(true) over
                                         epochs; high = ambiguous, not hard
 correctness              high   fused   fraction of epochs predicted correct
+label_issue              low    probe   share of the (member, probe) pairs
+                                label-  predicting the most frequent class
+                                issues  other than the given label, ties by
+                                window  lower margin (label_issues.py); over
+                                        all members, not a per-member mean
 =======================  =====  ======  =====================================
 
 "window" is ``config.analysis.window`` (default epochs (0, 1]) and "dynam."
@@ -94,14 +99,27 @@ SCORE_ORIENTATION: dict[str, str] = {
     'confidence': HIGHER_IS_EASIER,
     'variability': NEITHER,
     'correctness': HIGHER_IS_EASIER,
+    # From the members' predicted classes together (analysis/label_issues.py).
+    'label_issue': HIGHER_IS_HARDER,
+    # From the kept checkpoints, when --mode=probe_checkpoints ran: GraNd
+    # (Paul et al. 2021) at the window's end, mean over members.
+    'grand': HIGHER_IS_HARDER,
 }
 SCORE_NAMES = tuple(SCORE_ORIENTATION)
 #: Scores of the training passes (fused records; train split only).
 FUSED_SCORE_NAMES = ('forgetting_events', 'aum', 'confidence', 'variability',
                      'correctness')
-PROBE_SCORE_NAMES = tuple(n for n in SCORE_NAMES if n not in FUSED_SCORE_NAMES)
-#: Where each score comes from, for tables ('probe' or 'fused').
-SCORE_SOURCE = {n: 'fused' if n in FUSED_SCORE_NAMES else 'probe'
+#: Scores of every member's predictions together, not a mean over members.
+ENSEMBLE_SCORE_NAMES = ('label_issue',)
+#: Scores computed from the kept checkpoints (score_store.py), if present.
+CHECKPOINT_SCORE_NAMES = ('grand',)
+PROBE_SCORE_NAMES = tuple(
+    n for n in SCORE_NAMES
+    if n not in FUSED_SCORE_NAMES + ENSEMBLE_SCORE_NAMES +
+    CHECKPOINT_SCORE_NAMES)
+#: Where each score comes from, for tables ('probe', 'fused', 'checkpoint').
+SCORE_SOURCE = {n: 'fused' if n in FUSED_SCORE_NAMES else
+                'checkpoint' if n in CHECKPOINT_SCORE_NAMES else 'probe'
                 for n in SCORE_NAMES}
 
 

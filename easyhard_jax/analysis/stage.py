@@ -18,6 +18,11 @@ writes, atomically:
   label, every score, per-architecture easiness, is_easy, is_hard.
 * ``mean_images.npz``: per-class mean images of the easy, hard and all sets
   (when images are given).
+* ``label_issues_{split}.csv``: suspected label errors, most suspect first
+  (analysis/label_issues.py; records with predictions only). With known
+  label errors (``config.analysis.known_noisy`` or ``config.label_noise``)
+  ``analysis.json['label_noise']`` holds every score's AUROC and precision
+  at k for them.
 
 NaN values appear as ``null`` in the JSON and ``nan`` in the CSVs; infinite
 ones as the strings ``"inf"`` / ``"-inf"`` in the JSON.
@@ -38,8 +43,11 @@ import numpy as np
 
 from easyhard_jax import config_fields
 from easyhard_jax import records as records_lib
+from easyhard_jax import score_store
 from easyhard_jax.analysis import agreement as agreement_lib
+from easyhard_jax.analysis import feature_similarity
 from easyhard_jax.analysis import heldout_errors
+from easyhard_jax.analysis import label_issues
 from easyhard_jax.analysis import scores as scores_lib
 from easyhard_jax.analysis import sets as sets_lib
 from easyhard_jax.analysis import similarity as similarity_lib
@@ -180,7 +188,7 @@ def _pixel_sample(images: Any, cap: int, seed: int):
 def _similarity(cfg: Any, labels: np.ndarray, easy: np.ndarray,
                 hard: np.ndarray, images: Any, features: Any,
                 num_classes: int, class_balanced: bool,
-                with_means: bool = True
+                with_means: bool = True, window_features: Any = None
                 ) -> tuple[dict[str, Any], dict[str, Any]]:
   s = cfg.similarity
   kw = dict(seed=s.seed, max_set_size=s.max_set_size, per_class=s.per_class,
@@ -188,7 +196,7 @@ def _similarity(cfg: Any, labels: np.ndarray, easy: np.ndarray,
   out: dict[str, Any] = {'class_balanced': bool(class_balanced)}
   means: dict[str, Any] = {}
   every_example = labels, easy, hard  # Features cover all, pixels a sample.
-  if images is None and features is None:
+  if images is None and features is None and window_features is None:
     return {'skipped': 'no images or features passed to run_analysis'}, means
   if images is not None:
     if images.shape[0] != labels.shape[0]:
@@ -229,12 +237,19 @@ def _similarity(cfg: Any, labels: np.ndarray, easy: np.ndarray,
         name: similarity_lib.set_distances(np.asarray(f), easy, hard, labels,
                                            **kw)
         for name, f in feats.items()}
+  if window_features is not None:  # Per member, averaged (all archs).
+    labels, easy, hard = every_example
+    out.setdefault('features', {})[
+        f'penultimate_step{window_features.step}'] = (
+            feature_similarity.feature_set_distances(
+                window_features.features, easy, hard, labels, **kw))
   return out, means
 
 
 def _other_rule(cfg: Any, rule: sets_lib.SetRule, sc: dict[str, Any],
                 train: Any, labels: np.ndarray, num_classes: int,
-                train_images: Any, features: Any) -> dict[str, Any]:
+                train_images: Any, features: Any,
+                window_features: Any = None) -> dict[str, Any]:
   """Sets, agreement and similarity under the other class rule (top_k)."""
   other = rule.other()
   if other is None:
@@ -246,9 +261,54 @@ def _other_rule(cfg: Any, rule: sets_lib.SetRule, sc: dict[str, Any],
       num_classes, jax.random.key(cfg.agreement.seed), num_bootstrap=0)
   sim, _ = _similarity(cfg, labels, easy, hard, train_images, features,
                        num_classes, other.name == 'class_balanced',
-                       with_means=False)
+                       with_means=False, window_features=window_features)
   return {'class_rule': other.name, 'sets': info, 'agreement': agree,
           'similarity': sim}
+
+
+def _add_label_issues(sc: dict[str, Any], rec: Any, cfg: Any,
+                      num_classes: int) -> dict[str, np.ndarray] | None:
+  """Adds the ``label_issue`` score to ``sc``; its statistics, or None."""
+  li = label_issues.from_records(rec, cfg, num_classes)
+  if li is None:
+    logging.info('No predictions in the %s records: no label-issue score.',
+                 rec.split)
+  else:
+    sc['example'][label_issues.NAME] = li['score']
+  return li
+
+
+def _label_issue_outputs(config: Any, out_dir: str,
+                         issues: Mapping[str, Any], recs: Mapping[str, Any],
+                         example: Mapping[str, np.ndarray]
+                         ) -> tuple[dict[str, Any], dict[str, Any]]:
+  """Writes label_issues_{split}.csv; (label_issues, label_noise) JSON."""
+  cfg = config.analysis
+  info: dict[str, Any] = {'window': label_issues.window(cfg)}
+  for split, li in issues.items():
+    rec = recs[split]
+    if li is None:
+      info[split] = {'skipped': 'the records hold no predictions (pred)'}
+      continue
+    records_lib.atomic_write_bytes(
+        os.path.join(out_dir, f'label_issues_{split}.csv'),
+        label_issues.table_csv_bytes(rec, li))
+    info[split] = {
+        'pairs': int(li['pairs'].max()),
+        'window_probe_epochs': np.asarray(rec.probe_epochs)[
+            scores_lib.window_mask(rec.probe_epochs, info['window'])],
+        'majority_other_class': int(np.sum(li['agreement'] > 0.5)),
+        'unanimous_other_class': int(np.sum(li['agreement'] >= 1.0))}
+  n = len(recs['train'].labels)
+  noisy, source = label_issues.known_noisy(config, n)
+  if noisy is None:
+    noise = {'skipped': 'no known label errors (config.analysis.known_noisy '
+             "is '' and config.label_noise.fraction is 0)"}
+  else:
+    noise = label_issues.detection_report(example, noisy, n, source)
+    logging.info('Known label errors (%s): label_issue AUROC %s.', source,
+                 noise['scores'].get(label_issues.NAME, {}).get('auroc'))
+  return info, noise
 
 
 def run_analysis(config: Any, workdir: str, *, train_images: Any = None,
@@ -291,6 +351,11 @@ def run_analysis(config: Any, workdir: str, *, train_images: Any = None,
                f' (and {fused.correct.shape[1]} training-pass epochs)')
   sc = scores_lib.compute_scores(train, cfg.window, cfg.dynamics_window,
                                  fused=fused)
+  issues = {'train': _add_label_issues(sc, train, cfg, num_classes)}
+  grand = score_store.window_score(workdir, 'grand', cfg.window)
+  if grand is not None:  # --mode=probe_checkpoints ran: GraNd at step S.
+    sc['example']['grand'] = np.asarray(grand[0], np.float32)
+    logging.info('GraNd from the kept checkpoint at step %d.', grand[1])
   easy, hard, set_info = _split_sets(sc, labels, rule, num_classes)
   result: dict[str, Any] = {
       'config': cfg.to_dict(),
@@ -309,11 +374,19 @@ def run_analysis(config: Any, workdir: str, *, train_images: Any = None,
       num_classes, jax.random.key(cfg.agreement.seed),
       num_bootstrap=cfg.agreement.num_bootstrap,
       ci_level=cfg.agreement.ci_level)
+  # Penultimate features saved by --mode=probe_checkpoints at the end of
+  # the easiness window (None when it has not run).
+  window_features = feature_similarity.load_window_features(workdir,
+                                                            cfg.window)
   result['similarity'], means = _similarity(
       cfg, labels, easy, hard, train_images, features, num_classes,
-      rule.name == 'class_balanced')
+      rule.name == 'class_balanced', window_features=window_features)
+  if window_features is not None:
+    result['similarity']['feature_checkpoint'] = {
+        'step': window_features.step, 'epoch': window_features.epoch}
   result['other_rule'] = _other_rule(cfg, rule, sc, train, labels,
-                                     num_classes, train_images, features)
+                                     num_classes, train_images, features,
+                                     window_features)
   npz = {f'train_{k}': v for k, v in means.items()}
 
   os.makedirs(out_dir, exist_ok=True)
@@ -331,6 +404,7 @@ def run_analysis(config: Any, workdir: str, *, train_images: Any = None,
                       else 'config.analysis.test.enabled is False'}
   else:
     tsc = scores_lib.compute_scores(test, cfg.window, cfg.dynamics_window)
+    issues['test'] = _add_label_issues(tsc, test, cfg, num_classes)
     tlabels = np.asarray(test.labels, np.int32)
     report, teasy, thard = heldout_errors.heldout_error_report(
         tsc, np.asarray(test.correct[:, -1, :]), tlabels, rule, num_classes)
@@ -353,9 +427,13 @@ def run_analysis(config: Any, workdir: str, *, train_images: Any = None,
         m, c = similarity_lib.class_mean_images(timages, tlabels, mask,
                                                 num_classes)
         npz[f'test_{name}_mean'], npz[f'test_{name}_count'] = m, c
+  result['label_issues'], result['label_noise'] = _label_issue_outputs(
+      config, out_dir, issues, {'train': train, 'test': test}, sc['example'])
   # Outputs this run does not produce must not survive from an earlier run.
   for name, made in (('scores_test.csv', test is not None),
-                     ('mean_images.npz', bool(npz))):
+                     ('mean_images.npz', bool(npz)),
+                     *((f'label_issues_{s}.csv', issues.get(s) is not None)
+                       for s in records_lib.SPLITS)):
     stale = os.path.join(out_dir, name)
     if not made and os.path.exists(stale):
       logging.info('Removing %s from an earlier run.', stale)

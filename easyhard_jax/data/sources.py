@@ -13,6 +13,10 @@ and all records, scores and exports use it. Sources are looked up by name:
   (uint8 images [N,H,W(,C)], integer labels).
 - anything else: a TFDS image-classification dataset by name through
   ``tfds.data_source`` (array_record; downloads and prepares on first use).
+
+``config.label_noise`` (fraction, seed) flips that fraction of the train
+labels to a uniformly random other class, deterministically by seed (see
+:func:`flip_labels`): a known set of label errors for the label-issue score.
 """
 
 from __future__ import annotations
@@ -246,8 +250,76 @@ SOURCES: dict[str, Callable[..., Dataset]] = {
 }
 
 
+def label_noise_indices(num_examples: int, fraction: float,
+                        seed: int) -> np.ndarray:
+  """The train examples that label noise flips: sorted int64 indices.
+
+  Exactly ``round(fraction * num_examples)`` distinct indices, drawn without
+  replacement by ``numpy.random.default_rng(seed)``; they depend only on
+  (N, fraction, seed), so the analysis recomputes them from the config.
+  """
+  fraction = float(fraction)
+  if not 0.0 <= fraction < 1.0:
+    raise ValueError(f'config.label_noise.fraction must lie in [0, 1), got '
+                     f'{fraction}.')
+  k = int(round(fraction * num_examples))
+  rng = np.random.default_rng(int(seed))
+  return np.sort(rng.choice(num_examples, size=k, replace=False)).astype(
+      np.int64)
+
+
+def flip_labels(labels: np.ndarray, num_classes: int, fraction: float,
+                seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """Flips a fraction of labels to a uniformly random other class.
+
+  Args:
+    labels: int [N], the clean labels.
+    num_classes: C >= 2.
+    fraction: share of examples to flip, in [0, 1).
+    seed: the flips' seed (indices and new classes).
+
+  Returns:
+    (noisy labels int32 [N], flipped indices int64 [k]); k =
+    round(fraction * N), and every flipped label differs from the clean one.
+  """
+  labels = np.asarray(labels, np.int32)
+  idx = label_noise_indices(labels.shape[0], fraction, seed)
+  if idx.size and num_classes < 2:
+    raise ValueError('label noise needs at least two classes.')
+  # A second stream (seed, 1) for the new classes: the indices above stay a
+  # function of (N, fraction, seed) alone.
+  shift = np.random.default_rng([int(seed), 1]).integers(
+      1, max(num_classes, 2), size=idx.size)
+  noisy = labels.copy()
+  noisy[idx] = (labels[idx] + shift) % num_classes
+  return noisy, idx
+
+
+def label_noise_fraction(config) -> float:
+  """``config.label_noise.fraction`` (0.0 when the block is absent)."""
+  block = config.get('label_noise')
+  return float(block.get('fraction', 0.0)) if block is not None else 0.0
+
+
+def check_label_noise(config, streamed: bool) -> None:
+  """Refuses label noise on streamed data (the labels live in TFDS files)."""
+  if streamed and label_noise_fraction(config) > 0:
+    raise ValueError(
+        'config.label_noise.fraction > 0 is applied to device-resident data '
+        'only; streamed datasets (config.stream.enabled=True) read their '
+        'labels from the TFDS files. Set config.stream.enabled=False (a '
+        'dataset that fits in memory) or config.label_noise.fraction=0.')
+
+
 def load_dataset(config) -> Dataset:
-  """Loads ``config.dataset`` (a source name above or any TFDS name)."""
+  """Loads ``config.dataset`` (a source name above or any TFDS name).
+
+  ``config.max_train_examples`` keeps the first N train examples; then
+  ``config.label_noise`` flips a fraction of their labels (see
+  :func:`flip_labels`).
+  """
+  stream = config.get('stream')
+  check_label_noise(config, bool(stream is not None and stream.enabled))
   loader = SOURCES.get(config.dataset)
   ds = loader(config) if loader else load_tfds(config)
   limit = config.get('max_train_examples')
@@ -256,4 +328,11 @@ def load_dataset(config) -> Dataset:
         ds, train_images=ds.train_images[:limit],
         train_labels=ds.train_labels[:limit],
         train_ids=ds.train_ids[:limit] if ds.train_ids else None)
+  if label_noise_fraction(config) > 0:
+    noisy, idx = flip_labels(ds.train_labels, ds.num_classes,
+                             config.label_noise.fraction,
+                             config.label_noise.seed)
+    logging.info('label_noise: flipped %d of %d train labels (seed %d).',
+                 idx.size, noisy.size, config.label_noise.seed)
+    ds = dataclasses.replace(ds, train_labels=noisy)
   return ds

@@ -358,6 +358,7 @@ def load(config) -> sources.Dataset | StreamedData:
   """The study's data: streamed when ``config.stream.enabled``, else loaded."""
   stream = config.get('stream')
   if stream is not None and stream.enabled:
+    sources.check_label_noise(config, streamed=True)
     return open_streamed(config)
   return sources.load_dataset(config)
 

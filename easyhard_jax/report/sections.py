@@ -19,6 +19,7 @@ import numpy as np
 
 from easyhard_jax.report import figures
 from easyhard_jax.report import html as html_lib
+from easyhard_jax.report import label_issue_section
 from easyhard_jax.report import set_rules
 from easyhard_jax.report import reference_section
 
@@ -453,6 +454,8 @@ SECTIONS = (
     ('similarity', 'Within-set distances', _distances),
     ('colour-frequency', 'Colour and frequency statistics', _colour_freq),
     ('test-errors', 'Test errors and hard examples', _test_errors),
+    (label_issue_section.KEY, label_issue_section.TITLE,
+     label_issue_section.label_issue_section),
     ('learning-curves', 'Learning curves', _learning_curves),
     (reference_section.KEY, reference_section.TITLE,
      reference_section.reference_section),

@@ -8,12 +8,17 @@ program. How the member axis is executed is a strategy:
   graphs; fastest on XLA:CPU, where vmapped convolutions become slow grouped
   convolutions).
 - ``vmap``: ``jax.vmap`` over the member axis (one batched graph).
-- ``map``: ``jax.lax.map`` over the member axis (one member's graph in a loop
-  inside the program: compiles like one member, runs members in turn).
 
-The train step computes per-example loss, correctness, logit margin and p(true)
-from the same forward pass that produces the gradient and scatters them by
-example index into device-resident [members, examples] buffers.
+There is no ``lax.map`` strategy (members in a loop inside the program): on
+XLA:CPU a convolution's gradient inside a while loop keeps its raw dimension
+order and runs on the slow generic emitter instead of Eigen/YNNPACK (18x
+slower per conv, 16x per ResNet-18 step; the cnn ran at 0.40x of training
+the members one after another), and no flag changes that.
+
+The train step computes per-example loss, correctness, logit margin, p(true)
+and the predicted class from the same forward pass that produces the
+gradient and scatters them by example index into device-resident [members,
+examples] buffers.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import optax
 
 from easyhard_jax.data import device_ops
 
-STRATEGIES = ('unroll', 'vmap', 'map')
+STRATEGIES = ('unroll', 'vmap')
 
 
 @flax.struct.dataclass
@@ -41,19 +46,24 @@ class TrainState:
 
 
 class ExampleStats(NamedTuple):
-  """Per-example statistics of one forward pass (each [B] or [M, B])."""
+  """Per-example statistics of one forward pass (each [B] or [M, B]).
+
+  ``pred`` is the predicted class (arg-max logit, int32); ``correct`` is
+  ``pred == label``.
+  """
   loss: jax.Array
   correct: jax.Array
   margin: jax.Array
   p_true: jax.Array
   el2n: jax.Array
+  pred: jax.Array
 
 
-FUSED_FIELDS = ('loss', 'correct', 'margin', 'p_true')
+FUSED_FIELDS = ('loss', 'correct', 'margin', 'p_true', 'pred')
 
 
 def per_example_stats(logits: jax.Array, labels: jax.Array) -> ExampleStats:
-  """Cross-entropy, correctness, margin, p(true) and EL2N per example."""
+  """Cross-entropy, correctness, margin, p(true), EL2N and prediction."""
   logits = logits.astype(jnp.float32)
   num_classes = logits.shape[-1]
   onehot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
@@ -62,18 +72,26 @@ def per_example_stats(logits: jax.Array, labels: jax.Array) -> ExampleStats:
   true_logit = jnp.sum(logits * onehot, axis=-1)
   other_max = jnp.max(jnp.where(onehot > 0, -jnp.inf, logits), axis=-1)
   el2n = jnp.linalg.norm(jnp.exp(logp) - onehot, axis=-1)
+  pred = jnp.argmax(logits, -1).astype(jnp.int32)
   return ExampleStats(loss=loss,
-                      correct=jnp.argmax(logits, -1) == labels,
+                      correct=pred == labels,
                       margin=true_logit - other_max,
                       p_true=jnp.exp(-loss),
-                      el2n=el2n)
+                      el2n=el2n,
+                      pred=pred)
 
 
 def empty_buffers(num_members: int, num_examples: int,
                   fields=FUSED_FIELDS) -> dict[str, jax.Array]:
-  """Device buffers [M, N] for per-example statistics (NaN / False = unseen)."""
-  return {f: (jnp.zeros((num_members, num_examples), bool) if f == 'correct'
-              else jnp.full((num_members, num_examples), jnp.nan, jnp.float32))
+  """Device buffers [M, N] for per-example statistics.
+
+  Unseen examples hold NaN (float fields), False (``correct``) or -1
+  (``pred``, int32).
+  """
+  shape = (num_members, num_examples)
+  empty = {'correct': lambda: jnp.zeros(shape, bool),
+           'pred': lambda: jnp.full(shape, -1, jnp.int32)}
+  return {f: empty.get(f, lambda: jnp.full(shape, jnp.nan, jnp.float32))()
           for f in fields}
 
 
@@ -91,8 +109,6 @@ def _map_members(fn, strategy: str, *args, member_axis: str | None = None):
   """
   if strategy == 'vmap':
     return jax.vmap(fn, spmd_axis_name=member_axis)(*args)
-  if strategy == 'map':
-    return jax.lax.map(lambda xs: fn(*xs), args)
   if strategy != 'unroll':
     raise ValueError(f'member strategy must be one of {STRATEGIES}, got '
                      f'{strategy!r}')

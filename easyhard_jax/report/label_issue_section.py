@@ -1,0 +1,157 @@
+"""Report section: suspected label errors and how well scores find known ones.
+
+Reads ``analysis/label_issues_{split}.csv`` (ranked, most suspect first; see
+analysis/label_issues.py) and ``analysis.json['label_noise']``. Shows the top
+suspects as images with the given and the agreed label side by side under
+each, and, with known label errors, every score's AUROC and precision at k.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from typing import Any, Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use('Agg')  # Headless, as report/figures.py.
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+import numpy as np
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+from easyhard_jax.report import html as html_lib
+
+KEY = 'label-issues'
+TITLE = 'Suspected label errors'
+_COLS = 8  # Tiles per row.
+
+
+def read_table(path: str) -> list[dict[str, str]]:
+  """Rows of a label_issues CSV, in file (ranked) order."""
+  with open(path, newline='') as f:
+    return list(csv.DictReader(f))
+
+
+def _tile(image: Any) -> np.ndarray:
+  """One image as float RGB in [0, 1]."""
+  x = np.asarray(image, np.float32)
+  if np.asarray(image).dtype == np.uint8 or (x.size and x.max() > 1.5):
+    x = x / 255.0
+  if x.ndim == 2:
+    x = x[..., None]
+  x = np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x[..., :3]
+  return np.clip(x, 0.0, 1.0)
+
+
+def suspects_grid(images: Any, rows: Sequence[Mapping[str, str]],
+                  title: str, class_names: Sequence[str] | None = None
+                  ) -> bytes:
+  """Top suspects, each captioned "given | agreed" (PNG bytes).
+
+  Args:
+    images: [N, H, W(, C)] images of the split, indexable by example index.
+    rows: label_issues CSV rows (index, given_label, agreed_class, agreement).
+    title: the figure title.
+    class_names: optional names of the classes (default: their numbers).
+  """
+  name = (lambda c: str(c)) if class_names is None else (
+      lambda c: class_names[c] if 0 <= c < len(class_names) else str(c))
+  n = len(rows)
+  ncols = min(_COLS, max(n, 1))
+  nrows = max(1, -(-n // ncols))
+  height = 1.65 * nrows + 0.6
+  fig = Figure(figsize=(1.35 * ncols, height))
+  axes = fig.subplots(nrows, ncols, squeeze=False)
+  fig.subplots_adjust(left=0.02, right=0.98, bottom=0.2 / height,
+                      top=1.0 - 0.6 / height, hspace=0.45)
+  for k, ax in enumerate(axes.ravel()):
+    ax.set_axis_off()
+    if k >= n:
+      continue
+    r = rows[k]
+    given, agreed = int(r['given_label']), int(r['agreed_class'])
+    ax.imshow(_tile(images[int(r['index'])]), interpolation='nearest')
+    ax.set_title(f"#{r['index']} ({float(r['agreement']):.2f})", fontsize=7)
+    ax.text(0.25, -0.04, f'given {name(given)}', color='#d1495b',
+            fontsize=7, ha='center', va='top', transform=ax.transAxes)
+    ax.text(0.75, -0.04, f"agreed {name(agreed) if agreed >= 0 else '-'}",
+            color='#2a9d4b', fontsize=7, ha='center', va='top',
+            transform=ax.transAxes)
+  fig.suptitle(title, fontsize=9, y=1.0 - 0.1 / height, va='top')
+  FigureCanvasAgg(fig)
+  buf = io.BytesIO()
+  fig.savefig(buf, format='png', dpi=110, bbox_inches='tight')
+  return buf.getvalue()
+
+
+def _detection_table(noise: Mapping[str, Any]) -> str:
+  rows = sorted(((name, v.get('auroc'), v.get('precision_at_k'),
+                  v.get('oriented'))
+                 for name, v in noise.get('scores', {}).items()),
+                key=lambda r: -(r[1] if r[1] is not None else -1.0))
+  return html_lib.table(
+      ['score', 'AUROC', f"precision at k = {noise.get('k')}", 'oriented'],
+      rows, f"Finding the {noise.get('known_noisy')} known label errors of "
+      f"{noise.get('examples')} train examples ({noise.get('source')}); each "
+      'score oriented harder = more suspect')
+
+
+def label_issue_section(study: Any) -> html_lib.Section:
+  """The label-issue section of the report (see the module docstring)."""
+  sec = html_lib.Section(
+      KEY, TITLE,
+      'Examples that the members, before they memorise, consistently '
+      'predict as one class other than their given label, most suspect '
+      'first (in brackets: that class\'s share of the (member, probe) '
+      'predictions in the label-issue window). Under each image: the given '
+      'label (red) and the agreed class (green).')
+  adir = os.path.join(study.workdir, 'analysis')
+  a = study.analysis
+  if a is None:
+    return html_lib.Section(KEY, TITLE, sec.explanation,
+                            status=html_lib.STATUS_NOT_RUN,
+                            note='no analysis/analysis.json: run '
+                            '--mode=analyze first')
+  top = 32
+  cfg = getattr(study, 'config', None)
+  try:
+    top = int(cfg.analysis.label_issues.top_k)
+  except (AttributeError, KeyError, TypeError):
+    pass
+  body, made = [], False
+  for split, images in (('train', study.train_images),
+                        ('test', study.test_images)):
+    path = os.path.join(adir, f'label_issues_{split}.csv')
+    if not os.path.exists(path):
+      continue
+    rows = read_table(path)
+    made = True
+    info = (a.get('label_issues') or {}).get(split) or {}
+    body.append(html_lib.paragraph(
+        f"{split}: {info.get('majority_other_class', '?')} examples with more "
+        f"than half of their {info.get('pairs', '?')} (member, probe) "
+        'predictions in the label-issue window on one other class '
+        f"({info.get('unanimous_other_class', '?')} unanimous)."))
+    if images is not None and rows:
+      shown = rows[:top]
+      sec.figures.append(html_lib.FigureItem(
+          f'label_issues_{split}', suspects_grid(
+              images, shown, f'{split}: top {len(shown)} suspects'),
+          f'{split.capitalize()} split: the {len(shown)} most suspect '
+          f"examples (window {(a.get('label_issues') or {}).get('window')} "
+          'epochs).'))
+  if not made:
+    return html_lib.Section(KEY, TITLE, sec.explanation,
+                            status=html_lib.STATUS_NOT_RUN,
+                            note='no label_issues_*.csv: the records hold no '
+                            'predictions (recorded before pred existed)')
+  noise = a.get('label_noise') or {}
+  if 'scores' in noise:
+    body.append(_detection_table(noise))
+  elif noise.get('skipped'):
+    body.append(html_lib.paragraph(f"Known label errors: {noise['skipped']}."))
+  sec.body_html = '\n'.join(body)
+  return sec
