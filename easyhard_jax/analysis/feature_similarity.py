@@ -74,47 +74,7 @@ def _subsample(rng: np.random.Generator, idx: np.ndarray, k: int
   return np.sort(rng.choice(idx, size=k, replace=False))
 
 
-def choose_sets(easy: np.ndarray, hard: np.ndarray, labels: np.ndarray, *,
-                seed: int = 0, max_set_size: int = 5000,
-                per_class: bool = True, class_balanced: bool = False
-                ) -> dict[str, Any]:
-  """The index sets similarity.set_distances compares, drawn the same way.
-
-  Returns:
-    {'global': {'easy', 'hard', 'random': int [k]} or None, 'per_class':
-    {class: same or None}} (per_class only when asked); None where the
-    easy or the hard set has fewer than 2 examples.
-  """
-  rng = np.random.default_rng(seed)
-  easy, hard = np.asarray(easy, bool), np.asarray(hard, bool)
-  labels = np.asarray(labels)
-  n = labels.shape[0]
-
-  def section(sel):
-    pools = {'easy': np.flatnonzero(easy & sel),
-             'hard': np.flatnonzero(hard & sel),
-             'random': np.flatnonzero(sel)}
-    k = min(pools['easy'].size, pools['hard'].size, max_set_size)
-    if k < 2:
-      return None
-    return {name: _subsample(rng, idx, k) for name, idx in pools.items()}
-
-  def balanced():
-    counts = similarity.stratified_counts(easy, hard, labels, max_set_size)
-    if counts.sum() < 2:
-      return None
-    return {name: np.sort(np.concatenate([
-        _subsample(rng, np.flatnonzero(pool & (labels == c)), int(k))
-        for c, k in enumerate(counts)]))
-            for name, pool in (('easy', easy), ('hard', hard),
-                               ('random', np.ones((n,), bool)))}
-
-  out = {'global': balanced() if class_balanced else section(
-      np.ones((n,), bool))}
-  if per_class:
-    out['per_class'] = {int(c): section(labels == c)
-                        for c in np.unique(labels)}
-  return out
+choose_sets = similarity.choose_sets
 
 
 def _padded(idx: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:

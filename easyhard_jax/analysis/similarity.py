@@ -336,11 +336,36 @@ def set_distances(x: Any, easy: np.ndarray, hard: np.ndarray,
     the easy, hard and random means and hard_over_easy; ``global`` also
     says whether it was ``class_balanced``.
   """
-  rng = np.random.default_rng(seed)
   xj = jnp.asarray(x)
-  n = xj.shape[0]
+  chosen = choose_sets(easy, hard, labels, seed=seed,
+                       max_set_size=max_set_size, per_class=per_class,
+                       class_balanced=class_balanced)
+  dist = lambda c: None if c is None else _distances(xj, c, metrics,
+                                                     block_size)
+  g = dist(chosen['global'])
+  out = {'global': g if g is not None else {
+      'skipped': 'easy or hard set has fewer than 2 examples'}}
+  out['global']['class_balanced'] = bool(class_balanced)
+  if per_class:
+    out['per_class'] = {c: dist(v) for c, v in chosen['per_class'].items()}
+  return out
+
+
+def choose_sets(easy: np.ndarray, hard: np.ndarray, labels: np.ndarray, *,
+                seed: int = 0, max_set_size: int = 5000,
+                per_class: bool = True, class_balanced: bool = False
+                ) -> dict[str, Any]:
+  """The index sets :func:`set_distances` compares (feature views reuse them).
+
+  Returns:
+    {'global': {'easy', 'hard', 'random': int [k]} or None, 'per_class':
+    {class: same or None}} (per_class only when asked); None where the
+    easy or the hard set has fewer than 2 examples.
+  """
+  rng = np.random.default_rng(seed)
   easy, hard = np.asarray(easy, bool), np.asarray(hard, bool)
   labels = np.asarray(labels)
+  n = labels.shape[0]
 
   def section(sel):
     pools = {'easy': np.flatnonzero(easy & sel),
@@ -349,24 +374,20 @@ def set_distances(x: Any, easy: np.ndarray, hard: np.ndarray,
     k = min(pools['easy'].size, pools['hard'].size, max_set_size)
     if k < 2:
       return None
-    chosen = {name: _subsample(rng, idx, k) for name, idx in pools.items()}
-    return _distances(xj, chosen, metrics, block_size)
+    return {name: _subsample(rng, idx, k) for name, idx in pools.items()}
 
   def balanced():
     counts = stratified_counts(easy, hard, labels, max_set_size)
     if counts.sum() < 2:
       return None
-    chosen = {name: np.sort(np.concatenate([
+    return {name: np.sort(np.concatenate([
         _subsample(rng, np.flatnonzero(pool & (labels == c)), int(k))
         for c, k in enumerate(counts)]))
-              for name, pool in (('easy', easy), ('hard', hard),
-                                 ('random', np.ones((n,), bool)))}
-    return _distances(xj, chosen, metrics, block_size)
+            for name, pool in (('easy', easy), ('hard', hard),
+                               ('random', np.ones((n,), bool)))}
 
-  g = balanced() if class_balanced else section(np.ones((n,), bool))
-  out = {'global': g if g is not None else {
-      'skipped': 'easy or hard set has fewer than 2 examples'}}
-  out['global']['class_balanced'] = bool(class_balanced)
+  out = {'global': balanced() if class_balanced else section(
+      np.ones((n,), bool))}
   if per_class:
     out['per_class'] = {int(c): section(labels == c)
                         for c in np.unique(labels)}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import html
+import math
 from typing import Any, Sequence
 
 STATUS_OK = 'ok'
@@ -226,3 +227,12 @@ def render_summary(title: str, subtitle: str,
     out.append(f'- {s.title}: {state}')
   out += ['', 'Figures and tables: `index.html` beside this file.', '']
   return '\n'.join(out)
+
+
+def number(x: Any) -> float | None:
+  """A JSON number as float, or None for null / 'inf' / NaN."""
+  try:
+    v = float(x)
+  except (TypeError, ValueError):
+    return None
+  return v if math.isfinite(v) else None

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from typing import Any, Mapping
 
 import numpy as np
@@ -31,13 +30,7 @@ Section = html_lib.Section
 _NO_ANALYSIS = 'no analysis/analysis.json: run --mode=analyze first'
 
 
-def _num(x: Any) -> float | None:
-  """A JSON number as float, or None for null / 'inf' / NaN."""
-  try:
-    v = float(x)
-  except (TypeError, ValueError):
-    return None
-  return v if math.isfinite(v) else None
+_num = html_lib.number
 
 
 def _not_run(sec: Section, note: str) -> Section:

@@ -16,12 +16,7 @@ import numpy as np
 from easyhard_jax.report import html as html_lib
 
 
-def _num(x: Any) -> float | None:
-  try:
-    v = float(x)
-  except (TypeError, ValueError):
-    return None
-  return v if math.isfinite(v) else None
+_num = html_lib.number
 
 
 RULE_WORD = {'class_balanced': 'class-balanced', 'global': 'global'}

@@ -313,7 +313,8 @@ def train_arch(config, data, arch: str, workdir: str,
                          trainer_kwargs.get('total_steps'))
   arch = program or arch  # From here on: the name of this member group.
   writer.begin_arch(arch, t.members, t.spe, schedule, fp)
-  bound = record_guards.resume_bound(writer, arch, schedule, t.spe, t.total_steps)
+  bound = record_guards.resume_bound(writer, arch, schedule, t.spe,
+                                     t.total_steps)
   probe_index = {s: k for k, s in enumerate(schedule)}
   ckpt = checkpoints.Checkpointer(
       os.path.join(workdir, 'checkpoints', arch), config.checkpoints_to_keep)
@@ -349,14 +350,15 @@ def train_arch(config, data, arch: str, workdir: str,
                   disable=not sys.stderr.isatty(), leave=False)
 
   def fail(member: int, step: int):
-    writer.markrecord_guards.diverged(arch, step, t.members[member]['name'])
+    writer.mark_diverged(arch, step, t.members[member]['name'])
     ckpt.wait()
     if kept:
       kept.wait()
     bar.close()
     tb.close()
-    return record_guards.diverged(arch, t.members[member]['name'], step, step // t.spe,
-                     last_good, config.optimizer.learning_rate)
+    return record_guards.diverged(arch, t.members[member]['name'], step,
+                                  step // t.spe, last_good,
+                                  config.optimizer.learning_rate)
 
   def keep_state(step, states):
     if step not in keep_steps or step in kept.steps():
@@ -400,8 +402,8 @@ def train_arch(config, data, arch: str, workdir: str,
     if in_epoch == t.spe - 1 or step + 1 == t.total_steps:
       fused = distributed.fetch(buffers)
       perms = np.asarray(distributed.fetch(t.epoch_perms(epoch)))
-      seen, position = record_guards.presented(perms, t.keep.sum(1), in_epoch + 1,
-                                  config.batch_size)
+      seen, position = record_guards.presented(
+          perms, t.keep.sum(1), in_epoch + 1, config.batch_size)
       bad = seen & ~np.isfinite(fused['loss'])
       if bad.any():
         m = int(np.flatnonzero(bad.any(axis=1))[0])
