@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Any, Callable
 
@@ -16,10 +17,16 @@ class Checkpointer:
 
   def __init__(self, directory: str, max_to_keep: int | None = 2):
     self.directory = os.path.abspath(directory)
+    # Multi-process saves meet at barriers named by step; two managers that
+    # save the same step (resume and analysis checkpoints) need their own
+    # names, or the second finds the first's barrier "already ongoing".
+    prefix = 'ckpt_' + hashlib.sha1(self.directory.encode()).hexdigest()[:12]
     self.manager = ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
-                                             create=True))
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=True,
+            multiprocessing_options=ocp.options.MultiprocessingOptions(
+                barrier_sync_key_prefix=prefix)))
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()

@@ -360,8 +360,12 @@ def train_arch(config, data, arch: str, workdir: str,
                                   step // t.spe, last_good,
                                   config.optimizer.learning_rate)
 
+  # Read once, before any save of this run, so every process of a
+  # multi-process run takes the same decisions (a save is a collective).
+  kept_already = set(kept.steps()) if kept else set()
+
   def keep_state(step, states):
-    if step not in keep_steps or step in kept.steps():
+    if step not in keep_steps or step in kept_already:
       return
     bad_members = nonfinite(states)
     if bad_members:
