@@ -5,6 +5,8 @@ import os
 
 import numpy as np
 
+from test_analysis_similarity import ref_mean_distance
+
 from easyhard_jax.analysis import feature_similarity as fs
 from easyhard_jax.analysis import similarity
 
@@ -30,29 +32,12 @@ def _inputs(seed=0):
   return feats, easy, hard, labels
 
 
-def _reference(x, idx, metric):
-  """Mean over ordered pairs i != j, float64, one pair at a time."""
-  rows = np.asarray(x, np.float64)[idx]
-  total, count = 0.0, 0
-  for i in range(len(rows)):
-    for j in range(len(rows)):
-      if i == j:
-        continue
-      a, b = rows[i], rows[j]
-      if metric == 'l2':
-        total += np.sqrt(np.sum((a - b) ** 2))
-      else:
-        total += 1.0 - a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
-      count += 1
-  return total / count
-
-
 def _check_section(section, chosen, feats):
   assert section['size'] == chosen['easy'].size
   assert section['members'] == M
   for metric in fs.METRICS:
     for name in fs.SET_NAMES:
-      ref = [_reference(feats[m], chosen[name], metric) for m in range(M)]
+      ref = [ref_mean_distance(np.asarray(feats[m]), chosen[name], metric) for m in range(M)]
       np.testing.assert_allclose(section['per_member'][metric][name], ref,
                                  rtol=RTOL)
       np.testing.assert_allclose(section[metric][name], np.mean(ref),

@@ -330,10 +330,12 @@ def train_arch(config, data, arch: str, workdir: str,
     ok = np.asarray(distributed.fetch(record_guards.finite_members(states)))
     return np.flatnonzero(~ok).tolist()
 
-  states, start = ckpt.restore_latest(
-      t.init_states(), before=bound,
-      check=lambda s: nonfinite(s) and
-      f'non-finite parameters in member(s) {nonfinite(s)}')
+  def reject_nonfinite(states) -> str | None:
+    bad = nonfinite(states)
+    return f'non-finite parameters in member(s) {bad}' if bad else None
+
+  states, start = ckpt.restore_latest(t.init_states(), before=bound,
+                                      check=reject_nonfinite)
   ckpt.delete_after(start)  # Later ones are saved again, identically.
   last_good = start
   if start:
