@@ -9,6 +9,7 @@ import pytest
 from scipy import stats
 
 from easyhard_jax.analysis import agreement
+from easyhard_jax.analysis import arch_bootstrap
 from easyhard_jax.analysis import sets
 
 
@@ -199,9 +200,9 @@ def test_bootstrap_resamples_within_arch_like_a_loop():
   m, n, samples = 5, 3, 64
   gids = np.array([0, 1, 0, 0, 1], np.int32)
   values = np.arange(m, dtype=np.float32)[:, None] * 10 + np.arange(n)
-  table, sizes = agreement.resample_table(gids)
+  table, sizes = arch_bootstrap.resample_table(gids)
   key = jax.random.key(0)
-  out = np.asarray(agreement.bootstrap_arch(
+  out = np.asarray(arch_bootstrap.bootstrap_arch(
       key, {'v': jnp.asarray(values)}, jnp.asarray(gids), jnp.asarray(table),
       jnp.asarray(sizes), stat_fn=_identity_stat, num_groups=2,
       num_samples=samples))
@@ -223,13 +224,13 @@ def test_bootstrap_resamples_within_arch_like_a_loop():
 def test_bootstrap_is_degenerate_with_one_member_per_arch():
   gids = np.array([0, 1], np.int32)
   values = np.random.default_rng(0).random((2, 10)).astype(np.float32)
-  table, sizes = agreement.resample_table(gids)
-  out = np.asarray(agreement.bootstrap_arch(
+  table, sizes = arch_bootstrap.resample_table(gids)
+  out = np.asarray(arch_bootstrap.bootstrap_arch(
       jax.random.key(3), {'v': jnp.asarray(values)}, jnp.asarray(gids),
       jnp.asarray(table), jnp.asarray(sizes), stat_fn=_identity_stat,
       num_groups=2, num_samples=8))
   np.testing.assert_allclose(out, np.broadcast_to(values, out.shape))
-  lo, hi = agreement.percentile_interval(out, 0.9)
+  lo, hi = arch_bootstrap.percentile_interval(out, 0.9)
   np.testing.assert_allclose(lo, values, rtol=1e-6)
   np.testing.assert_allclose(hi, values, rtol=1e-6)
 
@@ -276,12 +277,24 @@ def test_agreement_report_sections_and_single_member():
   assert ci['spearman']['hi'][0, 1] >= ap['spearman_easiness'][0, 1] - 0.1
   assert ci['spearman']['lo'][0, 1] < ci['spearman']['hi'][0, 1]
 
+  # The seed ceiling (tests/test_agreement_ceiling.py): 2 members per arch,
+  # one level of single members; the diagonal is the same-arch pair.
+  (level,) = rep['ceiling']['levels']
+  assert level['members'] == 1 and level['draws'].tolist() == [[1, 4],
+                                                                [4, 1]]
+  np.testing.assert_allclose(level['stats']['easy_ratio']['mean'][0, 0],
+                             mp['easy_sets']['ratio'][0, 1], rtol=1e-6)
+
   one = agreement.agreement_report(
       {k: v[:1] for k, v in ms.items()}, ['m0'], np.array([0]), ['a'], rule,
       labels, 3, jax.random.key(0), num_bootstrap=4)
   assert 'skipped' in one['member_pairs'] and 'skipped' in one['arch_pairs']
+  assert 'ceiling' not in one
   two = agreement.agreement_report(
       {k: v[:2] for k, v in ms.items()}, ['m0', 'm1'], np.array([0, 0]),
       ['a'], rule, labels, 3, jax.random.key(0), num_bootstrap=4)
   assert 'skipped' not in two['member_pairs']
   assert 'skipped' in two['arch_pairs']
+  (level,) = two['ceiling']['levels']  # A ceiling needs no second arch.
+  assert level['draws'].tolist() == [[1]]
+  assert level['summary']['spearman_easiness']['cross_arch'] is None

@@ -16,19 +16,24 @@ from easyhard_jax.data import sources
 EPS32 = float(np.finfo(np.float32).eps)
 
 
-def ref_label_issues(pred, margin, labels, mask):
-  """Slow reference, straight from the definition (module docstring)."""
-  m, p, n = pred.shape
-  agreed, agreement, mean_margin = [], [], []
+def ref_label_issues(logits, pred, labels, mask):
+  """Slow reference, straight from the definition (module docstring).
+
+  Probabilities come from the logits' softmax (float64), not from the
+  records' loss and margin, so the identity p(agreed) = exp(-loss - margin)
+  that the kernel uses is checked too.
+  """
+  m, p, n, _ = logits.shape
+  agreed, agreement, p_agreed, p_given = [], [], [], []
   for i in range(n):
-    votes = [(int(pred[a, b, i]), float(margin[a, b, i]))
-             for a in range(m) for b in range(p)
+    pairs = [(a, b) for a in range(m) for b in range(p)
              if mask[b] and pred[a, b, i] >= 0]
-    others = collections.Counter(c for c, _ in votes if c != labels[i])
+    votes = [int(pred[a, b, i]) for a, b in pairs]
+    others = collections.Counter(c for c in votes if c != labels[i])
     if not votes:
       agreed.append(-1)
-      agreement.append(math.nan)
-      mean_margin.append(math.nan)
+      for x in (agreement, p_agreed, p_given):
+        x.append(math.nan)
       continue
     if others:
       top = max(others.values())
@@ -37,61 +42,117 @@ def ref_label_issues(pred, margin, labels, mask):
     else:
       agreed.append(-1)
       agreement.append(0.0)
-    mean_margin.append(sum(x for _, x in votes) / len(votes))
-  return np.array(agreed), np.array(agreement), np.array(mean_margin)
+    pa = pg = 0.0
+    for a, b in pairs:
+      z = logits[a, b, i].astype(np.float64)
+      prob = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+      pg += prob[labels[i]]
+      if pred[a, b, i] == agreed[-1]:
+        pa += prob[agreed[-1]]
+    p_agreed.append(pa / len(pairs))
+    p_given.append(pg / len(pairs))
+  return (np.array(agreed), np.array(agreement), np.array(p_agreed),
+          np.array(p_given))
+
+
+def _records_from_logits(logits, labels):
+  """pred, margin and loss as the probe step stores them (float32)."""
+  z = logits.astype(np.float64)
+  logp = z - z.max(-1, keepdims=True)
+  logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+  given = np.take_along_axis(z, labels[None, None, :, None], -1)[..., 0]
+  others = np.where(np.arange(z.shape[-1]) == labels[None, None, :, None],
+                    -np.inf, z).max(-1)
+  loss = -np.take_along_axis(logp, labels[None, None, :, None], -1)[..., 0]
+  return (np.argmax(z, -1).astype(np.int16), (given - others).astype(
+      np.float32), loss.astype(np.float32))
 
 
 def _random_case(rng, m=3, p=5, n=300, c=4):
   labels = rng.integers(0, c, n)
-  pred = rng.integers(0, c, (m, p, n))
+  # Random logits: no ties between classes (tie-free arg-max and margins).
+  logits = rng.normal(0.0, 2.0, (m, p, n, c))
   # Some examples lean to one other class, as label errors do.
   lean = rng.random(n) < 0.3
   other = (labels + rng.integers(1, c, n)) % c
-  pred = np.where(lean & (rng.random((m, p, n)) < 0.7), other, pred)
-  pred[:, :, 0] = labels[0]          # Always the given label: agreed -1.
-  pred[:, :, 1] = -1                 # Never predicted: NaN.
-  pred[0, 1, 2:40] = -1              # Some pairs without a prediction.
-  # One margin per example, 0.01 apart: tie-free after float32 averaging.
-  base = rng.permutation(n) * 0.01 - 1.0
-  margin = np.broadcast_to(base, (m, p, n)).astype(np.float32)
+  boost = lean[None, None, :] & (rng.random((m, p, n)) < 0.7)
+  logits += 3.0 * (boost[..., None] & (np.arange(c) == other[:, None]))
+  logits[:, :, 0, labels[0]] += 20.0   # Always the given label: agreed -1.
+  pred, margin, loss = _records_from_logits(logits, labels)
+  unseen = np.zeros(pred.shape, bool)
+  unseen[:, :, 1] = True               # Never predicted: NaN.
+  unseen[0, 1, 2:40] = True            # Some pairs without a prediction.
+  pred[unseen] = -1
+  margin[unseen] = loss[unseen] = np.nan  # Unseen pairs hold NaN.
   mask = np.array([1, 0, 1, 1, 0], bool)
-  return pred.astype(np.int16), margin, labels, mask, c
+  return logits, pred, margin, loss, labels, mask, c
 
 
 def test_kernel_matches_slow_reference():
   rng = np.random.default_rng(0)
-  pred, margin, labels, mask, c = _random_case(rng)
-  got = label_issues.label_issue_scores(pred, margin, labels, mask, c)
-  agreed, agreement, mean_margin = ref_label_issues(pred, margin, labels,
-                                                    mask)
+  logits, pred, margin, loss, labels, mask, c = _random_case(rng)
+  got = label_issues.label_issue_scores(pred, margin, loss, labels, mask, c)
+  agreed, agreement, p_agreed, p_given = ref_label_issues(logits, pred,
+                                                          labels, mask)
   np.testing.assert_array_equal(got['agreed_class'], agreed)
   # Both divide the same integers in float64: exactly equal.
   np.testing.assert_array_equal(got['agreement'], agreement)
-  # A float32 mean of <= 9 terms of size <= 2: rounding <= 9 * 2 * EPS.
-  np.testing.assert_allclose(got['early_margin'], mean_margin, rtol=0,
-                             atol=18 * EPS32, equal_nan=True)
-  t = int(got['pairs'].max())
-  ref_score = agreement + (0.5 - np.arctan(mean_margin) / np.pi) / (2 * t * t)
-  np.testing.assert_allclose(got['score'], ref_score, rtol=0, atol=1e-9,
-                             equal_nan=True)
-  # Ranking: agreement first, then the lower margin; NaN last.
+  # float32 loss and margin (|.| <= ~25) rounded by 1 ulp each, exp in
+  # float32 and a float32 sum of <= 9 terms in [0, 1]: each mean is off by
+  # at most ~(2 * 25 + 9) * EPS; 100 * EPS leaves room.
+  for name, ref in (('p_agreed', p_agreed), ('p_given', p_given),
+                    ('score', p_agreed - p_given)):
+    np.testing.assert_allclose(got[name], ref, rtol=0, atol=100 * EPS32,
+                               equal_nan=True, err_msg=name)
+  assert np.nanmax(np.abs(np.diff(np.sort(got['score'])))) > 0
+  # Ranking: the score, most suspect first; NaN last; then the index.
   order = label_issues.ranking(got['score'])
+  score = got['score']
   ref = sorted(range(len(labels)), key=lambda i: (
-      math.isnan(agreement[i]), -np.nan_to_num(agreement[i]),
-      mean_margin[i] if not math.isnan(mean_margin[i]) else 0.0, i))
+      math.isnan(score[i]), -np.nan_to_num(score[i]), i))
   np.testing.assert_array_equal(order, ref)
   assert order[-1] == 1 and got['agreed_class'][0] == -1
+  # Every pair predicts the given label: no agreed class, score -p(given).
+  assert got['p_agreed'][0] == 0.0 and got['score'][0] < -0.99
+
+
+def test_score_ranks_confident_consistent_reassignment_first():
+  # Four examples of class 0, 3 members x 2 probes, all voting; classes 0-2.
+  # a: every pair puts 0.98 on class 1; b: every pair 0.50 on class 1 and
+  # 0.49 on 0 (same vote share as a); c: the pairs split between classes
+  # 1 and 2 at 0.98; d: the given label at 0.98.
+  probs = {'a': (0.01, 0.98, 0.01), 'b': (0.49, 0.50, 0.01),
+           'd': (0.98, 0.01, 0.01)}
+  rows = [np.log(probs[k]) for k in 'ab'] + [None] + [np.log(probs['d'])]
+  logits = np.zeros((3, 2, 4, 3))
+  for i, r in enumerate(rows):
+    logits[:, :, i] = r if r is not None else 0.0
+  logits[:, 0, 2] = np.log((0.01, 0.98, 0.01))
+  logits[:, 1, 2] = np.log((0.01, 0.01, 0.98))
+  labels = np.zeros(4, np.int64)
+  pred, margin, loss = _records_from_logits(logits, labels)
+  got = label_issues.label_issue_scores(pred, margin, loss, labels,
+                                        np.ones(2, bool), 3)
+  np.testing.assert_array_equal(got['agreement'], [1.0, 1.0, 0.5, 0.0])
+  # A: 0.98 - 0.01; b: 0.50 - 0.49; c: half the pairs give 0.98 to the
+  # agreed class (1), the others count 0; d: -0.98. float32 loss and
+  # margin (|.| < 5) round by ~5e-7 each, then exp and a mean of 6 terms.
+  np.testing.assert_allclose(got['score'], [0.97, 0.01, 0.49 - 0.01, -0.98],
+                             atol=4e-6)
+  np.testing.assert_array_equal(label_issues.ranking(got['score']),
+                                [0, 2, 1, 3])
 
 
 def test_kernel_blocks_agree_with_one_block(monkeypatch):
   rng = np.random.default_rng(1)
-  pred, margin, labels, mask, c = _random_case(rng, n=257)
-  whole = label_issues.label_issue_scores(pred, margin, labels, mask, c)
+  _, pred, margin, loss, labels, mask, c = _random_case(rng, n=257)
+  whole = label_issues.label_issue_scores(pred, margin, loss, labels, mask, c)
   monkeypatch.setattr(label_issues, '_BLOCK_ENTRIES', 64 * c)  # 64 / block.
-  parts = label_issues.label_issue_scores(pred, margin, labels, mask, c)
+  parts = label_issues.label_issue_scores(pred, margin, loss, labels, mask, c)
   for k in ('agreed_class', 'agreement', 'pairs'):
     np.testing.assert_array_equal(parts[k], whole[k], err_msg=k)
-  np.testing.assert_array_equal(parts['early_margin'], whole['early_margin'])
+  for k in ('p_agreed', 'p_given', 'score'):
+    np.testing.assert_array_equal(parts[k], whole[k], err_msg=k)
 
 
 def test_flip_labels_exact_count_other_class_deterministic():

@@ -8,21 +8,27 @@
   overlap and Jaccard, the ratio observed / chance and a z-score.
 * :func:`spearman_matrix`: Spearman's rho for all pairs of rows as one matmul
   of row-normalized average ranks (ties get their mean rank).
-* :func:`bootstrap_arch`: resamples members within each architecture with
-  replacement and recomputes an architecture-level statistic (explicit key).
+* ``arch_bootstrap.bootstrap_arch``: resamples members within each
+  architecture with replacement and recomputes an architecture-level
+  statistic (explicit key); used for the intervals of the arch pairs.
+* :func:`seed_ceiling`: the same statistics between disjoint groups of
+  members of one architecture (the seed-to-seed ceiling) and between
+  equal-sized groups of two architectures, at equal member counts.
 * :func:`agreement_report`: all of it for members and architectures.
 """
 
 from __future__ import annotations
 
 import functools
-import warnings
-from typing import Any, Callable, Sequence
+import itertools
+import math
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from easyhard_jax.analysis import arch_bootstrap
 from easyhard_jax.analysis import scores as scores_lib
 from easyhard_jax.analysis import sets as sets_lib
 
@@ -161,85 +167,6 @@ def spearman_matrix(x: jax.Array, y: jax.Array | None = None) -> jax.Array:
   return jnp.clip(jnp.matmul(zx, zy.T, precision=_HI), -1.0, 1.0)
 
 
-def resample_table(group_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-  """Host-side tables for :func:`bootstrap_arch`.
-
-  Args:
-    group_ids: int [M], the architecture of each member.
-
-  Returns:
-    (members int32 [G, max members], group sizes int32 [G]).
-  """
-  gids = np.asarray(group_ids)
-  g = int(gids.max()) + 1
-  lists = [np.flatnonzero(gids == i) for i in range(g)]
-  sizes = np.asarray([len(x) for x in lists], np.int32)
-  table = np.zeros((g, sizes.max()), np.int32)
-  for i, x in enumerate(lists):
-    table[i, :len(x)] = x
-  return table, sizes
-
-
-@functools.partial(jax.jit, static_argnames=('stat_fn', 'num_groups',
-                                             'num_samples', 'batch_size'))
-def bootstrap_arch(key: jax.Array, member_values: Any, group_ids: jax.Array,
-                   table: jax.Array, sizes: jax.Array, stat_args: Any = None,
-                   *, stat_fn: Callable[[Any, Any], Any], num_groups: int,
-                   num_samples: int, batch_size: int = 8) -> Any:
-  """Bootstrap of an architecture-level statistic over seeds.
-
-  Each sample replaces every member by a member of the same architecture
-  drawn with replacement, averages the drawn members per architecture and
-  applies ``stat_fn``.
-
-  Args:
-    key: a ``jax.random`` key.
-    member_values: pytree of float [M, N] per-member scores.
-    group_ids: int32 [M].
-    table: int32 [G, max members], from :func:`resample_table`.
-    sizes: int32 [G], from :func:`resample_table`.
-    stat_args: a pytree of arrays passed on to ``stat_fn`` (traced).
-    stat_fn: ``stat_fn(arch_values, stat_args)`` maps the pytree of [G, N]
-      architecture-level means to a pytree of arrays (static: pass the same
-      callable to reuse the compilation).
-    num_groups: G.
-    num_samples: B.
-    batch_size: samples computed together (memory ~ batch * G * N).
-
-  Returns:
-    ``stat_fn``'s pytree with a leading axis of size B.
-  """
-  m = group_ids.shape[0]
-  # Whole batches only: a remainder batch would be a second compiled body.
-  padded = -(-num_samples // batch_size) * batch_size
-  u = jax.random.uniform(key, (padded, m))
-  size_m = sizes[group_ids]
-  pos = jnp.minimum(jnp.floor(u * size_m).astype(jnp.int32), size_m - 1)
-  draws = table[group_ids[None, :], pos]  # [B, M]
-
-  def one(draw):
-    resampled = jax.tree.map(lambda v: v[draw], member_values)
-    arch = jax.tree.map(
-        lambda v: scores_lib.group_mean(v, group_ids, num_groups=num_groups),
-        resampled)
-    return stat_fn(arch, stat_args)
-
-  out = jax.lax.map(one, draws, batch_size=batch_size)
-  return jax.tree.map(lambda x: x[:num_samples], out)
-
-
-def percentile_interval(samples: Any, level: float) -> tuple[np.ndarray,
-                                                             np.ndarray]:
-  """Two-sided percentile interval over the leading (bootstrap) axis."""
-  s = np.asarray(samples, np.float64)
-  q = [50.0 * (1.0 - level), 50.0 * (1.0 + level)]
-  with warnings.catch_warnings():
-    # All-NaN cells (e.g. an empty set in every sample) stay NaN, quietly.
-    warnings.simplefilter('ignore', RuntimeWarning)
-    lo, hi = np.nanpercentile(s, q, axis=0)
-  return lo, hi
-
-
 def _offdiag_means(mat: np.ndarray, gids: np.ndarray) -> dict[str, Any]:
   """Means of a member-pair matrix over same-arch and cross-arch pairs."""
   mat = np.asarray(mat, np.float64)
@@ -251,6 +178,200 @@ def _offdiag_means(mat: np.ndarray, gids: np.ndarray) -> dict[str, Any]:
     vals = vals[np.isfinite(vals)]
     out[name] = float(vals.mean()) if vals.size else None
   return out
+
+
+#: Statistics of the seed ceiling: (set, overlap_matrix key) and Spearman.
+CEILING_STATS = tuple(f'{w}_{s}' for w in ('easy', 'hard') for s in (
+    'overlap', 'chance_overlap', 'ratio', 'jaccard')) + ('spearman_easiness',)
+#: The statistics put between the floor (chance) and the ceiling, and the
+#: floor of each ('<which>_chance_overlap': that cell's chance overlap).
+_FLOORS = {'easy_ratio': 1.0, 'hard_ratio': 1.0, 'spearman_easiness': 0.0,
+           'easy_overlap': 'easy_chance_overlap',
+           'hard_overlap': 'hard_chance_overlap'}
+#: At most this many member groups per architecture and level (sampled
+#: beyond it, as disjoint pairs so that within-architecture draws exist).
+MAX_GROUPS = 32
+CEILING_DESIGN = (
+    'At each level h, easiness and the set score are averaged over h '
+    'members; the statistics of arch_pairs (set overlap, chance, ratio, '
+    'Jaccard, easiness Spearman) are computed between two disjoint groups of '
+    'h members of one architecture (the diagonal: the seed-to-seed ceiling) '
+    'and between h members of one architecture and h of another (off the '
+    'diagonal: cross-architecture agreement at the same member count), over '
+    'every such pair of groups (or a sample when there are more than '
+    f'{MAX_GROUPS} groups per architecture). Levels: h = 1 (single members) '
+    'and the largest h at which every architecture with >= 2 members has two '
+    'disjoint groups (floor(smallest such count / 2)). Chance is the floor. '
+    'sd is the standard deviation over draws (population); draws share '
+    'members, so it describes the seed spread, it is not a standard error. '
+    'normalized = (cross - floor) / (ceiling - floor), the ceiling being the '
+    "mean of the two architectures' diagonal values. arch_pairs average all "
+    'members of each architecture: more than any level here, so their '
+    'values are not comparable with these.')
+
+
+def ceiling_levels(sizes: Sequence[int]) -> list[int]:
+  """Group sizes h of :func:`seed_ceiling` for these members per arch."""
+  two = [int(s) for s in sizes if s >= 2]
+  return sorted({1, min(s // 2 for s in two)}) if two else []
+
+
+def member_groups(members: Sequence[int], h: int, rng: np.random.Generator,
+                  cap: int = MAX_GROUPS) -> list[tuple[int, ...]]:
+  """The h-member groups of one architecture used by :func:`seed_ceiling`.
+
+  Every h-subset when there are at most ``cap``; else up to ``cap`` random
+  ones, drawn as disjoint pairs (one random order of the members, its first
+  h and next h) when the architecture has 2h members, so that
+  within-architecture pairs exist.
+
+  Args:
+    members: member indices of one architecture.
+    h: group size (<= len(members)).
+    rng: numpy generator (used only when sampling).
+    cap: most groups.
+
+  Returns:
+    Sorted, distinct sorted tuples of member indices.
+  """
+  members = sorted(int(i) for i in members)
+  m = len(members)
+  if math.comb(m, h) <= cap:
+    return list(itertools.combinations(members, h))
+  out = set()
+  for _ in range(cap // 2 if m >= 2 * h else cap):
+    perm = [members[i] for i in rng.permutation(m)]
+    out.add(tuple(sorted(perm[:h])))
+    if m >= 2 * h:
+      out.add(tuple(sorted(perm[h:2 * h])))
+  return sorted(out)
+
+
+@jax.jit
+def _group_means(values: Any, groups: jax.Array) -> Any:
+  """Means over the members of each group: [U, h] indices -> [U, N]."""
+  return jax.tree.map(lambda v: jnp.mean(v[groups], axis=1), values)
+
+
+def _draw_stats(mats: Mapping[str, np.ndarray], pairs: list[tuple[int, int]]
+                ) -> dict[str, dict[str, float]] | None:
+  if not pairs:
+    return None
+  u, v = np.asarray(pairs).T
+  out = {}
+  for name, mat in mats.items():
+    x = np.asarray(mat, np.float64)[u, v]
+    x = x[np.isfinite(x)]
+    out[name] = ({'mean': float(x.mean()), 'sd': float(x.std()),
+                  'min': float(x.min()), 'max': float(x.max())}
+                 if x.size else None)
+  return out
+
+
+def seed_ceiling(values: Mapping[str, jax.Array], gids: np.ndarray,
+                 arch_names: Sequence[str], rule: sets_lib.SetRule, k: Any,
+                 labels: jax.Array, num_classes: int,
+                 key: jax.Array) -> dict[str, Any]:
+  """Within-architecture (seed-to-seed) agreement as the ceiling.
+
+  See :data:`CEILING_DESIGN`: at each level h of :func:`ceiling_levels`,
+  groups of h members are averaged and compared with :func:`_sets_and_corr`
+  (the statistics of the architecture pairs): two disjoint groups of one
+  architecture give the ceiling (diagonal), groups of two architectures the
+  cross-architecture value at the same member count (off the diagonal).
+
+  Args:
+    values: {'score', 'early_margin', 'easiness': float [M, N]}.
+    gids: int [M], the architecture of each member.
+    arch_names: G names.
+    rule: the set rule.
+    k: ``rule.resolve_k`` (None unless top_k).
+    labels: int32 [N].
+    num_classes: C.
+    key: ``jax.random`` key (only used when groups are sampled).
+
+  Returns:
+    {'design', 'floor', 'levels': [{'members': h, 'groups_per_arch' [G],
+    'draws' int [G, G], 'stats': {stat: {'mean'|'sd'|'min'|'max': [G, G]}},
+    'normalized': {stat: [G, G]}, 'summary': {stat: {'ceiling', 'ceiling_sd',
+    'cross_arch', 'cross_arch_sd', 'floor', 'normalized_cross'}}}]}; NaN
+    where a cell has no draw (an architecture with fewer than 2h members
+    has no diagonal).
+  """
+  g = len(arch_names)
+  sizes = np.bincount(gids, minlength=g)
+  out: dict[str, Any] = {'design': CEILING_DESIGN, 'levels': [],
+                         'floor': {'ratio': 1.0, 'spearman_easiness': 0.0,
+                                   'overlap': 'the chance_overlap of the cell',
+                                   'chance': CHANCE_TEXT[rule.name]}}
+  for h in ceiling_levels(sizes):
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(
+        jax.random.fold_in(key, h))).ravel().tolist())
+    groups, owner = [], []
+    for a in range(g):
+      if sizes[a] >= h:
+        mine = member_groups(np.flatnonzero(gids == a), h, rng)
+        groups += mine
+        owner += [a] * len(mine)
+    res = jax.tree.map(np.asarray, _sets_and_corr(
+        _group_means(values, jnp.asarray(groups, jnp.int32)), k, labels,
+        rule=rule, num_classes=num_classes))
+    mats = {f'{w}_{s}': res[f'{w}_sets'][s] for w in ('easy', 'hard')
+            for s in ('overlap', 'chance_overlap', 'ratio', 'jaccard')}
+    mats['spearman_easiness'] = res['spearman_easiness']
+    stats = {n: {q: np.full((g, g), np.nan) for q in ('mean', 'sd', 'min',
+                                                       'max')}
+             for n in CEILING_STATS}
+    draws = np.zeros((g, g), np.int64)
+    owner = np.asarray(owner)
+    for a in range(g):
+      for b in range(a, g):
+        pairs = [(u, v) for u in np.flatnonzero(owner == a)
+                 for v in np.flatnonzero(owner == b)
+                 if (a != b or u < v) and not set(groups[u]) & set(groups[v])]
+        draws[a, b] = draws[b, a] = len(pairs)
+        for n, st in (_draw_stats(mats, pairs) or {}).items():
+          for q, x in (st or {}).items():
+            stats[n][q][a, b] = stats[n][q][b, a] = x
+    out['levels'].append(_ceiling_level(h, sizes, owner, draws, stats))
+  return out
+
+
+def _finite_mean(x: np.ndarray) -> float | None:
+  x = np.asarray(x, np.float64)
+  x = x[np.isfinite(x)]
+  return float(x.mean()) if x.size else None
+
+
+def _ceiling_level(h: int, sizes: np.ndarray, owner: np.ndarray,
+                   draws: np.ndarray, stats: dict[str, Any]) -> dict[str, Any]:
+  """Normalized values and the summary of one level of :func:`seed_ceiling`."""
+  g = len(sizes)
+  off = ~np.eye(g, dtype=bool)
+  normalized, summary = {}, {}
+  for name in CEILING_STATS:
+    mean, sd = stats[name]['mean'], stats[name]['sd']
+    floor = _FLOORS.get(name)
+    if isinstance(floor, str):  # The chance overlap of each cell.
+      floor = np.where(off, stats[floor]['mean'], np.nan)
+    if floor is not None:
+      ceil = (np.diag(mean)[:, None] + np.diag(mean)[None, :]) / 2.0
+      with np.errstate(invalid='ignore', divide='ignore'):
+        normalized[name] = np.where(off, (mean - floor) / (ceil - floor),
+                                    np.nan)
+    summary[name] = {
+        'ceiling': _finite_mean(np.diag(mean)),
+        'ceiling_sd': _finite_mean(np.diag(sd)),
+        'cross_arch': _finite_mean(mean[off]),
+        'cross_arch_sd': _finite_mean(sd[off]),
+        'floor': None if floor is None else _finite_mean(floor),
+        'normalized_cross': (_finite_mean(normalized[name][off])
+                             if name in normalized else None)}
+  return {'members': int(h),
+          'groups_per_arch': np.bincount(owner, minlength=g).tolist(),
+          'members_per_arch': np.asarray(sizes).tolist(),
+          'draws': draws, 'stats': stats, 'normalized': normalized,
+          'summary': summary}
 
 
 @functools.lru_cache(maxsize=None)
@@ -303,7 +424,11 @@ def agreement_report(member_scores: dict[str, np.ndarray],
     ci_level: two-sided confidence level.
 
   Returns:
-    A nested dict of numpy arrays and floats (see the stage's JSON).
+    A nested dict of numpy arrays and floats (see the stage's JSON):
+    ``member_pairs`` and ``arch_pairs`` (all members of each architecture
+    averaged, with bootstrap intervals), and with two or more members
+    ``ceiling`` (:func:`seed_ceiling`: within- against cross-architecture
+    agreement at equal member counts, chance as the floor).
   """
   gids = np.asarray(group_ids, np.int32)
   m, g = len(member_names), len(arch_names)
@@ -331,6 +456,8 @@ def agreement_report(member_scores: dict[str, np.ndarray],
             ('hard_ratio', res['hard_sets']['ratio']),
             ('spearman_easiness', res['spearman_easiness']))}
     out['member_pairs'] = res
+    out['ceiling'] = seed_ceiling(values, gids, arch_names, rule, k,
+                                  labels_j, num_classes, key)
   if g < 2:
     out['arch_pairs'] = {'skipped': 'only one architecture: no pair to compare'}
     return out
@@ -339,10 +466,10 @@ def agreement_report(member_scores: dict[str, np.ndarray],
       values)
   res = jax.tree.map(np.asarray, _sets_and_corr(
       arch_values, k, labels_j, rule=rule, num_classes=num_classes))
-  table, sizes = resample_table(gids)
+  table, sizes = arch_bootstrap.resample_table(gids)
   res['members_per_arch'] = sizes.tolist()
   if num_bootstrap > 0:
-    samples = bootstrap_arch(
+    samples = arch_bootstrap.bootstrap_arch(
         key, values, jnp.asarray(gids), jnp.asarray(table),
         jnp.asarray(sizes), {'k': jnp.asarray(0 if k is None else k),
                              'labels': labels_j},
@@ -350,7 +477,7 @@ def agreement_report(member_scores: dict[str, np.ndarray],
         num_samples=int(num_bootstrap))
     ci = {}
     for name, s in samples.items():
-      lo, hi = percentile_interval(s, ci_level)
+      lo, hi = arch_bootstrap.percentile_interval(s, ci_level)
       ci[name] = {'lo': lo, 'hi': hi}
     res['bootstrap'] = {
         'num_samples': int(num_bootstrap), 'level': float(ci_level),

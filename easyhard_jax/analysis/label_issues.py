@@ -1,27 +1,36 @@
 """Suspected label errors from the members' predicted classes.
 
-An example whose members, early in training, keep predicting one class other
-than its given label is a suspected label error. Over the (member, probe)
-pairs of the label-issue window (``config.analysis.label_issues.window``;
-empty = ``config.analysis.window``, the easiness window):
+An example whose members keep predicting one class other than its given
+label is a suspected label error. Over the (member, probe) pairs t of the
+label-issue window (``config.analysis.label_issues.window``; empty =
+``config.analysis.window``, the easiness window):
 
 * **agreed class**: the most frequent predicted class other than the given
   label (ties: the lowest class index; -1 when every prediction is the given
   label);
 * **agreement**: its share of the pairs (count / pairs with a prediction);
-* **score** (``label_issue``, higher = more suspect, i.e. harder): the
-  agreement, ties broken by the early margin (the mean eval margin of the
-  given label over the same pairs; lower = more suspect):
-  ``agreement + (1/2 - atan(margin)/pi) / (2 T^2)`` with T the largest
-  number of pairs. Two different agreements a/b != c/d (b, d <= T) differ by
-  at least 1/T^2, so the added term (in (0, 1/(2 T^2))) never reorders them.
+* **score** (``label_issue``, higher = more suspect, i.e. harder): how much
+  more probability the members give the agreed class than the given label,
+  a confident-learning style margin (Northcutt et al. 2021) in [-1, 1]:
+  ``mean_t [1(pred_t = agreed) p_t(agreed) - p_t(given)]``. The records
+  hold p_t(given) = exp(-loss_t), and on a pair predicting the agreed
+  class the margin is logit(given) - logit(agreed), so there
+  p_t(agreed) = exp(-loss_t - margin_t) exactly; a pair predicting any
+  other class counts 0 for the agreed class (a lower bound). The score is
+  therefore near 1 only when every pair puts nearly all its probability on
+  one other class: it ranks "consistently assigned to one other class" by
+  both the consistency (a pair that does not vote for the agreed class
+  adds nothing) and the confidence of the assignment, where the vote share
+  alone ties a confident reassignment with a 51:49 one.
 
 Why early probes: a network first fits the patterns shared by a class and
 only later memorises individual examples, wrong labels included (Arpit et
 al. 2017; Zhang et al. 2017). Before that, a mislabelled example is
 predicted as its true class, consistently across members; after it, the
 prediction follows the wrong label and the evidence is gone. Clean but
-ambiguous examples, in contrast, split their votes between classes.
+ambiguous examples, in contrast, split their votes between classes, and
+where their votes agree they give the other class little more probability
+than the given one.
 
 With known label errors (``config.analysis.known_noisy``, or the flips of
 ``config.label_noise``) :func:`detection_report` gives every score's AUROC
@@ -51,85 +60,107 @@ _BLOCK_ENTRIES = 1 << 25
 
 
 @functools.partial(jax.jit, static_argnames='num_classes')
-def vote_counts(pred: jax.Array, margin: jax.Array, labels: jax.Array,
-                valid: jax.Array, *, num_classes: int
-                ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+def vote_counts(pred: jax.Array, margin: jax.Array, loss: jax.Array,
+                labels: jax.Array, valid: jax.Array, *, num_classes: int
+                ) -> tuple[jax.Array, ...]:
   """Counts the votes of (member, probe) pairs per example.
 
   Args:
     pred: int [T, N], the predicted class of each pair; -1 = none.
     margin: float [T, N], the given label's eval margin.
+    loss: float [T, N], the given label's cross-entropy (-log p(given)).
     labels: int [N], the given labels.
     valid: bool [T], the pairs that vote (a traced mask: no recompile).
     num_classes: C.
 
   Returns:
     (agreed class int32 [N] (-1 = none), its votes int32 [N], voting pairs
-    int32 [N], mean margin float32 [N] (NaN without pairs)).
+    int32 [N], sum over voting pairs of 1(pred = agreed) p(agreed) and of
+    p(given), float32 [N] each).
   """
   n = pred.shape[1]
+  row_at = lambda x, t: jax.lax.dynamic_index_in_dim(x, t, 0, keepdims=False)
+  votes_of = lambda t: valid[t] & (row_at(pred, t) >= 0)
 
-  def body(t, carry):
-    counts, msum = carry
-    row = jax.lax.dynamic_index_in_dim(pred, t, 0, keepdims=False)
-    ok = valid[t] & (row >= 0)
-    hot = jax.nn.one_hot(jnp.where(ok, row, -1), num_classes, dtype=jnp.int32)
-    m = jax.lax.dynamic_index_in_dim(margin, t, 0, keepdims=False)
-    return counts + hot, msum + jnp.where(ok, m.astype(jnp.float32), 0.0)
+  def count(t, counts):
+    hot = jax.nn.one_hot(jnp.where(votes_of(t), row_at(pred, t), -1),
+                         num_classes, dtype=jnp.int32)
+    return counts + hot
 
-  counts, msum = jax.lax.fori_loop(
-      0, pred.shape[0], body,
-      (jnp.zeros((n, num_classes), jnp.int32), jnp.zeros((n,), jnp.float32)))
+  counts = jax.lax.fori_loop(0, pred.shape[0], count,
+                             jnp.zeros((n, num_classes), jnp.int32))
   total = jnp.sum(counts, axis=1)
   others = jnp.where(jax.nn.one_hot(labels, num_classes) > 0, -1, counts)
   agreed = jnp.argmax(others, axis=1).astype(jnp.int32)  # First max: lowest.
   votes = jnp.max(others, axis=1)
   agreed = jnp.where(votes > 0, agreed, -1)
-  votes = jnp.maximum(votes, 0)
-  mean_margin = jnp.where(total > 0, msum / jnp.maximum(total, 1), jnp.nan)
-  return agreed, votes, total, mean_margin
+
+  def prob(t, carry):
+    p_agreed, p_given = carry
+    ok = votes_of(t)
+    nll = row_at(loss, t).astype(jnp.float32)
+    # log p(agreed) = -loss - margin where agreed is the top class; <= 0
+    # up to rounding.
+    log_pa = jnp.minimum(-nll - row_at(margin, t).astype(jnp.float32), 0.0)
+    hit = ok & (row_at(pred, t) == agreed)
+    return (p_agreed + jnp.where(hit, jnp.exp(log_pa), 0.0),
+            p_given + jnp.where(ok, jnp.exp(-nll), 0.0))
+
+  zeros = jnp.zeros((n,), jnp.float32)
+  p_agreed, p_given = jax.lax.fori_loop(0, pred.shape[0], prob,
+                                        (zeros, zeros))
+  return agreed, jnp.maximum(votes, 0), total, p_agreed, p_given
 
 
 def label_issue_scores(pred: np.ndarray, margin: np.ndarray,
-                       labels: np.ndarray, probe_mask: np.ndarray,
+                       loss: np.ndarray, labels: np.ndarray,
+                       probe_mask: np.ndarray,
                        num_classes: int) -> dict[str, np.ndarray]:
   """The label-issue statistics of every example (see the module docstring).
 
   Args:
     pred: int [M, P, N], predicted classes (-1 = unknown).
     margin: float [M, P, N], eval margins of the given label.
+    loss: float [M, P, N], eval cross-entropy of the given label.
     labels: int [N].
     probe_mask: bool [P], the probes that vote.
     num_classes: C.
 
   Returns:
     {'agreed_class' int32 [N], 'agreement' float64 [N] (NaN without votes),
-    'score' float64 [N], 'early_margin' float32 [N], 'pairs' int32 [N]}.
+    'p_agreed' and 'p_given' float64 [N] (the two means of the score; NaN
+    without votes), 'score' float64 [N] (NaN without votes), 'pairs' int32
+    [N]}.
   """
   m, p, n = np.shape(pred)
   pred = np.asarray(pred).reshape(m * p, n)  # Contiguous: no transpose.
   margin = np.asarray(margin, np.float32).reshape(m * p, n)
+  loss = np.asarray(loss, np.float32).reshape(m * p, n)
   valid = jnp.asarray(np.tile(np.asarray(probe_mask, bool), m))
   labels = np.asarray(labels, np.int32)
   block = max(1, min(n, _BLOCK_ENTRIES // max(num_classes, 1)))
   outs = []
   for start in range(0, n, block):  # Equal blocks: one compilation.
     stop = min(start + block, n)
-    pad = block - (stop - start)
-    pb = np.pad(pred[:, start:stop], ((0, 0), (0, pad)), constant_values=-1)
-    mb = np.pad(margin[:, start:stop], ((0, 0), (0, pad)))
-    lb = np.pad(labels[start:stop], (0, pad))
-    out = vote_counts(jnp.asarray(pb, jnp.int32), jnp.asarray(mb),
-                      jnp.asarray(lb), valid, num_classes=num_classes)
+    pad = ((0, 0), (0, block - (stop - start)))
+    out = vote_counts(
+        jnp.asarray(np.pad(pred[:, start:stop], pad, constant_values=-1),
+                    jnp.int32),
+        jnp.asarray(np.pad(margin[:, start:stop], pad)),
+        jnp.asarray(np.pad(loss[:, start:stop], pad)),
+        jnp.asarray(np.pad(labels[start:stop], pad[1])), valid,
+        num_classes=num_classes)
     outs.append([np.asarray(o)[:stop - start] for o in out])
-  agreed, votes, total, mean_margin = (np.concatenate(c) for c in zip(*outs))
-  agreement = np.where(total > 0, votes / np.maximum(total, 1), np.nan)
-  t_max = max(int(total.max()) if total.size else 1, 1)
-  tie = (0.5 - np.arctan(mean_margin.astype(np.float64)) / np.pi) / (
-      2.0 * t_max * t_max)
-  return {'agreed_class': agreed.astype(np.int32), 'agreement': agreement,
-          'score': agreement + tie, 'early_margin': mean_margin,
-          'pairs': total.astype(np.int32)}
+  agreed, votes, total, p_agreed, p_given = (np.concatenate(c)
+                                             for c in zip(*outs))
+  has = total > 0
+  mean = lambda x: np.where(has, x.astype(np.float64) / np.maximum(total, 1),
+                            np.nan)
+  out = {'agreed_class': agreed.astype(np.int32), 'agreement': mean(votes),
+         'p_agreed': mean(p_agreed), 'p_given': mean(p_given),
+         'pairs': total.astype(np.int32)}
+  out['score'] = out['p_agreed'] - out['p_given']
+  return out
 
 
 def window(analysis_config: Any) -> tuple[float, float]:
@@ -149,7 +180,8 @@ def from_records(rec: Any, analysis_config: Any,
   if pred is None or not (np.asarray(pred) >= 0).any():
     return None
   mask = scores_lib.window_mask(rec.probe_epochs, window(analysis_config))
-  return label_issue_scores(pred, rec.margin, rec.labels, mask, num_classes)
+  return label_issue_scores(pred, rec.margin, rec.loss, rec.labels, mask,
+                            num_classes)
 
 
 def ranking(score: np.ndarray) -> np.ndarray:
