@@ -49,11 +49,12 @@ confidence               high   fused   Swayamdipta et al. 2020: mean p(true)
 variability              neither fused  population std of p(true) over
                                         epochs; high = ambiguous, not hard
 correctness              high   fused   fraction of epochs predicted correct
-label_issue              low    probe   share of the (member, probe) pairs
-                                label-  predicting the most frequent class
-                                issues  other than the given label, ties by
-                                window  lower margin (label_issues.py); over
-                                        all members, not a per-member mean
+label_issue              low    probe   mean over the (member, probe) pairs
+                                label-  of p(agreed class) on pairs
+                                issues  predicting it, minus p(given label);
+                                window  agreed = the most frequent other
+                                        class (label_issues.py); over all
+                                        members, not a per-member mean
 =======================  =====  ======  =====================================
 
 "window" is ``config.analysis.window`` (default epochs (0, 1]) and "dynam."
