@@ -28,36 +28,15 @@ A training script of your own reads a keep-list with e.g.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 
 import numpy as np
 
+from easyhard_jax import files
 from easyhard_jax import records
 from easyhard_jax.experiments import subsets
 
 KEEP_STRATEGIES = ('drop_easiest', 'stratified')
-
-
-def _read_scores_csv(path: str) -> dict[str, np.ndarray]:
-  with open(path, newline='') as f:
-    rows = list(csv.DictReader(f))
-  if not rows:
-    raise ValueError(f'{path} has no rows; rerun --mode=analyze.')
-  out = {}
-  for key in rows[0]:
-    values = [r[key] for r in rows]
-    if key == 'tfds_id':
-      out[key] = np.asarray(values, dtype=str)
-    elif key in ('example_index', 'label', 'is_easy', 'is_hard'):
-      out[key] = np.asarray(values, dtype=np.int64)
-    else:
-      out[key] = np.asarray([float(v) if v else np.nan for v in values],
-                            np.float64)
-  if not np.array_equal(out['example_index'], np.arange(len(rows))):
-    raise ValueError(f'{path} is not in example-index order.')
-  return out
 
 
 def write_exports(config, workdir: str) -> str:
@@ -68,18 +47,16 @@ def write_exports(config, workdir: str) -> str:
     path = os.path.join(workdir, 'analysis', f'scores_{split}.csv')
     if not os.path.exists(path):
       continue
-    table = _read_scores_csv(path)
+    table = files.read_scores_csv(path)
     scores[split] = table
-    buf = io.BytesIO()
-    np.savez(buf, **{k.replace('/', '__'): v for k, v in table.items()})
-    records.atomic_write_bytes(os.path.join(out_dir, f'scores_{split}.npz'),
-                               buf.getvalue())
+    files.atomic_savez(os.path.join(out_dir, f'scores_{split}.npz'),
+                       {k.replace('/', '__'): v for k, v in table.items()})
   for split in records.SPLITS:  # Ranked by the analysis; copied as is.
     src = os.path.join(workdir, 'analysis', f'label_issues_{split}.csv')
     dst = os.path.join(out_dir, f'label_issues_{split}.csv')
     if os.path.exists(src):
       with open(src, 'rb') as f:
-        records.atomic_write_bytes(dst, f.read())
+        files.atomic_write_bytes(dst, f.read())
     elif os.path.exists(dst):  # Not made by this analysis: not kept.
       os.remove(dst)
   train = scores.get('train')
@@ -95,7 +72,7 @@ def write_exports(config, workdir: str) -> str:
           labels=train['label'], seed=0, aum=train.get('early_margin'))
       lines = ['example_index,tfds_id'] + [
           f'{i},{train["tfds_id"][i]}' for i in np.flatnonzero(keep)]
-      records.atomic_write_bytes(
+      files.atomic_write_bytes(
           os.path.join(out_dir, 'keep_lists',
                        f'{strategy}_keep{fraction:.2f}.csv'),
           ('\n'.join(lines) + '\n').encode())

@@ -1,6 +1,8 @@
-"""Crash-safe files: atomic writes, stage commits and the workdir lock.
+"""Crash-safe files: atomic writes, readers, stage commits, workdir lock.
 
-Every file the study writes goes through here. A file is written to a temp
+Every file the study writes goes through here (bytes, JSON, CSV, npz, npy),
+and the readers of files more than one stage reads (JSON, CSV, the analysis
+stage's scores CSV). A file is written to a temp
 file in its own directory, flushed, fsynced and renamed over the target, and
 the directory is fsynced after the rename, so a kill (even ``kill -9`` or a
 power cut) leaves either the old file or the new one, never a torn one. Temp
@@ -23,6 +25,7 @@ import errno
 import fcntl
 import io
 import json
+import math
 import os
 import shutil
 import sys
@@ -39,7 +42,7 @@ _writer = True
 def set_writer(enabled: bool) -> None:
   """Only the writer process (process 0) writes; the others skip writes.
 
-  Set once per invocation by stages.run, so every stage's results, exports
+  Set once per invocation by runner.run, so every stage's results, exports
   and report are written by one process however the stage code is written.
   """
   global _writer
@@ -81,7 +84,26 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
   fsync_dir(directory)
 
 
+def to_jsonable(obj: Any) -> Any:
+  """Numpy/jax values -> JSON types; NaN -> None, +-inf -> 'inf'/'-inf'."""
+  if isinstance(obj, Mapping):
+    return {str(k): to_jsonable(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [to_jsonable(v) for v in obj]
+  if isinstance(obj, np.generic):
+    return to_jsonable(obj.item())
+  if hasattr(obj, '__array__'):  # numpy and jax arrays.
+    return to_jsonable(np.asarray(obj).tolist())
+  if isinstance(obj, float):
+    if math.isnan(obj):
+      return None
+    if math.isinf(obj):
+      return 'inf' if obj > 0 else '-inf'
+  return obj
+
+
 def atomic_write_json(path: str, obj: Any) -> None:
+  """``obj`` as indented JSON with sorted keys, atomically."""
   atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True).encode())
 
 
@@ -102,6 +124,7 @@ def atomic_savez(path: str, arrays: Mapping[str, np.ndarray]) -> None:
 
 
 def atomic_save_npy(path: str, array: np.ndarray) -> None:
+  """``np.save`` of one array, atomically."""
   buf = io.BytesIO()
   np.save(buf, np.asarray(array))
   atomic_write_bytes(path, buf.getvalue())
@@ -120,6 +143,47 @@ def read_csv(path: str) -> list[dict[str, str]]:
   """Rows of a CSV written by :func:`atomic_write_csv`, as string dicts."""
   with open(path, newline='') as f:
     return list(csv.DictReader(f))
+
+
+# Integer columns of the analysis stage's scores_{split}.csv; tfds_id is a
+# string; every other column is a float score.
+SCORES_INT_COLUMNS = ('example_index', 'label', 'is_easy', 'is_hard')
+
+
+def read_scores_csv(path: str, strict: bool = True) -> dict[str, np.ndarray]:
+  """The analysis stage's ``scores_{split}.csv`` as columns.
+
+  Args:
+    path: ``WORKDIR/analysis/scores_{train,test}.csv``.
+    strict: raise ValueError when the file has no rows or its rows are not
+      in example-index order (both mean a damaged analysis); else return
+      what is there (empty columns for a header-only file).
+
+  Returns:
+    {column: array}: :data:`SCORES_INT_COLUMNS` int64, ``tfds_id`` str
+    ('' where unknown), every other column float64 (``nan`` and '' -> NaN).
+  """
+  with open(path, newline='') as f:
+    reader = csv.reader(f)
+    header = next(reader)
+    rows = list(reader)
+  if strict and not rows:
+    raise ValueError(f'{path} has no rows; rerun --mode=analyze.')
+  cols = list(zip(*rows)) if rows else [()] * len(header)
+  out = {}
+  for name, values in zip(header, cols):
+    if name == 'tfds_id':
+      out[name] = np.asarray(values, dtype=str)
+    elif name in SCORES_INT_COLUMNS:
+      out[name] = np.asarray(values, dtype=np.int64)
+    else:
+      out[name] = np.asarray([float(v) if v else np.nan for v in values],
+                             np.float64)
+  if strict and not np.array_equal(out['example_index'],
+                                   np.arange(len(rows))):
+    raise ValueError(f'{path} is not in example-index order; rerun '
+                     '--mode=analyze.')
+  return out
 
 
 def clear_stale_temp(root: str, skip: Sequence[str] = ('checkpoints',)) -> int:

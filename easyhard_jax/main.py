@@ -3,8 +3,9 @@
   python -m easyhard_jax.main --config=configs/digits.py --workdir=/tmp/eh
 
 Flags are only --config (with --config.field=value overrides), --workdir and
---mode; every knob lives in the config. The logic lives in
-``easyhard_jax.stages`` so it can be imported and tested.
+--mode; every knob lives in the config. The stages are listed in
+``easyhard_jax.stages`` and run by ``easyhard_jax.runner``, so both can be
+imported and tested.
 """
 
 import logging as py_logging
@@ -13,6 +14,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from easyhard_jax import runner
 from easyhard_jax import stages
 
 FLAGS = flags.FLAGS
@@ -38,7 +40,7 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   for handler in py_logging.getLogger().handlers:
     handler.addFilter(_QuietLibraries())
-  stages.run(FLAGS.config, FLAGS.workdir, FLAGS.mode)
+  runner.run(FLAGS.config, FLAGS.workdir, FLAGS.mode)
 
 
 if __name__ == '__main__':

@@ -94,12 +94,6 @@ def records_dir(workdir: str) -> str:
   return os.path.join(workdir, 'records')
 
 
-# The atomic writers live in files.py; these names stay for existing callers.
-atomic_write_bytes = files.atomic_write_bytes
-atomic_write_json = files.atomic_write_json
-atomic_write_csv = files.atomic_write_csv
-_atomic_savez = files.atomic_savez
-
 REPAIR = ('rerun --mode=record with the same config and --workdir: it '
           'rebuilds what is damaged or missing')
 
@@ -159,8 +153,8 @@ class RecordWriter:
 
   def _flush_manifest(self) -> None:
     if self.enabled:
-      atomic_write_json(os.path.join(self.root, 'manifest.json'),
-                        self.manifest)
+      files.atomic_write_json(os.path.join(self.root, 'manifest.json'),
+                              self.manifest)
 
   def write_split_metadata(self, split: str, labels: np.ndarray,
                            tfds_ids: Sequence[str] | None) -> None:
@@ -195,7 +189,7 @@ class RecordWriter:
     except (OSError, ValueError):
       ids_ok = False
     if not ids_ok:
-      atomic_write_json(ids_path, ids)
+      files.atomic_write_json(ids_path, ids)
     if self.manifest.setdefault('num_examples', {}).get(split) != int(
         labels.shape[0]):
       self.manifest['num_examples'][split] = int(labels.shape[0])
@@ -308,7 +302,7 @@ class RecordWriter:
         payload['pred'] = pred.astype(np.int16)
       payload['step'] = np.int64(step)
       payload['fingerprint'] = np.array(entry['fingerprint']['hash'])
-      _atomic_savez(os.path.join(self.root, arch, name), payload)
+      files.atomic_savez(os.path.join(self.root, arch, name), payload)
     chunks = entry['chunks'].setdefault(f'{source}_{split}', {})
     chunks[str(index)] = {'file': name, 'step': int(step)}
     self._flush_manifest()

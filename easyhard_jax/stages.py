@@ -1,31 +1,19 @@
-"""The study's stages, in order, and the dispatcher used by main.py.
+"""The study's stages: one table, stage -> entry point.
 
-``--mode=study`` runs every stage in order. A stage whose outputs match the
-config (records: their fingerprints; later stages: their stamps, see
-fingerprint.py) is skipped, unless a stage before it ran in this invocation,
-so an interrupted study resumes where it stopped and a changed config field
-reruns what it changes. Stages can be switched off with
-``config.stages.<name> = False``. An explicit ``--mode=X`` always runs X
-(which itself resumes its finished parts).
+:data:`STAGES` lists every ``--mode`` in the study's order: its entry point
+(a function of ``(config, workdir)`` below, which imports the stage's home
+module only when the stage runs), the directory it writes, and how the
+runner (``runner.py``: skip logic, stamps, lock, timings) treats it. Each
+entry point names the stage's home module and function; tests/test_layout.py
+checks that they exist.
 """
 
 from __future__ import annotations
 
-import datetime
-import json
-import os
-import shutil
-import socket
-import sys
-import time
+import dataclasses
+from typing import Any, Callable
 
-import jax
-import numpy as np
 from absl import logging
-
-from easyhard_jax import files
-from easyhard_jax import fingerprint
-from easyhard_jax import records
 
 
 def _dataset(config):
@@ -33,233 +21,97 @@ def _dataset(config):
   return streaming.load(config)
 
 
-def _record(config, workdir):
+def record(config, workdir: str) -> None:
+  """Trains every architecture's members; writes the records."""
   from easyhard_jax.train import ensemble
   ensemble.record_study(config, workdir)
 
 
-def _analyze(config, workdir):
+def analyze(config, workdir: str) -> None:
+  """Scores, sets, agreement and similarity; then the exports."""
   from easyhard_jax import exports
-  from easyhard_jax.analysis import stage
+  from easyhard_jax.analysis import analyze as analyze_lib
   data = _dataset(config)
-  stage.run_analysis(config, workdir, train_images=data.train_images,
-                     test_images=data.test_images)
+  analyze_lib.run_analysis(config, workdir, train_images=data.train_images,
+                           test_images=data.test_images)
   exports.write_exports(config, workdir)
 
 
-def _remove(config, workdir):
+def remove(config, workdir: str) -> None:
+  """Retrains without the easiest, hardest or random examples."""
   from easyhard_jax.experiments import sweeps
   sweeps.run_sweep(config, workdir, 'remove')
 
 
-def _compress(config, workdir):
+def compress(config, workdir: str) -> None:
+  """Retrains on subsets chosen by the scores, against random subsets."""
   from easyhard_jax.experiments import sweeps
   sweeps.run_sweep(config, workdir, 'compress')
 
 
-def _probe_causes(config, workdir):
+def probe_causes(config, workdir: str) -> None:
+  """Retrains with one suspected cause changed per probe."""
   from easyhard_jax.experiments import causes
   causes.run_causes(config, workdir)
 
 
-def _report(config, workdir):
-  from easyhard_jax import report
+def report(config, workdir: str) -> None:
+  """The HTML report, summary.md and figures from the workdir's files."""
+  from easyhard_jax.report import build
   data = _dataset(config)
-  path = report.build_report(config, workdir, train_images=data.train_images,
-                             test_images=data.test_images)
+  path = build.build_report(config, workdir, train_images=data.train_images,
+                            test_images=data.test_images)
   logging.info('Report: %s', path)
 
 
-def _probe_checkpoints(config, workdir):
+def probe_checkpoints(config, workdir: str) -> None:
+  """Records, features and GraNd from the saved checkpoints."""
   from easyhard_jax.train import checkpoint_probe
   checkpoint_probe.probe_checkpoints(config, workdir)
 
 
-def _record_hashes(config) -> dict[str, str]:
-  """{arch: records fingerprint hash} of the config's architectures."""
-  from easyhard_jax.train import config_checks
-  from easyhard_jax.train import ensemble
-  return {a: ensemble.study_fingerprint(config, a)['hash']
-          for a in config_checks.arch_list(config)}
-
-
-def _compare(config, workdir):
+def compare(config, workdir: str) -> None:
+  """The study's scores against a published per-example score."""
   from easyhard_jax.analysis import reference_compare
   reference_compare.run_compare(config, workdir)
 
 
-def _records_complete(config, workdir) -> bool:
-  """Every config arch finished, with the config's fingerprint."""
-  manifest = records.read_manifest(workdir)
-  entries = manifest['archs']
-  return all(entries.get(a, {}).get('complete') and
-             entries[a].get('fingerprint', {}).get('hash') == h
-             for a, h in _record_hashes(config).items())
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  """One row of the table.
 
-
-# name -> (run, its output directory); the order is the study's order.
-STAGES = {
-    'record': (_record, 'records'),
-    'analyze': (_analyze, 'analysis'),
-    'remove': (_remove, 'removal'),
-    'compress': (_compress, 'compression'),
-    'probe_causes': (_probe_causes, 'causes'),
-    'report': (_report, 'report'),
-}
-# Run on request only (not part of --mode=study).
-EXTRA_STAGES = {'probe_checkpoints': _probe_checkpoints, 'compare': _compare}
-MODES = ('study',) + tuple(STAGES) + tuple(EXTRA_STAGES)
-# Host-only stages: process 0 runs them; the others have nothing to do.
-WRITER_ONLY = ('analyze', 'report', 'compare')
-# Directories a stage writes besides its own (replaced along with it).
-ALSO_WRITES = {'analyze': ('exports',)}
-
-
-def is_complete(config, workdir: str, stage: str) -> bool:
-  """True when ``stage``'s outputs match what the config expects.
-
-  Records: every architecture finished with the config's fingerprint. Later
-  stages: the stamp in the stage's directory equals the expected stamp (its
-  config fields and its inputs' stamps), so a changed field or a kill before
-  the stamp reruns the stage.
+  Attributes:
+    name: the ``--mode`` value and ``config.stages`` field.
+    run: the entry point, ``run(config, workdir)``.
+    out_dir: the directory it writes under the workdir; a stamped stage
+      (see fingerprint.py) keeps its stamp there.
+    in_study: part of ``--mode=study`` (else run on request only).
+    stamped: its outputs carry a stamp (records carry fingerprints).
+    writer_only: host-only work: process 0 runs it, the others skip it.
+    also_writes: directories besides ``out_dir``, replaced along with it.
   """
-  if stage == 'record':
-    return _records_complete(config, workdir)
-  stored = fingerprint.read_stamp(workdir, STAGES[stage][1])
-  expected = fingerprint.expected_stamp(config, stage, _record_hashes(config))
-  return bool(stored) and stored.get('hash') == expected['hash']
+  name: str
+  run: Callable[[Any, str], None]
+  out_dir: str
+  in_study: bool = True
+  stamped: bool = True
+  writer_only: bool = False
+  also_writes: tuple[str, ...] = ()
 
 
-def enable_compilation_cache(config) -> None:
-  """Persists compiled programs, so resumes and reruns skip compilation."""
-  path = config.get('compilation_cache_dir')
-  if path:
-    jax.config.update('jax_compilation_cache_dir', os.path.expanduser(path))
-    # 0.1 s, not JAX's default 1 s: the analysis and probe kernels compile
-    # in 0.1-0.5 s each, and dozens of them made up most of a resumed small
-    # study's time; op-by-op dispatch programs (< 0.1 s) stay uncached.
-    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.1)
-
-
-def _record_timing(workdir: str, stage: str, seconds: float) -> None:
-  path = os.path.join(workdir, 'timings.json')
-  timings = {}
-  if os.path.exists(path):
-    try:
-      with open(path) as f:
-        timings = json.load(f)
-    except ValueError:
-      timings = {}  # Informational only: start it again.
-  timings[stage] = round(seconds, 2)
-  files.atomic_write_json(path, timings)
-
-
-def _log_invocation(config, workdir: str, mode: str) -> None:
-  """config.json (written once: it describes the records) and the run log."""
-  cfg = json.loads(config.to_json_best_effort())
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
-    files.atomic_write_json(path, cfg)
-  entry = {'time': datetime.datetime.now().isoformat(timespec='seconds'),
-           'pid': os.getpid(), 'host': socket.gethostname(), 'mode': mode,
-           'command': sys.argv, 'config': cfg}
-  with open(os.path.join(workdir, 'run_log.jsonl'), 'a') as f:
-    f.write(json.dumps(entry, sort_keys=True) + '\n')
-    f.flush()
-    os.fsync(f.fileno())
-
-
-def _shared_decision(value: bool) -> bool:
-  """Process 0's decision, on every process (one collective)."""
-  if jax.process_count() == 1:
-    return value
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  return bool(multihost_utils.broadcast_one_to_all(np.int32(value)))
-
-
-def run(config, workdir: str, mode: str = 'study') -> None:
-  """Runs one stage, or every enabled stage in order for mode='study'.
-
-  Every config field is checked first, on every process, before any data is
-  loaded. The workdir is locked for the whole invocation (process 0 of a
-  multi-process run holds the lock); only process 0 writes files.
-  """
-  if mode not in MODES:
-    raise ValueError(f'mode must be one of {MODES}, got {mode!r}.')
-  from easyhard_jax import distributed
-  from easyhard_jax import validation
-  distributed.maybe_initialize(config)  # Before any JAX computation.
-  validation.validate(config)
-  writer = distributed.is_writer()
-  files.set_writer(writer)
-  lock = files.WorkdirLock(workdir)
-  if writer:
-    lock.acquire()
-  try:
-    if writer:
-      removed = files.clear_stale_temp(workdir)
-      if removed:
-        logging.info('Removed %d temp files left by a killed run.', removed)
-      _log_invocation(config, workdir, mode)
-    enable_compilation_cache(config)
-    _run_stages(config, workdir, mode, writer)
-  finally:
-    lock.release()
-
-
-def _clear_stale_outputs(config, workdir: str, stage: str, hashes) -> None:
-  """Before a stage runs: drop its stamp, and outputs of another config.
-
-  Outputs without a stamp are this config's unfinished work (a killed run):
-  the stage resumes from them. Outputs whose stamp differs were made from
-  other config values or inputs: they are removed, naming what changed.
-  """
-  out_dir = STAGES[stage][1]
-  stored = fingerprint.read_stamp(workdir, out_dir)
-  expected = fingerprint.expected_stamp(config, stage, hashes)
-  if stored and stored.get('hash') != expected['hash']:
-    changed = fingerprint.differences(stored.get('fields', {}),
-                                      expected['fields'])
-    inputs = [s for s, h in expected.get('inputs', {}).items()
-              if stored.get('inputs', {}).get(s) != h]
-    logging.warning(
-        'Stage %s: replacing outputs made with other values (%s%s).', stage,
-        fingerprint.describe(changed) or 'no own field',
-        f'; changed inputs: {inputs}' if inputs else '')
-    for d in (out_dir,) + ALSO_WRITES.get(stage, ()):
-      shutil.rmtree(os.path.join(workdir, d), ignore_errors=True)
-  else:
-    fingerprint.invalidate(workdir, out_dir)
-
-
-def _run_stages(config, workdir: str, mode: str, writer: bool) -> None:
-  names = list(STAGES) if mode == 'study' else [mode]
-  hashes = _record_hashes(config)
-  upstream_ran = False
-  for name in names:
-    fn, out_dir = STAGES.get(name, (EXTRA_STAGES.get(name), None))
-    if mode == 'study':
-      if not config.get('stages', {}).get(name, True):
-        logging.info('Stage %s is switched off in config.stages.', name)
-        continue
-      done = not upstream_ran and is_complete(config, workdir, name)
-      if _shared_decision(done):
-        logging.info('Stage %s is complete; skipping.', name)
-        continue
-    if name in WRITER_ONLY and not writer:
-      upstream_ran = True
-      continue
-    stamped = out_dir is not None and name != 'record'
-    if stamped and writer:
-      _clear_stale_outputs(config, workdir, name, hashes)
-    tick = time.time()
-    logging.info('Stage %s starting.', name)
-    fn(config, workdir)
-    upstream_ran = True
-    if stamped and writer:
-      fingerprint.commit_stage(workdir, out_dir, fingerprint.expected_stamp(
-          config, name, hashes))
-    seconds = time.time() - tick
-    logging.info('Stage %s done in %.1fs.', name, seconds)
-    if writer:
-      _record_timing(workdir, name, seconds)
+STAGES: tuple[Stage, ...] = (
+    Stage('record', record, 'records', stamped=False),
+    Stage('analyze', analyze, 'analysis', writer_only=True,
+          also_writes=('exports',)),
+    Stage('remove', remove, 'removal'),
+    Stage('compress', compress, 'compression'),
+    Stage('probe_causes', probe_causes, 'causes'),
+    Stage('report', report, 'report', writer_only=True),
+    Stage('probe_checkpoints', probe_checkpoints, 'checkpoint_probes',
+          in_study=False, stamped=False),
+    Stage('compare', compare, 'compare', in_study=False, stamped=False,
+          writer_only=True),
+)
+BY_NAME = {s.name: s for s in STAGES}
+STUDY = tuple(s.name for s in STAGES if s.in_study)
+MODES = ('study',) + tuple(BY_NAME)

@@ -1,6 +1,6 @@
 """Every config field checked before any work, with messages that name it.
 
-``stages.run`` calls :func:`validate` on every process before loading data,
+``runner.run`` calls :func:`validate` on every process before loading data,
 so a bad value stops the run at once instead of as a failure deep inside a
 stage (or, in a multi-process run, as an unrelated collective timeout on
 another process). Field values that become file names (architecture lists)

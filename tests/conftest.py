@@ -1,11 +1,19 @@
-"""Shared fixtures: tiny study configs and one recorded quick study."""
+"""Shared fixtures: tiny study configs, recorded studies, a script runner.
+
+Tests import these helpers one way, ``from conftest import NAME`` (pytest
+puts tests/ on sys.path); scripts run by :func:`run_script` and
+:func:`start_script` do the same, so a subprocess uses this very module.
+"""
 
 import os
+import subprocess
 import sys
+import textwrap
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS = os.path.join(ROOT, 'tests')
 if ROOT not in sys.path:  # `from configs import ...` as main.py does.
   sys.path.insert(0, ROOT)
 
@@ -44,20 +52,20 @@ def random_dataset(num_train: int = 256, num_test: int = 64,
 @pytest.fixture(scope='session')
 def quick_study(tmp_path_factory):
   """(config, workdir) of a finished quick digits study (shared, read-only)."""
-  from easyhard_jax import stages
+  from easyhard_jax import runner
   workdir = str(tmp_path_factory.mktemp('quick_study'))
   config = quick_config()
-  stages.run(config, workdir, 'record')
+  runner.run(config, workdir, 'record')
   return config, workdir
 
 
 @pytest.fixture(scope='session')
 def one_epoch_study(tmp_path_factory):
   """(config, workdir) of a one-epoch quick study on one device."""
-  from easyhard_jax import stages
+  from easyhard_jax import runner
   workdir = str(tmp_path_factory.mktemp('one_epoch_study'))
   config = quick_config(epochs=1)
-  stages.run(config, workdir, 'record')
+  runner.run(config, workdir, 'record')
   return config, workdir
 
 
@@ -98,7 +106,8 @@ def assert_same_records(reference: str, other: str, tol: float = 1e-4):
 
 # configs/imagenet.py shrunk to seconds on tfds.testing.mock_data; used by
 # test_streamed_data.py in-process and as a subprocess (to be killed):
-#   python -c "from conftest import run_mock_imagenet; run_mock_imagenet(W, MODE, EPOCHS)"
+#   start_script('from conftest import run_mock_imagenet\n'
+#                'run_mock_imagenet({w!r}, "record", 3)', w=workdir)
 MOCK_IMAGENET_EXAMPLES = 48  # Per split; mock images have random sizes.
 
 
@@ -126,6 +135,63 @@ def mock_imagenet_config(workdir: str, epochs: int = 2):
 def run_mock_imagenet(workdir: str, mode: str, epochs: int = 2):
   """Runs one stage of the mock ImageNet study in ``workdir``."""
   import tensorflow_datasets as tfds
-  from easyhard_jax import stages
+  from easyhard_jax import runner
   with tfds.testing.mock_data(num_examples=MOCK_IMAGENET_EXAMPLES):
-    stages.run(mock_imagenet_config(workdir, epochs), workdir, mode)
+    runner.run(mock_imagenet_config(workdir, epochs), workdir, mode)
+
+
+def script_command(body: str, **values) -> list[str]:
+  """argv of a fresh Python running ``body`` (``str.format``-ed by values).
+
+  The repository and tests/ come first on its sys.path, so the script
+  imports ``easyhard_jax``, ``configs`` and ``conftest`` as the tests do.
+  """
+  prelude = f'import sys\nsys.path[:0] = [{ROOT!r}, {TESTS!r}]\n'
+  return [sys.executable, '-c',
+          prelude + textwrap.dedent(body).format(**values)]
+
+
+def script_env(devices: int | None = None) -> dict[str, str]:
+  """This environment, with ``devices`` forced XLA host devices if given.
+
+  The device flag is appended to any XLA_FLAGS already set (e.g.
+  ``--xla_cpu_max_isa=AVX2``); XLA takes the last device count.
+  """
+  env = dict(os.environ)
+  if devices:
+    flag = f'--xla_force_host_platform_device_count={devices}'
+    env['XLA_FLAGS'] = f"{env.get('XLA_FLAGS', '')} {flag}".strip()
+  return env
+
+
+def run_script(body: str, *, timeout: float, devices: int | None = None,
+               **values) -> subprocess.CompletedProcess:
+  """Runs a script (see :func:`script_command`) to its end, in ROOT.
+
+  Args:
+    body: Python source; ``{name}`` fields are filled from ``values``.
+    timeout: seconds before the process is killed (subprocess.TimeoutExpired).
+    devices: forced XLA host devices (None: as this process's environment).
+    **values: the template's fields.
+
+  Returns:
+    The finished process; ``stdout`` and ``stderr`` are text. Its return
+    code is not checked: the caller asserts on it with the output.
+  """
+  return subprocess.run(script_command(body, **values), cwd=ROOT,
+                        env=script_env(devices), timeout=timeout,
+                        capture_output=True, text=True)
+
+
+def start_script(body: str, *, devices: int | None = None,
+                 stderr: int | None = subprocess.STDOUT,
+                 **values) -> subprocess.Popen:
+  """Starts a script without waiting (processes that run together).
+
+  ``stdout`` is a text pipe (stderr joins it unless ``stderr`` says
+  otherwise); bound the wait with ``communicate(timeout=...)`` and kill it
+  in a ``finally``.
+  """
+  return subprocess.Popen(script_command(body, **values), cwd=ROOT,
+                          env=script_env(devices), stdout=subprocess.PIPE,
+                          stderr=stderr, text=True)

@@ -11,7 +11,7 @@ import pytest
 from configs import default
 from easyhard_jax import records
 from easyhard_jax.analysis import scores
-from easyhard_jax.analysis import stage
+from easyhard_jax.analysis import analyze
 
 SPE = 4  # Steps per epoch.
 STEPS = [1, 2, 3, 4, 8, 12]  # Epochs 0.25, 0.5, 0.75, 1, 2, 3.
@@ -104,7 +104,7 @@ def test_stage_writes_every_output(tmp_path):
   images = rng.integers(0, 256, (60, 8, 8, 3), dtype=np.uint8)
   test_images = rng.integers(0, 256, (60, 8, 8, 3), dtype=np.uint8)
   feats = rng.normal(size=(60, 5)).astype(np.float32)
-  result = stage.run_analysis(_config(), workdir, train_images=images,
+  result = analyze.run_analysis(_config(), workdir, train_images=images,
                               test_images=test_images, features=feats)
   out = os.path.join(workdir, 'analysis')
   assert sorted(os.listdir(out)) == ['analysis.json', 'mean_images.npz',
@@ -195,7 +195,7 @@ def test_stage_with_one_member_and_no_images(tmp_path):
   _write_study(workdir, [('cnn', 1)])
   cfg = _config(num_bootstrap=5)
   cfg.analysis.sets.method = 'all_correct'
-  result = stage.run_analysis(cfg, workdir)
+  result = analyze.run_analysis(cfg, workdir)
   ag = result['agreement']
   assert 'skipped' in ag['member_pairs'] and 'skipped' in ag['arch_pairs']
   assert 'skipped' in result['similarity']
@@ -205,7 +205,7 @@ def test_stage_with_one_member_and_no_images(tmp_path):
   assert not os.path.exists(os.path.join(out, 'mean_images.npz'))
   assert os.path.exists(os.path.join(out, 'scores_test.csv'))
   cfg.analysis.test.enabled = False
-  result = stage.run_analysis(cfg, workdir)
+  result = analyze.run_analysis(cfg, workdir)
   assert 'skipped' in result['test']
   assert not os.path.exists(os.path.join(out, 'scores_test.csv'))  # Stale.
   rows = _read_csv(os.path.join(out, 'scores_train.csv'))
@@ -220,4 +220,4 @@ def test_stage_reports_an_empty_window(tmp_path):
   cfg = _config()
   cfg.analysis.window = (5.0, 9.0)
   with pytest.raises(ValueError, match='selects none'):
-    stage.run_analysis(cfg, workdir)
+    analyze.run_analysis(cfg, workdir)

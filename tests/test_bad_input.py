@@ -10,8 +10,9 @@ import numpy as np
 
 from conftest import assert_identical_records
 from conftest import quick_config
+from easyhard_jax import files
 from easyhard_jax import records
-from easyhard_jax import stages
+from easyhard_jax import runner
 from easyhard_jax import validation
 from easyhard_jax.data import sources
 
@@ -63,13 +64,13 @@ def test_bad_values_are_refused_before_anything_is_written(tmp_path):
   config = quick_config(**{'removal.archs': f'/../../..{escape}'})
   workdir = tmp_path / 'w'
   with pytest.raises(ValueError, match='removal.archs'):
-    stages.run(config, str(workdir), 'study')
+    runner.run(config, str(workdir), 'study')
   assert not escape.exists() and not workdir.exists()
 
 
 def test_batch_larger_than_the_dataset_is_refused(tmp_path):
   with pytest.raises(ValueError, match=r'batch_size \(1024\) exceeds the 512'):
-    stages.run(quick_config(batch_size=1024), str(tmp_path), 'record')
+    runner.run(quick_config(batch_size=1024), str(tmp_path), 'record')
 
 
 def test_npz_label_gap_is_refused(tmp_path):
@@ -91,14 +92,14 @@ def test_workdir_of_another_dataset_is_refused(quick_study, tmp_path):
   shutil.copytree(workdir, copy)
   config = quick_config(max_train_examples=256)
   with pytest.raises(ValueError, match='fresh --workdir'):
-    stages.run(config, copy, 'record')
+    runner.run(config, copy, 'record')
 
 
 def _force_resume(workdir):
   manifest = records.read_manifest(workdir)
   manifest['archs']['cnn']['complete'] = False
-  records.atomic_write_json(os.path.join(workdir, 'records', 'manifest.json'),
-                            manifest)
+  files.atomic_write_json(os.path.join(workdir, 'records', 'manifest.json'),
+                          manifest)
 
 
 def _damage_checkpoint(directory):
@@ -122,7 +123,7 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous(quick_study,
   steps = _checkpoint_steps(copy)
   assert len(steps) == 2
   _damage_checkpoint(os.path.join(copy, 'checkpoints', 'cnn', str(steps[-1])))
-  stages.run(quick_config(), copy, 'record')  # Warns, resumes, finishes.
+  runner.run(quick_config(), copy, 'record')  # Warns, resumes, finishes.
   assert records.read_manifest(copy)['archs']['cnn']['complete']
   assert_identical_records(workdir, copy)
 
@@ -137,7 +138,7 @@ def test_no_restorable_checkpoint_names_the_directory(quick_study, tmp_path):
   directory = os.path.join(copy, 'checkpoints', 'cnn')
   with pytest.raises(RuntimeError,
                      match=f'No checkpoint in {directory} can be restored'):
-    stages.run(quick_config(), copy, 'record')
+    runner.run(quick_config(), copy, 'record')
 
 
 def _diverging_config(decay_factor):
@@ -155,7 +156,7 @@ def test_divergence_saves_nothing_and_a_lower_rate_resumes(tmp_path, caplog):
                      match=r'cnn member cnn/s\d diverged: non-finite values at '
                      r'step \d+ \(epoch 2\).*learning_rate.*resumes from '
                      r'the last finite checkpoint \(step 8\)'):
-    stages.run(_diverging_config(1e30), workdir, 'record')
+    runner.run(_diverging_config(1e30), workdir, 'record')
   manifest = records.read_manifest(workdir)
   assert manifest['archs']['cnn']['diverged']['step'] > 8
   spe = manifest['archs']['cnn']['steps_per_epoch']
@@ -171,7 +172,7 @@ def test_divergence_saves_nothing_and_a_lower_rate_resumes(tmp_path, caplog):
 
   # Another recovery value is accepted: resume from the last finite state.
   with caplog.at_level('INFO'):
-    stages.run(_diverging_config(0.1), workdir, 'record')
+    runner.run(_diverging_config(0.1), workdir, 'record')
   assert f'cnn: resuming at step {spe}' in caplog.text
   entry = records.read_manifest(workdir)['archs']['cnn']
   assert entry['complete'] and 'diverged' not in entry
@@ -189,8 +190,8 @@ def test_a_field_that_is_no_recovery_field_is_refused_after_divergence(
     tmp_path):
   workdir = str(tmp_path)
   with pytest.raises(FloatingPointError):
-    stages.run(_diverging_config(1e30), workdir, 'record')
+    runner.run(_diverging_config(1e30), workdir, 'record')
   config = _diverging_config(0.1)
   config.width = 0.5
   with pytest.raises(ValueError, match=r'width: 0\.25 -> 0\.5'):
-    stages.run(config, workdir, 'record')
+    runner.run(config, workdir, 'record')

@@ -9,7 +9,7 @@ import pytest
 from conftest import quick_config
 from easyhard_jax import after_the_fact
 from easyhard_jax import records
-from easyhard_jax import stages
+from easyhard_jax import runner
 from easyhard_jax.analysis import feature_similarity as fs
 from easyhard_jax.train import grand
 from easyhard_jax.train import steps as steps_lib
@@ -31,7 +31,7 @@ def test_analysis_checkpoints_give_records_features_and_grand(quick_study,
   workdir = str(tmp_path / 'probe')
   config = quick_config()
   config.probe_checkpoints.source_workdir = source
-  stages.run(config, workdir, 'probe_checkpoints')
+  runner.run(config, workdir, 'probe_checkpoints')
   out = os.path.join(workdir, 'checkpoint_probes')
   for split in ('train', 'test'):
     ck = records.load(out, split)
@@ -79,7 +79,7 @@ def test_resume_source_probes_the_last_epoch_ends(quick_study, tmp_path):
   pc = config.probe_checkpoints
   pc.source_workdir, pc.source = source, 'resume'
   pc.features, pc.grand, pc.splits = False, False, ('test',)
-  stages.run(config, workdir, 'probe_checkpoints')
+  runner.run(config, workdir, 'probe_checkpoints')
   ck = records.load(os.path.join(workdir, 'checkpoint_probes'), 'test')
   study = records.load(source, 'test')
   np.testing.assert_array_equal(ck.probe_steps, [8, 16])  # Two epoch ends.
@@ -122,10 +122,10 @@ def test_missing_checkpoints_name_the_fix(tmp_path):
   config = quick_config()
   config.probe_checkpoints.source_workdir = str(tmp_path / 'empty')
   with pytest.raises(FileNotFoundError, match='run --mode=record'):
-    stages.run(config, str(tmp_path / 'w'), 'probe_checkpoints')
+    runner.run(config, str(tmp_path / 'w'), 'probe_checkpoints')
   config.probe_checkpoints.source = 'latest'
   with pytest.raises(ValueError, match='probe_checkpoints.source'):
-    stages.run(config, str(tmp_path / 'w'), 'probe_checkpoints')
+    runner.run(config, str(tmp_path / 'w'), 'probe_checkpoints')
 
 
 def test_analyze_uses_grand_and_window_features(quick_study, tmp_path):
@@ -137,8 +137,8 @@ def test_analyze_uses_grand_and_window_features(quick_study, tmp_path):
   workdir = str(tmp_path / 'study')
   shutil.copytree(source, workdir)
   config = quick_config()
-  stages.run(config, workdir, 'probe_checkpoints')
-  stages.run(config, workdir, 'analyze')
+  runner.run(config, workdir, 'probe_checkpoints')
+  runner.run(config, workdir, 'analyze')
   table = read_scores(os.path.join(workdir, 'analysis', 'scores_train.csv'))
   expected = after_the_fact.window_score(workdir, grand.NAME,
                                          config.analysis.window)[0]

@@ -8,7 +8,7 @@ import tensorflow_datasets as tfds
 
 from conftest import quick_config
 from easyhard_jax import records
-from easyhard_jax import stages
+from easyhard_jax import runner
 from easyhard_jax.data import sources
 
 
@@ -37,7 +37,7 @@ def test_tfds_cifar10_study_on_mock_data(tmp_path):
     data = sources.load_dataset(config)
     assert data.train_images.shape == (40, 32, 32, 3)
     assert data.num_classes == 10 and len(data.train_ids) == 40
-    stages.run(config, str(tmp_path), 'record')
+    runner.run(config, str(tmp_path), 'record')
   r = records.load(str(tmp_path), 'train')
   assert r.correct.shape[0] == 2 and r.correct.shape[2] == 40
   assert r.tfds_ids == data.train_ids

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import quick_config
 from easyhard_jax import records
-from easyhard_jax import stages
+from easyhard_jax import runner
 from easyhard_jax.data import loader
 from easyhard_jax.data import sources
 from easyhard_jax.experiments import causes
@@ -103,6 +103,19 @@ def test_bad_strategy_and_fraction_are_named():
                          labels=labels, seed=0)
 
 
+def test_program_size_splits_members_equally_within_the_limit():
+  for n in range(1, 40):
+    for limit in range(1, 9):
+      size = sweeps.program_size(n, limit)
+      programs = -(-n // size)
+      assert size <= limit
+      # As few programs as the limit allows, and none nearly empty.
+      assert programs == -(-n // limit)
+      assert n - (programs - 1) * size >= size - programs + 1
+  assert sweeps.program_size(10, 6) == 5
+  assert sweeps.program_size(12, 6) == 6
+
+
 def test_members_never_train_on_removed_examples():
   config = quick_config(epochs=1)
   data = sources.load_dataset(config)
@@ -139,7 +152,7 @@ def test_removal_sweep_budgets(study_copy, budget, tmp_path):
   config.removal.seeds = 1
   config.removal.epochs = 2
   config.removal.budget = budget
-  stages.run(config, workdir_b, 'remove')
+  runner.run(config, workdir_b, 'remove')
   with open(os.path.join(workdir_b, 'removal', 'results.json')) as f:
     result = json.load(f)
   steps = {r['strategy']: r['steps'] for r in result['rows']}
@@ -172,7 +185,7 @@ def test_removal_sweep_budgets(study_copy, budget, tmp_path):
     paired = _largest_kernels(config, data, frac)  # easiest/s0, random/s0.
     np.testing.assert_array_equal(paired[0], paired[1])
   # A rerun trains nothing and gives the same table.
-  stages.run(config, workdir_b, 'remove')
+  runner.run(config, workdir_b, 'remove')
   with open(os.path.join(workdir_b, 'removal', 'results.json')) as f:
     assert json.load(f)['rows'] == result['rows']
 
@@ -254,7 +267,7 @@ def test_probe_causes_end_to_end(study_copy):
   config.causes.variants = ('random_labels', 'grayscale')
   config.causes.seeds = 1
   config.causes.epochs = 1
-  stages.run(config, workdir, 'probe_causes')
+  runner.run(config, workdir, 'probe_causes')
   with open(os.path.join(workdir, 'causes', 'results.json')) as f:
     result = json.load(f)
   assert [r['variant'] for r in result['rows']] == ['reseed', 'random_labels',
@@ -283,12 +296,12 @@ def test_probe_causes_end_to_end(study_copy):
                      match=r'Unknown (config\.)?causes\.variants'):
     bad = copy.deepcopy(config)
     bad.causes.variants = ('moonlight',)
-    stages.run(bad, workdir, 'probe_causes')
+    runner.run(bad, workdir, 'probe_causes')
 
 
 def test_analyze_writes_exports_and_keep_lists(study_copy):
   config, workdir = study_copy
-  stages.run(quick_config(), workdir, 'analyze')
+  runner.run(quick_config(), workdir, 'analyze')
   z = np.load(os.path.join(workdir, 'exports', 'scores_train.npz'))
   n = config.max_train_examples
   np.testing.assert_array_equal(z['example_index'], np.arange(n))

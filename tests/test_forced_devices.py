@@ -8,26 +8,24 @@ parts where they apply and that they stay off on one device.
 """
 
 import os
-import subprocess
-import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import quick_config
+from conftest import run_script
 from easyhard_jax import distributed
 from easyhard_jax.train import mesh as mesh_lib
 
 _FLAG = '--xla_cpu_collective_call_terminate_timeout_seconds'
 
 _RUN = """
-import os, sys
-sys.path.insert(0, {root!r})
-from tests.conftest import quick_config
-from easyhard_jax import stages
+import os
+from conftest import quick_config
+from easyhard_jax import runner
 from easyhard_jax.data import streaming
 from easyhard_jax.train import ensemble
 c = quick_config(epochs=1, max_train_examples=256)
-stages.run(c, {workdir!r}, 'record')  # Sets the flag, then starts JAX.
+runner.run(c, {workdir!r}, 'record')  # Sets the flag, then starts JAX.
 import jax
 assert jax.device_count() == 8, jax.devices()
 t = ensemble.ArchTrainer(c, streaming.load(c), 'cnn')
@@ -58,7 +56,7 @@ def test_timeout_flag_added_only_for_forced_devices(monkeypatch):
 
 def test_one_device_keeps_asynchronous_dispatch():
   """On one device the step function is returned unchanged (no cost)."""
-  config = __import__('conftest').quick_config()
+  config = quick_config()
   mesh = mesh_lib.make_mesh(config, 2, 'unroll')
   assert not mesh_lib.serial_dispatch(mesh)
   step = lambda x: x
@@ -68,11 +66,7 @@ def test_one_device_keeps_asynchronous_dispatch():
 @pytest.mark.slow
 def test_forced_devices_record_finishes(tmp_path):
   """A short record on 8 forced host devices finishes with the fix active."""
-  env = dict(os.environ,
-             XLA_FLAGS='--xla_force_host_platform_device_count=8')
-  out = subprocess.run(
-      [sys.executable, '-c', _RUN.format(root=ROOT,
-                                         workdir=str(tmp_path / 'w'))],
-      cwd=ROOT, env=env, timeout=300, capture_output=True, text=True)
+  out = run_script(_RUN, devices=8, timeout=300,
+                   workdir=str(tmp_path / 'w'))
   assert out.returncode == 0, out.stderr[-3000:]
   assert f'{_FLAG}={distributed.HOST_COLLECTIVE_TIMEOUT_S}' in out.stdout

@@ -227,16 +227,16 @@ def test_read_indices_formats(tmp_path):
 
 def test_record_and_analyze_with_label_noise(tmp_path):
   from easyhard_jax import records
-  from easyhard_jax import stages
+  from easyhard_jax import runner
   workdir = str(tmp_path / 'noisy')
   config = quick_config(**{'label_noise.fraction': 0.1})
-  stages.run(config, workdir, 'record')
+  runner.run(config, workdir, 'record')
   rec = records.load(workdir, 'train')
   assert rec.pred.dtype == np.int16 and (rec.pred >= 0).all()
   np.testing.assert_array_equal(rec.correct, rec.pred == rec.labels)
   fused = records.load(workdir, 'train', 'fused')
   np.testing.assert_array_equal(fused.correct, fused.pred == fused.labels)
-  stages.run(config, workdir, 'analyze')
+  runner.run(config, workdir, 'analyze')
   for split in ('train', 'test'):
     path = os.path.join(workdir, 'exports', f'label_issues_{split}.csv')
     with open(path, newline='') as f:
@@ -259,10 +259,10 @@ def test_record_and_analyze_with_label_noise(tmp_path):
     assert 'label_issue' in next(csv.reader(f))
   # The report section: a grid of the top suspects and the AUROC table.
   from easyhard_jax.report import build
-  from easyhard_jax.report import label_issue_section
+  from easyhard_jax.report import sections
   data = sources.load_dataset(config)
   study = build.Study(config, workdir, data.train_images, data.test_images)
-  sec = label_issue_section.label_issue_section(study)
+  sec = sections.build_section(study, 'label-issues')
   assert sec.status == 'ok', sec.note
   assert [f.name for f in sec.figures] == ['label_issues_train',
                                            'label_issues_test']

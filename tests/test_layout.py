@@ -3,6 +3,7 @@
 Parses every module (no imports executed): configs/ imports nothing of the
 library; the library imports neither configs/ nor benchmarks/; analysis/
 never imports train/; module-level imports of the library form no cycle;
+every stage entry point calls functions that exist;
 no source file is over 500 lines.
 """
 
@@ -94,3 +95,48 @@ def test_no_source_file_over_500_lines():
           with open(os.path.join(d, n)) as f:
             lines = sum(1 for _ in f)
           assert lines <= 500, f'{os.path.join(d, n)}: {lines} lines'
+
+
+def _functions(path):
+  """{name: node} of a module's top-level functions."""
+  with open(path) as f:
+    tree = ast.parse(f.read(), path)
+  return {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+
+
+def test_every_stage_entry_point_calls_functions_that_exist():
+  """stages.STAGES: each entry point reaches its home's function by name.
+
+  An entry point imports its home lazily (``from easyhard_jax.x import y``)
+  and calls ``y.function(...)``; a renamed module or function fails here,
+  without running a stage.
+  """
+  modules = _modules(PACKAGE, 'easyhard_jax')
+  path = modules['easyhard_jax.stages']
+  entries = _functions(path)
+  with open(path) as f:
+    table = next(n for n in ast.parse(f.read()).body
+                 if isinstance(n, ast.AnnAssign) and
+                 getattr(n.target, 'id', None) == 'STAGES')
+  rows = [c for c in ast.walk(table.value) if isinstance(c, ast.Call) and
+          getattr(c.func, 'id', None) == 'Stage']
+  names = [r.args[0].value for r in rows]
+  assert len(set(names)) == len(names) > 0, names
+  for row in rows:
+    entry = entries.get(row.args[1].id)
+    assert entry is not None and ast.get_docstring(entry), row.args[1].id
+    homes = {}
+    for node in ast.walk(entry):
+      if isinstance(node, ast.ImportFrom):
+        for a in node.names:
+          homes[a.asname or a.name] = f'{node.module}.{a.name}'
+    calls = [(c.func.value.id, c.func.attr) for c in ast.walk(entry)
+             if isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute)
+             and isinstance(c.func.value, ast.Name)
+             and c.func.value.id in homes]
+    assert calls, f'{entry.name} calls no function of its home module'
+    for alias, function in calls:
+      home = homes[alias]
+      assert home in modules, f'{entry.name}: no module {home}'
+      assert function in _functions(modules[home]), (
+          f'{entry.name}: {home} has no function {function}')

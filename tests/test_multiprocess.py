@@ -1,28 +1,23 @@
 """Two local processes (jax.distributed, gloo, 2 CPU devices each) record the
 same study as one process; bounded by a timeout so it cannot hang."""
 
-import os
 import shutil
 import socket
-import subprocess
-import sys
 
 import pytest
 
-from conftest import ROOT
 from conftest import assert_same_records
+from conftest import start_script
 
 _RUN = """
-import sys
-sys.path.insert(0, {root!r})
-from tests.conftest import quick_config
-from easyhard_jax import stages
+from conftest import quick_config
+from easyhard_jax import runner
 c = quick_config(epochs=1, max_train_examples={examples!r})
 c.stream.enabled = {stream!r}
 c.distributed.coordinator_address = '127.0.0.1:{port}'
 c.distributed.num_processes = 2
 c.distributed.process_id = {pid}
-stages.run(c, {workdir!r}, 'record')
+runner.run(c, {workdir!r}, 'record')
 import jax
 assert jax.process_count() == 2 and jax.device_count() == 4
 """
@@ -31,18 +26,13 @@ assert jax.process_count() == 2 and jax.device_count() == 4
 def _launch(workdir, stream=False, examples=512):
   """Two processes of the quick study's record stage on ``workdir``."""
   port = _free_port()
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2')
-  return [subprocess.Popen(
-      [sys.executable, '-c', _RUN.format(
-          root=ROOT, port=port, pid=pid, workdir=workdir, stream=stream,
-          examples=examples)],
-      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-          for pid in (0, 1)]
+  return [start_script(_RUN, devices=2, port=port, pid=pid, workdir=workdir,
+                       stream=stream, examples=examples) for pid in (0, 1)]
 
 
 def _communicate(procs, timeout):
   try:
-    return [p.communicate(timeout=timeout)[0].decode() for p in procs]
+    return [p.communicate(timeout=timeout)[0] for p in procs]
   finally:
     for p in procs:
       if p.poll() is None:

@@ -14,7 +14,7 @@ from conftest import ROOT
 from conftest import assert_identical_records
 from conftest import quick_config
 from easyhard_jax import records
-from easyhard_jax import stages
+from easyhard_jax import runner
 from easyhard_jax.data import sources
 from easyhard_jax.train import ensemble
 from easyhard_jax.train import probe_schedule
@@ -70,7 +70,7 @@ def test_rerun_of_finished_study_skips_training(quick_study, tmp_path):
   config, workdir = quick_study
   before = os.path.getmtime(os.path.join(workdir, 'records', 'manifest.json'))
   tick = time.time()
-  stages.run(config, workdir, 'record')
+  runner.run(config, workdir, 'record')
   assert os.path.getmtime(
       os.path.join(workdir, 'records', 'manifest.json')) == before
   assert time.time() - tick < 30

@@ -20,6 +20,7 @@ from easyhard_jax import files
 from easyhard_jax.analysis import reference_compare as rc
 from easyhard_jax.analysis import reference_order as ro
 from easyhard_jax.report import reference_section
+from easyhard_jax.report import sections
 
 N, CLASSES = 400, 4
 
@@ -284,12 +285,12 @@ def test_orientation_and_errors(tmp_path):
 def test_report_section(tmp_path):
   workdir, cols, _, _ = _study(tmp_path)
   study = types.SimpleNamespace(workdir=workdir, scores=cols)
-  sec = reference_section.reference_section(study)
+  sec = sections.build_section(study, 'reference')
   assert sec.status == 'not run'
   assert reference_section.summary(workdir) == []
   np.savez(str(tmp_path / 'ref.npz'), score=_known_reference(cols))
   rc.run_compare(_config(str(tmp_path / 'ref.npz')), workdir)
-  sec = reference_section.reference_section(study)
+  sec = sections.build_section(study, 'reference')
   assert sec.status == 'ok'
   assert [f.name for f in sec.figures] == ['reference_bars',
                                            'reference_scatter']
@@ -302,13 +303,13 @@ def test_report_section(tmp_path):
 @pytest.mark.slow
 def test_compare_on_a_real_analysis(quick_study, tmp_path):
   """The analyze stage's own scores CSV, read by --mode=compare's function."""
-  from easyhard_jax import stages
+  from easyhard_jax import runner
   config, src = quick_study
   workdir = str(tmp_path / 'study')
   shutil.copytree(src, workdir, ignore=shutil.ignore_patterns('checkpoints'))
   config = ml_collections.ConfigDict(config.to_dict())
   config.analysis.agreement.num_bootstrap = 0
-  stages.run(config, workdir, 'analyze')
+  runner.run(config, workdir, 'analyze')
   table = ro.read_scores_table(os.path.join(workdir, 'analysis',
                                             'scores_train.csv'))
   rng = np.random.default_rng(0)

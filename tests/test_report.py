@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from easyhard_jax import stages
+from easyhard_jax import runner
 from easyhard_jax.report import build_report
 from easyhard_jax.report import experiment_sections
 
@@ -79,13 +79,13 @@ def _copy(workdir, tmp_path_factory, name):
 @pytest.fixture(scope='module')
 def report(quick_study, tmp_path_factory):
   """(workdir, index.html path) of an analysed copy of the quick study."""
-  from easyhard_jax.analysis import stage
+  from easyhard_jax.analysis import analyze
   from easyhard_jax.data import sources
   config, workdir = quick_study
   workdir = _copy(workdir, tmp_path_factory, 'report')
   data = sources.load_dataset(config)
-  stage.run_analysis(config, workdir, train_images=data.train_images,
-                     test_images=data.test_images)
+  analyze.run_analysis(config, workdir, train_images=data.train_images,
+                       test_images=data.test_images)
   os.makedirs(os.path.join(workdir, 'removal'))
   with open(os.path.join(workdir, 'removal', 'results.json'), 'w') as f:
     json.dump(REMOVAL, f)
@@ -96,7 +96,7 @@ def report(quick_study, tmp_path_factory):
   causes_config.causes.variants = ('random_labels', 'adam')
   causes_config.causes.seeds = 1
   causes_config.causes.epochs = 1
-  stages.run(causes_config, workdir, 'probe_causes')
+  runner.run(causes_config, workdir, 'probe_causes')
   path = build_report(config, workdir, train_images=data.train_images,
                       test_images=data.test_images)
   return workdir, path
@@ -280,7 +280,7 @@ def test_report_without_analysis_says_not_run(quick_study, tmp_path_factory):
   assert 'different lengths' in page.sections['causes']
   assert page.sections['learning-curves'] == ''
   # Only figures whose inputs exist: learning curves, and stage timings
-  # (stages.run writes timings.json for the recorded study).
+  # (runner.run writes timings.json for the recorded study).
   expected = ['learning_curves'] + (
       ['timings'] if os.path.exists(os.path.join(workdir, 'timings.json'))
       else [])

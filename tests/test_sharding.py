@@ -1,26 +1,20 @@
 """Sharded steps over 8 forced host devices give the one-device records."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 
-from conftest import ROOT
 from conftest import assert_same_records
 from conftest import quick_config
+from conftest import run_script
 from easyhard_jax.train import mesh as mesh_lib
 
 _RUN = """
-import sys
-sys.path.insert(0, {root!r})
 import jax
 assert jax.device_count() == 8, jax.devices()
-from tests.conftest import quick_config
-from easyhard_jax import stages
+from conftest import quick_config
+from easyhard_jax import runner
 c = quick_config(epochs=1, mesh_shape={mesh!r}, member_strategy={strategy!r})
 c.stream.enabled = {stream!r}
-stages.run(c, {workdir!r}, 'record')
+runner.run(c, {workdir!r}, 'record')
 """
 
 
@@ -32,13 +26,9 @@ def test_sharded_records_equal_one_device(one_epoch_study, tmp_path, mesh,
   """Device-resident and streamed (each device gets its block) runs."""
   _, reference = one_epoch_study
   workdir = str(tmp_path / 'sharded')
-  env = dict(os.environ,
-             XLA_FLAGS='--xla_force_host_platform_device_count=8')
-  subprocess.run([sys.executable, '-c', _RUN.format(
-      root=ROOT, mesh=mesh, strategy=strategy, stream=stream,
-      workdir=workdir)],
-                 cwd=ROOT, env=env, check=True, timeout=400,
-                 capture_output=True)
+  out = run_script(_RUN, devices=8, timeout=400, mesh=mesh,
+                   strategy=strategy, stream=stream, workdir=workdir)
+  assert out.returncode == 0, out.stderr[-3000:]
   assert_same_records(reference, workdir)
 
 

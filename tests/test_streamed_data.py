@@ -4,7 +4,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import jax
@@ -18,8 +17,9 @@ from conftest import assert_identical_records
 from conftest import mock_imagenet_config
 from conftest import quick_config
 from conftest import run_mock_imagenet
+from conftest import script_command
 from easyhard_jax import records
-from easyhard_jax import stages
+from easyhard_jax import runner
 from easyhard_jax.data import device_ops
 from easyhard_jax.data import streaming
 from easyhard_jax.train import checkpoints
@@ -33,7 +33,7 @@ def test_streamed_digits_writes_the_device_resident_records(
   _, reference = one_epoch_study
   config = quick_config(epochs=1)
   config.stream.enabled = True
-  stages.run(config, str(tmp_path), 'record')
+  runner.run(config, str(tmp_path), 'record')
   assert_identical_records(reference, str(tmp_path))
 
 
@@ -64,7 +64,7 @@ def test_label_cache_is_keyed_by_the_tfds_split(tmp_path):
 
 def test_analysis_samples_streamed_images_above_the_cap(quick_study,
                                                         tmp_path):
-  from easyhard_jax.analysis import stage
+  from easyhard_jax.analysis import analyze
   _, reference = quick_study
   workdir = tmp_path / 'copy'
   shutil.copytree(reference, workdir)
@@ -72,9 +72,9 @@ def test_analysis_samples_streamed_images_above_the_cap(quick_study,
   config.stream.enabled = True
   config.analysis.similarity.max_streamed_images = 100
   data = streaming.load(config)
-  out = stage.run_analysis(config, str(workdir),
-                           train_images=data.train_images,
-                           test_images=data.test_images)
+  out = analyze.run_analysis(config, str(workdir),
+                             train_images=data.train_images,
+                             test_images=data.test_images)
   assert out['similarity']['pixel_sample'] == {'rows': 100, 'of': 512}
   with np.load(workdir / 'analysis' / 'mean_images.npz') as z:
     assert z['train_all_count'].sum() == 100
@@ -138,10 +138,8 @@ def test_streamed_run_resumes_after_kill_at_the_right_position(tmp_path):
   records of an uninterrupted run, so the loader restarted where it should."""
 
   def cmd(workdir):
-    return [sys.executable, '-c',
-            f'import sys; sys.path[:0] = [{ROOT!r}, {ROOT + "/tests"!r}]; '
-            'from conftest import run_mock_imagenet; '
-            f'run_mock_imagenet({workdir!r}, "record", 3)']
+    return script_command('from conftest import run_mock_imagenet\n'
+                          'run_mock_imagenet({w!r}, "record", 3)', w=workdir)
 
   killed, clean = str(tmp_path / 'killed'), str(tmp_path / 'clean')
   proc = subprocess.Popen(cmd(killed), cwd=ROOT, stdout=subprocess.DEVNULL,

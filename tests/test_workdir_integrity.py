@@ -5,18 +5,18 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 
-from conftest import ROOT
 from conftest import assert_identical_records
 from conftest import quick_config
+from conftest import start_script
 from easyhard_jax import files
 from easyhard_jax import fingerprint
 from easyhard_jax import records
+from easyhard_jax import runner
 from easyhard_jax import stages
 
 
@@ -35,42 +35,42 @@ def test_another_config_is_refused_listing_each_field(study_copy, finished):
   if not finished:
     manifest = records.read_manifest(copy)
     manifest['archs']['cnn']['complete'] = False
-    records.atomic_write_json(os.path.join(copy, 'records', 'manifest.json'),
-                              manifest)
+    files.atomic_write_json(os.path.join(copy, 'records', 'manifest.json'),
+                            manifest)
   config = quick_config(width=0.5)
   config.optimizer.momentum = 0.8
   with pytest.raises(ValueError) as e:
-    stages.run(config, copy, 'record')
+    runner.run(config, copy, 'record')
   message = str(e.value)
   assert 'width: 0.25 -> 0.5' in message
   assert 'optimizer.momentum: 0.9 -> 0.8' in message
   assert 'new --workdir' in message and 'remove' in message
-  assert not stages.is_complete(config, copy, 'record')
-  assert stages.is_complete(quick_config(), copy, 'record') == finished
+  assert not runner.is_complete(config, copy, 'record')
+  assert runner.is_complete(quick_config(), copy, 'record') == finished
 
 
 def test_stamps_follow_the_fields_and_inputs_of_each_stage(study_copy):
   _, copy = study_copy
   config = quick_config()
-  hashes = stages._record_hashes(config)  # pylint: disable=protected-access
-  for stage, (_, out_dir) in stages.STAGES.items():
-    if stage != 'record':
-      fingerprint.commit_stage(copy, out_dir, fingerprint.expected_stamp(
-          config, stage, hashes))
-  complete = lambda c: {s for s in stages.STAGES
-                        if stages.is_complete(c, copy, s)}
-  assert complete(config) == set(stages.STAGES)
+  hashes = runner._record_hashes(config)  # pylint: disable=protected-access
+  for stage in stages.STAGES:
+    if stage.in_study and stage.stamped:
+      fingerprint.commit_stage(copy, stage.out_dir, fingerprint.expected_stamp(
+          config, stage.name, hashes))
+  complete = lambda c: {s for s in stages.STUDY
+                        if runner.is_complete(c, copy, s)}
+  assert complete(config) == set(stages.STUDY)
   # An analysis field: the analysis and all that reads it.
   assert complete(quick_config(**{'analysis.window': (0.0, 2.0)})) == {
       'record'}
   # A removal field: that sweep and the report only.
   assert complete(quick_config(**{'removal.seeds': 2})) == set(
-      stages.STAGES) - {'remove', 'report'}
+      stages.STUDY) - {'remove', 'report'}
   # A training field: everything.
   assert complete(quick_config(epochs=3)) == set()
   # A kill between a stage's files and its stamp: that stage reruns.
   fingerprint.invalidate(copy, 'causes')
-  assert complete(config) == set(stages.STAGES) - {'probe_causes'}
+  assert complete(config) == set(stages.STUDY) - {'probe_causes'}
 
 
 def test_damaged_chunk_names_the_file_and_record_repairs_it(study_copy):
@@ -80,7 +80,7 @@ def test_damaged_chunk_names_the_file_and_record_repairs_it(study_copy):
     f.truncate(os.path.getsize(path) // 2)
   with pytest.raises(ValueError, match=f'{path} is unreadable.*--mode=record'):
     records.load(copy, 'train')
-  stages.run(quick_config(), copy, 'record')
+  runner.run(quick_config(), copy, 'record')
   assert_identical_records(original, copy)
 
 
@@ -91,7 +91,7 @@ def test_damaged_manifest_is_rebuilt_from_the_chunks(study_copy):
     f.write('{"archs": {"cnn": ')
   with pytest.raises(ValueError, match=f'{path} is damaged.*--mode=record'):
     records.load(copy, 'train')
-  stages.run(quick_config(), copy, 'record')
+  runner.run(quick_config(), copy, 'record')
   assert_identical_records(original, copy)
   assert os.path.exists(os.path.join(copy, 'records', 'manifest.damaged.json'))
 
@@ -101,7 +101,7 @@ def test_kill_between_labels_and_ids_is_repaired(study_copy):
   os.remove(os.path.join(copy, 'records', 'ids_test.json'))
   with pytest.raises(ValueError, match='test metadata .* --mode=record'):
     records.load(copy, 'test')
-  stages.run(quick_config(), copy, 'record')
+  runner.run(quick_config(), copy, 'record')
   assert_identical_records(original, copy)
 
 
@@ -112,7 +112,7 @@ def test_stale_temp_files_are_cleared(study_copy):
   for p in stale:
     os.makedirs(os.path.dirname(p), exist_ok=True)
     open(p, 'w').close()
-  stages.run(quick_config(), copy, 'record')
+  runner.run(quick_config(), copy, 'record')
   assert not any(os.path.exists(p) for p in stale)
 
 
@@ -121,17 +121,17 @@ def test_second_run_on_a_workdir_exits_naming_the_first(tmp_path):
   with files.WorkdirLock(workdir):
     with pytest.raises(files.WorkdirBusyError,
                        match=f'pid {os.getpid()}.*another --workdir'):
-      stages.run(quick_config(), workdir, 'record')
+      runner.run(quick_config(), workdir, 'record')
   assert not os.path.exists(os.path.join(workdir, 'records'))
 
 
 def test_lock_of_a_killed_run_does_not_block(tmp_path):
   workdir = str(tmp_path)
-  code = ('import sys, time; from easyhard_jax import files; '
-          f'files.WorkdirLock({workdir!r}).acquire(); print("held", '
-          'flush=True); time.sleep(60)')
-  proc = subprocess.Popen([sys.executable, '-c', code], cwd=ROOT,
-                          stdout=subprocess.PIPE, text=True)
+  proc = start_script(
+      'import time\nfrom easyhard_jax import files\n'
+      'files.WorkdirLock({workdir!r}).acquire()\n'
+      'print("held", flush=True)\ntime.sleep(60)',
+      stderr=subprocess.DEVNULL, workdir=workdir)
   try:
     assert proc.stdout.readline().strip() == 'held'
     with pytest.raises(files.WorkdirBusyError, match=f'pid {proc.pid}'):
@@ -153,8 +153,8 @@ def test_each_invocation_is_logged_and_config_json_written_once(study_copy):
   read_log = lambda: [json.loads(line) for line in open(log)]
   logged = len(read_log())
   assert logged >= 1
-  stages.run(quick_config(), copy, 'record')
-  stages.run(quick_config(), copy, 'record')
+  runner.run(quick_config(), copy, 'record')
+  runner.run(quick_config(), copy, 'record')
   assert open(os.path.join(copy, 'config.json')).read() == before
   entries = read_log()
   assert [e['mode'] for e in entries[logged:]] == ['record', 'record']

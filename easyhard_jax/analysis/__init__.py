@@ -7,8 +7,8 @@ training-pass scores of Toneva et al., Pleiss et al. and Swayamdipta et al.),
 class-balanced or global), ``agreement`` (overlap with chance levels for
 either rule, Spearman, bootstrap over seeds), ``similarity`` (blocked
 pairwise distances, colour, frequency, mean images), ``heldout_errors`` (test
-easiness and the test errors of the final models), ``stage``
-(``run_analysis``). Never imports ``easyhard_jax.train``.
+easiness and the test errors of the final models), ``analyze``
+(``run_analysis``, the analyze stage). Never imports ``easyhard_jax.train``.
 """
 
 from easyhard_jax.analysis.scores import FUSED_SCORE_NAMES
@@ -19,7 +19,7 @@ from easyhard_jax.analysis.scores import study_scores
 from easyhard_jax.analysis.scores import window_mask
 from easyhard_jax.analysis.sets import SetRule
 from easyhard_jax.analysis.sets import easy_hard_masks
-from easyhard_jax.analysis.stage import run_analysis
+from easyhard_jax.analysis.analyze import run_analysis
 
 __all__ = [
     'FUSED_SCORE_NAMES', 'SCORE_NAMES', 'SCORE_ORIENTATION', 'SetRule',

@@ -313,7 +313,6 @@ def run_compare(config: Any, workdir: str) -> dict[str, Any]:
   Returns:
     The dict written to ``WORKDIR/compare/results.json``.
   """
-  from easyhard_jax.analysis import stage  # pylint: disable=g-import-not-at-top
   rc = config.reference
   if not rc.path:
     raise ValueError('config.reference.path is empty: pass '
@@ -335,7 +334,7 @@ def run_compare(config: Any, workdir: str) -> dict[str, Any]:
   result['reference'] = {'path': rc.path, 'key': rc.key,
                          'orientation': rc.orientation, 'split': split,
                          **mapping}
-  result = stage.to_jsonable(result)
+  result = files.to_jsonable(result)
   out = os.path.join(workdir, 'compare')
   files.atomic_write_json(os.path.join(out, 'results.json'), result)
   rows, per_class = _rows(result)

@@ -101,25 +101,7 @@ def read_scores_table(path: str) -> dict[str, np.ndarray]:
   """The analysis scores CSV as columns (example-index order checked)."""
   if not os.path.exists(path):
     raise FileNotFoundError(f'No {path}: run --mode=analyze first.')
-  rows = files.read_csv(path)
-  if not rows:
-    raise ValueError(f'{path} has no rows; rerun --mode=analyze.')
-  out = {}
-  for name in rows[0]:
-    col = [r[name] for r in rows]
-    if name == 'tfds_id':
-      out[name] = np.asarray(col, dtype=str)
-    elif name in ('example_index', 'label', 'is_easy', 'is_hard'):
-      out[name] = np.asarray(col, np.int64)
-    else:
-      try:
-        out[name] = np.asarray([float(v) if v else np.nan for v in col])
-      except ValueError:
-        logging.info('%s: column %r is not numeric; not compared.', path,
-                     name)
-  if not np.array_equal(out['example_index'], np.arange(len(rows))):
-    raise ValueError(f'{path} is not in example-index order.')
-  return out
+  return files.read_scores_csv(path)
 
 
 # ----------------------------------------------------------------- mapping

@@ -175,6 +175,8 @@ def _train(config, cfg, name, archs, seeds, data, subdir):
     # Its own streams: no member replays a study member's (or another
     # probe's) init, data order or augmentation (ensemble.member_keys).
     vconfig.rng_stream = f'causes/{name}'
+    # Nothing reads a probe's states after its run: keep none.
+    vconfig.analysis_checkpoints = 'none'
     vconfig, vdata = VARIANTS[name](vconfig, data, cfg)
   logging.info('Cause probe %s: training %s x %d seeds.', name, archs, seeds)
   ensemble.record_study(vconfig, subdir, data=vdata)

@@ -3,9 +3,9 @@
 Each retraining run is a *member* with a subset mask. All members of one
 architecture and one subset size (every strategy, score and seed at one
 fraction) train together in compiled programs of at most
-``members_per_program`` members, through the same recorder as the study, so
-the sweep inherits its checkpoints, records and resume: a finished program is
-never retrained. Layout::
+``members_per_program`` members (split equally: 10 as 5 + 5), through the
+same recorder as the study, so the sweep inherits its checkpoints, records
+and resume: a finished program is never retrained. Layout::
 
     WORKDIR/{removal|compression}/
       reference/                 full training set, same budget and seeds
@@ -33,6 +33,7 @@ deviations (ddof=1) over the independent seeds of a row (0 with one seed).
 from __future__ import annotations
 
 import copy
+import math
 import os
 from typing import Any
 
@@ -127,12 +128,22 @@ def _member_plan(kind, cfg, arch, fraction, n, example_scores, labels,
   return members, np.stack(masks)
 
 
+def program_size(num_members: int, limit: int) -> int:
+  """Members per program: the fewest programs of <= limit, sized equally.
+
+  10 members with a limit of 6 train as 5 + 5, not 6 + 4: one compiled
+  program instead of two (compilation dominates small studies).
+  """
+  return math.ceil(num_members / math.ceil(num_members / limit))
+
+
 def _train_group(config, data, arch, subdir, members, keep, total_steps,
-                 chunk):
-  """Trains members in programs of <= chunk; returns their final test stats."""
+                 limit):
+  """Trains members in equal programs of <= limit; returns final test stats."""
   writer = records.RecordWriter(subdir)
   writer.write_split_metadata('train', data.train_labels, data.train_ids)
   writer.write_split_metadata('test', data.test_labels, data.test_ids)
+  chunk = program_size(len(members), limit)
   programs = []
   for start in range(0, len(members), chunk):
     program = f'{arch}.{start // chunk}'

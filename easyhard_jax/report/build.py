@@ -2,8 +2,8 @@
 
 :func:`build_report` reads what the stages left in the workdir (analysis
 outputs, ``metrics.jsonl``, records, ``config.json``, ``timings.json`` and
-the later stages' ``results.json``) into a :class:`Study`, builds the
-sections of :mod:`easyhard_jax.report.sections`, and writes ``index.html``,
+the later stages' ``results.json``) into a :class:`Study`, builds every
+section of ``sections.SECTIONS`` in order, and writes ``index.html``,
 ``summary.md`` and ``figures/*.png``. Every section is built on its own: one
 whose inputs are missing says "not run" (and why), one that fails says
 "error" with the exception, and the rest of the report is still written.
@@ -11,39 +11,24 @@ whose inputs are missing says "not run" (and why), one that fails says
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
 import time
-from typing import Any, Callable
+from typing import Any
 
 from absl import logging
 import numpy as np
 
 from easyhard_jax import config_fields
+from easyhard_jax import files
 from easyhard_jax import records as records_lib
-from easyhard_jax.report import html as html_lib
 from easyhard_jax.report import experiment_sections
+from easyhard_jax.report import html as html_lib
 from easyhard_jax.report import reference_section
 from easyhard_jax.report import sections
+from easyhard_jax.report import set_rules
 
-# Later stages whose generic curves JSON (see the package docstring) is shown.
-LATER_STAGES = (
-    ('removal', 'Removing easy or hard examples',
-     'Test accuracy after training without the easiest, the hardest or '
-     'random examples, as the fraction removed grows (mean and std over '
-     'seeds).'),
-    ('compression', 'Dataset compression',
-     'Test accuracy of models trained on subsets chosen by easiness against '
-     'random subsets of the same size (mean and std over seeds).'),
-    ('causes', 'Probing the causes',
-     "Whether the study's easy and hard examples stay easy and hard when one "
-     'suspected cause is changed (random labels, optimizer and batch size, '
-     'low-pass or colour-stripped inputs), and how well each probe learned.'),
-)
-# The section builder of each later stage (default: the generic curves).
-_LATER_BUILDERS = {'causes': experiment_sections.causes_section}
 _DEFAULTS = {'examples_per_class': 8, 'max_classes': 20}
 
 
@@ -66,7 +51,7 @@ def _read_json(path: str) -> Any:
 
 
 def read_scores(path: str) -> dict[str, np.ndarray]:
-  """Reads a scores CSV of the analysis stage into columns.
+  """A scores CSV of the analysis stage as columns (``files.read_scores_csv``).
 
   Args:
     path: ``scores_train.csv`` or ``scores_test.csv``.
@@ -74,22 +59,10 @@ def read_scores(path: str) -> dict[str, np.ndarray]:
   Returns:
     {column: array}; numeric columns are float64 (``nan`` kept),
     ``example_index``, ``label``, ``is_easy`` and ``is_hard`` are int64, and
-    ``tfds_id`` stays a string array.
+    ``tfds_id`` stays a string array. A damaged file is read as it is (its
+    sections show the damage); only the analysis stage's readers refuse it.
   """
-  with open(path, newline='') as f:
-    reader = csv.reader(f)
-    header = next(reader)
-    rows = list(reader)
-  cols = list(zip(*rows)) if rows else [()] * len(header)
-  out = {}
-  for name, values in zip(header, cols):
-    if name == 'tfds_id':
-      out[name] = np.asarray(values, dtype=str)
-    elif name in ('example_index', 'label', 'is_easy', 'is_hard'):
-      out[name] = np.asarray(values, dtype=np.int64)
-    else:
-      out[name] = np.asarray(values, dtype=np.float64)
-  return out
+  return files.read_scores_csv(path, strict=False)
 
 
 def _as_images(images: Any) -> Any:
@@ -156,8 +129,8 @@ class Study:
     self.run_config = self._run_config()
     p = os.path.join(workdir, 'timings.json')
     self.timings = _read_json(p) if os.path.exists(p) else None
-    self.later = {}
-    for name, _, _ in LATER_STAGES:
+    self.later = {}  # {stage: its results.json, or None when not run}
+    for name, _, _ in sections.LATER_STAGES:
       p = os.path.join(workdir, name, 'results.json')
       self.later[name] = p if os.path.exists(p) else None
 
@@ -200,11 +173,11 @@ class Study:
     return ' | '.join(parts)
 
 
-
-def _guarded(fn: Callable[[Study], html_lib.Section], study: Study,
-             key: str, title: str) -> html_lib.Section:
+def _guarded(study: Study, key: str, title: str,
+             build: sections.Builder) -> html_lib.Section:
+  """The section built, or one that says "error" and why."""
   try:
-    return fn(study)
+    return build(study, html_lib.Section(key, title, ''))
   except Exception as e:  # pylint: disable=broad-except
     # One broken input must not cost the user the rest of the report.
     logging.exception('Report section %s failed.', key)
@@ -237,12 +210,12 @@ def summary_blocks(study: Study) -> list[tuple[str, list[str]]]:
   sets = a['sets']['train']
   out = [f"Train: {sets['easy_size']} easy and {sets['hard_size']} hard of "
          f"{sum(sets['class_sizes'])} examples "
-         f"({sections.rule_text(sets)})."]
+         f"({set_rules.rule_text(sets)})."]
   other = a.get('other_rule') or {}
   if other.get('sets'):
     o = other['sets']
-    out.append(f'For comparison, the other set rule ({sections.rule_text(o)})'
-               ': the largest class holds '
+    out.append('For comparison, the other set rule '
+               f'({set_rules.rule_text(o)}): the largest class holds '
                f"{_fmt(100 * (o.get('easy_largest_class_share') or 0), '.0f')}"
                f"% of the easy set (class {o.get('easy_largest_class')}) and "
                f"{_fmt(100 * (o.get('hard_largest_class_share') or 0), '.0f')}"
@@ -252,11 +225,11 @@ def summary_blocks(study: Study) -> list[tuple[str, list[str]]]:
   if 'skipped' not in ap:
     k = len(ag['archs'])
     off = ~np.eye(k, dtype=bool)
-    alt = (sections.rule_summary(other['agreement'])
+    alt = (set_rules.rule_summary(other['agreement'])
            if other.get('agreement') else {})
     for which in ('easy', 'hard'):
       r = np.asarray(ap[f'{which}_sets']['ratio'], np.float64)[off]
-      chance = sections.chance_text(ap[f'{which}_sets'])
+      chance = set_rules.chance_text(ap[f'{which}_sets'])
       also = (f"; {alt['rule']} sets: {_fmt(alt.get(f'arch_{which}'))}x"
               if alt.get(f'arch_{which}') is not None else '')
       out.append(f'{which.capitalize()} sets of different architectures '
@@ -267,6 +240,15 @@ def summary_blocks(study: Study) -> list[tuple[str, list[str]]]:
     out.append(f"Easiness Spearman between members: same architecture "
                f"{_fmt(summ.get('same_arch'))}, across architectures "
                f"{_fmt(summ.get('cross_arch'))}.")
+  lv = ((ag.get('ceiling') or {}).get('levels') or [None])[-1]
+  if lv and lv['summary']['easy_ratio']['cross_arch'] is not None:
+    e, r = lv['summary']['easy_ratio'], lv['summary']['spearman_easiness']
+    out.append(f"At {lv['members']} member(s) per group, easy sets of "
+               f"different architectures overlap {_fmt(e['cross_arch'])}x "
+               f"chance against {_fmt(e['ceiling'])}x (seed sd "
+               f"{_fmt(e['ceiling_sd'])}) between disjoint seed groups of one "
+               f"architecture; easiness Spearman {_fmt(r['cross_arch'])} "
+               f"against {_fmt(r['ceiling'])}.")
   pix = (a.get('similarity') or {}).get('pixels')
   if pix:
     if 'l2' in pix['global']:
@@ -287,8 +269,8 @@ def summary_blocks(study: Study) -> list[tuple[str, list[str]]]:
     out.append(f"{_fmt(100 * float(r['pooled_fraction']), '.1f')}% of test "
                f"errors are in the hard test set, which holds "
                f"{_fmt(100 * float(r['set_share']), '.1f')}% of the split.")
-  ran = [f"{name}: {'ran' if study.later[name] else 'not run'}"
-         for name, _, _ in LATER_STAGES]
+  ran = [f"{name}: {'ran' if path else 'not run'}"
+         for name, path in study.later.items()]
   try:
     causes = experiment_sections.causes_summary(study.later['causes'])
   except (OSError, ValueError, TypeError, AttributeError) as e:
@@ -323,13 +305,8 @@ def build_report(config: Any, workdir: str, *, train_images: Any = None,
   fig_dir = os.path.join(out_dir, 'figures')
   os.makedirs(fig_dir, exist_ok=True)
   study = Study(config, workdir, train_images, test_images)
-  built = [_guarded(fn, study, key, title)
-           for key, title, fn in sections.SECTIONS]
-  for name, title, explanation in LATER_STAGES:
-    fn = _LATER_BUILDERS.get(name, experiment_sections.curves_section)
-    built.insert(len(built) - 1, _guarded(
-        lambda s, f=fn, n=name, t=title, e=explanation: f(s.later[n], n, t, e),
-        study, name, title))
+  built = [_guarded(study, key, title, build)
+           for key, title, build in sections.SECTIONS]
   # Figures of an earlier build that this one did not make must not linger.
   wanted = {f'{f.name}.png' for s in built for f in s.figures}
   for old in os.listdir(fig_dir):
@@ -337,17 +314,16 @@ def build_report(config: Any, workdir: str, *, train_images: Any = None,
       os.remove(os.path.join(fig_dir, old))
   for s in built:
     for f in s.figures:
-      records_lib.atomic_write_bytes(os.path.join(fig_dir, f'{f.name}.png'),
-                                     f.png)
+      files.atomic_write_bytes(os.path.join(fig_dir, f'{f.name}.png'), f.png)
   title = 'Easy and hard examples: study report'
   subtitle = study.subtitle()
   summary = html_lib.render_summary(title, subtitle, summary_blocks(study),
                                     built)
-  records_lib.atomic_write_bytes(os.path.join(out_dir, 'summary.md'),
-                                 summary.encode('utf-8'))
+  files.atomic_write_bytes(os.path.join(out_dir, 'summary.md'),
+                           summary.encode('utf-8'))
   # index.html last: the study takes it as the mark of a finished report.
   path = os.path.join(out_dir, 'index.html')
-  records_lib.atomic_write_bytes(
+  files.atomic_write_bytes(
       path, html_lib.render_page(title, subtitle, built).encode('utf-8'))
   logging.info('Wrote %s (%d sections, %d figures).', path, len(built),
                len(wanted))

@@ -1,10 +1,12 @@
 """Report sections of the later stages: removal, compression, cause probes.
 
-:func:`curves_section` draws any stage's ``results.json`` that follows the
-curves contract of :mod:`easyhard_jax.report`; :func:`causes_section` draws
-the cause probes' own results (``experiments/causes.py``) as one figure of
-grouped bars and a table, and :func:`causes_summary` gives their headline
-numbers for ``summary.md``.
+:func:`removal`, :func:`compression` and :func:`causes` are the builders
+that ``sections.SECTIONS`` lists. :func:`curves_section` draws any stage's
+``results.json`` that follows the curves contract of
+:mod:`easyhard_jax.report`; :func:`causes_section` draws the cause probes'
+own results (``experiments/causes.py``) as one figure of grouped bars and a
+table, and :func:`causes_summary` gives their headline numbers for
+``summary.md``.
 """
 
 from __future__ import annotations
@@ -16,17 +18,35 @@ from easyhard_jax.report import figures
 from easyhard_jax.report import html as html_lib
 
 Section = html_lib.Section
+Figure = html_lib.FigureItem
 _RAW_LIMIT = 20000  # Characters of results.json shown in the raw block.
 _CHANCE = {'label': 'chance', 'style': ':', 'colour': '#555555'}
 
 
-def _not_run(sec: Section, note: str) -> Section:
-  sec.status, sec.note = html_lib.STATUS_NOT_RUN, note
-  return sec
+def removal(study: Any, sec: Section) -> Section:
+  """The removal stage's section: its generic curves."""
+  return curves_section(
+      study.later[sec.key], sec.key, sec.title,
+      'Test accuracy after training without the easiest, the hardest or '
+      'random examples, as the fraction removed grows (mean and std over '
+      'seeds).')
 
 
-def _fig(name: str, png: bytes, caption: str = '') -> html_lib.FigureItem:
-  return html_lib.FigureItem(name, png, caption)
+def compression(study: Any, sec: Section) -> Section:
+  """The compression stage's section: its generic curves."""
+  return curves_section(
+      study.later[sec.key], sec.key, sec.title,
+      'Test accuracy of models trained on subsets chosen by easiness against '
+      'random subsets of the same size (mean and std over seeds).')
+
+
+def causes(study: Any, sec: Section) -> Section:
+  """The cause probes' section (see :func:`causes_section`)."""
+  return causes_section(
+      study.later[sec.key], sec.key, sec.title,
+      "Whether the study's easy and hard examples stay easy and hard when one "
+      'suspected cause is changed (random labels, optimizer and batch size, '
+      'low-pass or colour-stripped inputs), and how well each probe learned.')
 
 
 def curves_section(path: str | None, key: str, title: str,
@@ -45,7 +65,7 @@ def curves_section(path: str | None, key: str, title: str,
   """
   sec = Section(key, title, explanation)
   if path is None:
-    return _not_run(sec, f'no {key}/results.json')
+    return html_lib.not_run(sec, f'no {key}/results.json')
   with open(path) as f:
     data = json.load(f)
   sec.explanation = data.get('description') or explanation
@@ -76,12 +96,10 @@ def curves_section(path: str | None, key: str, title: str,
     if spec.get('reference') is not None:
       label = spec.get('reference_label') or 'reference'
       caption += f" Dashed: {label} = {float(spec['reference']):.4g}."
-    sec.figures.append(_fig(f'{key}_{i}', figures.curves(spec),
-                            caption.strip()))
+    sec.figures.append(Figure(f'{key}_{i}', figures.curves(spec),
+                              caption.strip()))
   sec.body_html = raw
   return sec
-
-
 
 
 _SHORT = {'easy_overlap_ratio': 'easy overlap',
@@ -225,7 +243,7 @@ def causes_section(path: str | None, key: str, title: str,
   """
   sec = Section(key, title, explanation)
   if path is None:
-    return _not_run(sec, f'no {key}/results.json')
+    return html_lib.not_run(sec, f'no {key}/results.json')
   with open(path) as f:
     data = json.load(f)
   variants = data.get('variants')
@@ -251,7 +269,7 @@ def causes_section(path: str | None, key: str, title: str,
          f'Every figure uses {m} member(s) per architecture.'
          if with_control else '.'))
   labels = [f'{n} (control)' if n == ctl.get('name') else n for n in names]
-  sec.figures.append(_fig(key, figures.grouped_bars(
+  sec.figures.append(Figure(key, figures.grouped_bars(
       labels, _causes_panels(names, variants, archs, data)), caption))
   base = data.get('baseline') or {}
   rows = []

@@ -51,6 +51,12 @@ class Section:
   note: str = ''
 
 
+def not_run(sec: Section, note: str) -> Section:
+  """``sec`` marked "not run" because of ``note`` (its inputs are missing)."""
+  sec.status, sec.note = STATUS_NOT_RUN, note
+  return sec
+
+
 def esc(text: Any) -> str:
   return html.escape(str(text), quote=True)
 

@@ -8,7 +8,6 @@ each, and, with known label errors, every score's AUROC and precision at k.
 
 from __future__ import annotations
 
-import csv
 import io
 import os
 from typing import Any, Mapping, Sequence
@@ -22,17 +21,10 @@ from matplotlib.figure import Figure
 import numpy as np
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
+from easyhard_jax import files
 from easyhard_jax.report import html as html_lib
 
-KEY = 'label-issues'
-TITLE = 'Suspected label errors'
 _COLS = 8  # Tiles per row.
-
-
-def read_table(path: str) -> list[dict[str, str]]:
-  """Rows of a label_issues CSV, in file (ranked) order."""
-  with open(path, newline='') as f:
-    return list(csv.DictReader(f))
 
 
 def _tile(image: Any) -> np.ndarray:
@@ -99,10 +91,9 @@ def _detection_table(noise: Mapping[str, Any]) -> str:
       'score oriented harder = more suspect')
 
 
-def label_issue_section(study: Any) -> html_lib.Section:
-  """The label-issue section of the report (see the module docstring)."""
-  sec = html_lib.Section(
-      KEY, TITLE,
+def build(study: Any, sec: html_lib.Section) -> html_lib.Section:
+  """Fills in the label-issue section (see the module docstring)."""
+  sec.explanation = (
       'Examples that the members, before they memorise, consistently '
       'predict as one class other than their given label, most suspect '
       'first (in brackets: that class\'s share of the (member, probe) '
@@ -111,9 +102,7 @@ def label_issue_section(study: Any) -> html_lib.Section:
   adir = os.path.join(study.workdir, 'analysis')
   a = study.analysis
   if a is None:
-    return html_lib.Section(KEY, TITLE, sec.explanation,
-                            status=html_lib.STATUS_NOT_RUN,
-                            note='no analysis/analysis.json: run '
+    return html_lib.not_run(sec, 'no analysis/analysis.json: run '
                             '--mode=analyze first')
   top = 32
   cfg = getattr(study, 'config', None)
@@ -127,7 +116,7 @@ def label_issue_section(study: Any) -> html_lib.Section:
     path = os.path.join(adir, f'label_issues_{split}.csv')
     if not os.path.exists(path):
       continue
-    rows = read_table(path)
+    rows = files.read_csv(path)  # Ranked: most suspect first.
     made = True
     info = (a.get('label_issues') or {}).get(split) or {}
     body.append(html_lib.paragraph(
@@ -144,10 +133,8 @@ def label_issue_section(study: Any) -> html_lib.Section:
           f"examples (window {(a.get('label_issues') or {}).get('window')} "
           'epochs).'))
   if not made:
-    return html_lib.Section(KEY, TITLE, sec.explanation,
-                            status=html_lib.STATUS_NOT_RUN,
-                            note='no label_issues_*.csv: the records hold no '
-                            'predictions (recorded before pred existed)')
+    return html_lib.not_run(sec, 'no label_issues_*.csv: the records hold '
+                            'no predictions (recorded before pred existed)')
   noise = a.get('label_noise') or {}
   if 'scores' in noise:
     body.append(_detection_table(noise))

@@ -27,8 +27,6 @@ from easyhard_jax.report import figures
 from easyhard_jax.report import html as html_lib
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
-KEY = 'reference'
-TITLE = 'Comparison with a published score'
 EXPLANATION = (
     "How the study's per-example scores rank examples against a published "
     'per-example score (config.reference): Spearman over every example and '
@@ -179,23 +177,23 @@ def _class_table(res: Mapping[str, Any], name: str) -> str:
                         rows, f'{name} per class')
 
 
-def reference_section(study: Any) -> html_lib.Section:
-  """The section from ``study.workdir``'s compare outputs.
+def build(study: Any, sec: html_lib.Section) -> html_lib.Section:
+  """Fills in the section from ``study.workdir``'s compare outputs.
 
   Args:
     study: the report's :class:`easyhard_jax.report.build.Study` (only
       ``workdir`` and ``scores`` are read).
+    sec: the empty section (key and title from ``sections.SECTIONS``).
 
   Returns:
     The section; "not run" when ``WORKDIR/compare/results.json`` is absent.
   """
-  sec = html_lib.Section(KEY, TITLE, EXPLANATION)
+  sec.explanation = EXPLANATION
   res, path = _results(study.workdir)
   if res is None:
-    sec.status = html_lib.STATUS_NOT_RUN
-    sec.note = (f'no {os.path.relpath(path, study.workdir)}: run '
-                '--mode=compare with config.reference.path set')
-    return sec
+    return html_lib.not_run(sec, f'no {os.path.relpath(path, study.workdir)}'
+                            ': run --mode=compare with config.reference.path'
+                            ' set')
   sec.figures.append(html_lib.FigureItem(
       'reference_bars', _bars_png(res),
       'Left: Spearman of each score with the reference (dotted: twice the '

@@ -1,55 +1,47 @@
-"""Report sections: each turns the study's outputs into one html.Section.
+"""The report's sections: one table, and the builders of the analysis' ones.
 
-Every builder takes the loaded study (:class:`easyhard_jax.report.build.Study`:
+:data:`SECTIONS` lists every section of the page in order as (key, title,
+builder): the key is the HTML id (for a later stage, also its directory:
+``WORKDIR/<key>/results.json``), the title its heading. :func:`build_section`
+gives a builder the loaded study (:class:`easyhard_jax.report.build.Study`:
 ``analysis``, ``scores``, ``scores_test``, ``means``, ``metrics``, images,
-``run_config``, ``timings``, ``opts``) and returns a section; one whose inputs
-are missing comes back with status "not run" and the reason.
-:data:`SECTIONS` lists them in page order. The later stages' sections
-(removal, compression, cause probes) are in :mod:`easyhard_jax.report.later`.
+``run_config``, ``timings``, ``opts``, ``later``) and an empty section with
+that key and title; the builder fills in the explanation, figures and tables.
+One whose inputs are missing marks it "not run" with the reason
+(``html.not_run``). The builders of the label-issue, reference and later-stage
+sections live in their own modules (label_issue_section.py,
+reference_section.py, experiment_sections.py).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from easyhard_jax.report import experiment_sections
 from easyhard_jax.report import figures
 from easyhard_jax.report import html as html_lib
 from easyhard_jax.report import label_issue_section
-from easyhard_jax.report import set_rules
 from easyhard_jax.report import reference_section
-
-chance_text = set_rules.chance_text
-rule_text = set_rules.rule_text
-rule_summary = set_rules.rule_summary
+from easyhard_jax.report import set_rules
 
 Section = html_lib.Section
+Figure = html_lib.FigureItem
 _NO_ANALYSIS = 'no analysis/analysis.json: run --mode=analyze first'
-
-
 _num = html_lib.number
 
 
-def _not_run(sec: Section, note: str) -> Section:
-  return dataclasses.replace(sec, status=html_lib.STATUS_NOT_RUN, note=note)
-
-
-def _fig(name: str, png: bytes, caption: str = '') -> html_lib.FigureItem:
-  return html_lib.FigureItem(name, png, caption)
-
-
-def _overview(s: Any) -> Section:
-  sec = Section('overview', 'Study and sets',
-                'What was trained, which probes define easiness, and how '
-                'many examples of each class fell in the easy and hard sets, '
-                'under the rule in use and the other one (class-balanced: '
-                'k_c of every class; global: the k easiest overall, which '
-                'can all be one class).')
+def _overview(s: Any, sec: Section) -> Section:
+  sec.explanation = (
+      'What was trained, which probes define easiness, and how '
+      'many examples of each class fell in the easy and hard sets, '
+      'under the rule in use and the other one (class-balanced: '
+      'k_c of every class; global: the k easiest overall, which '
+      'can all be one class).')
   if s.analysis is None:
-    return _not_run(sec, _NO_ANALYSIS)
+    return html_lib.not_run(sec, _NO_ANALYSIS)
   a, rec = s.analysis, s.analysis['records']
   tr, rule = rec['train'], s.analysis['sets']['train']
   rows = [('members', f"{tr['members']} ({', '.join(tr['member_names'])})"),
@@ -61,14 +53,15 @@ def _overview(s: Any) -> Section:
           ('training-pass epochs (fused scores)',
            ', '.join(f'{e:.3g}' for e in tr.get('fused_epochs') or [])
            or 'none'),
-          ('set rule', rule_text(rule))]
+          ('set rule', set_rules.rule_text(rule))]
   for split, st in a['sets'].items():
     rows.append((f'{split}: easy / hard / examples',
                  f"{st['easy_size']} / {st['hard_size']} / "
                  f"{sum(st['class_sizes'])}"))
   other = (a.get('other_rule') or {}).get('sets')
   if other:
-    rows.append(('other rule (shown for comparison)', rule_text(other)))
+    rows.append(('other rule (shown for comparison)',
+                 set_rules.rule_text(other)))
     for st in (rule, other):
       word = set_rules.RULE_WORD.get(st.get('class_rule'), '')
       rows.append((f'{word}: largest class share of the easy / hard set',
@@ -97,17 +90,17 @@ def _class_order(sc: Mapping[str, np.ndarray], c: int, easiest: bool,
   return rows[order[:k]]
 
 
-def _examples(s: Any) -> Section:
+def _examples(s: Any, sec: Section) -> Section:
   k, kmax = s.opts['examples_per_class'], s.opts['max_classes']
-  sec = Section('examples', 'Easiest and hardest examples',
-                f'The {k} easiest and {k} hardest examples of each class by '
-                'easiness (the share of early probes that the members got '
-                'right), hardest first in the second grid; a green frame '
-                'marks the easy set and a red frame the hard set.')
+  sec.explanation = (
+      f'The {k} easiest and {k} hardest examples of each class by '
+      'easiness (the share of early probes that the members got '
+      'right), hardest first in the second grid; a green frame '
+      'marks the easy set and a red frame the hard set.')
   if s.analysis is None or s.scores is None:
-    return _not_run(sec, _NO_ANALYSIS)
+    return html_lib.not_run(sec, _NO_ANALYSIS)
   if s.train_images is None:
-    return _not_run(sec, 'no train images passed to build_report')
+    return html_lib.not_run(sec, 'no train images passed to build_report')
   for split, sc, images in (('train', s.scores, s.train_images),
                             ('test', s.scores_test, s.test_images)):
     if sc is None or images is None:
@@ -129,21 +122,22 @@ def _examples(s: Any) -> Section:
                                       np.where(sc['is_hard'][pos] == 1, 2, 0))
       png = figures.example_grid(images, rows, [f'class {c}' for c in shown],
                                  frames, f'{split}: {word} per class')
-      sec.figures.append(_fig(f'{split}_{word}', png,
-                              f'{split.capitalize()} split, {word} {k} '
-                              f'examples per class{more}.'))
+      sec.figures.append(Figure(f'{split}_{word}', png,
+                                f'{split.capitalize()} split, {word} {k} '
+                                f'examples per class{more}.'))
   return sec
 
 
-def _mean_images(s: Any) -> Section:
-  sec = Section('mean-images', 'Mean easy and hard image per class',
-                'The pixel-wise mean of the easy, hard and all examples of '
-                'each class (n = examples averaged; grey = none): a sharp '
-                'easy mean beside a blurred hard mean says easy examples '
-                'look alike and hard ones differ.')
+def _mean_images(s: Any, sec: Section) -> Section:
+  sec.explanation = (
+      'The pixel-wise mean of the easy, hard and all examples of '
+      'each class (n = examples averaged; grey = none): a sharp '
+      'easy mean beside a blurred hard mean says easy examples '
+      'look alike and hard ones differ.')
   if s.means is None:
-    return _not_run(sec, _NO_ANALYSIS if s.analysis is None else
-                    'no mean_images.npz: the analysis ran without images')
+    return html_lib.not_run(
+        sec, _NO_ANALYSIS if s.analysis is None else
+        'no mean_images.npz: the analysis ran without images')
   kmax = s.opts['max_classes']
   for split in ('train', 'test'):
     names = [n for n in ('easy', 'hard', 'all')
@@ -151,20 +145,20 @@ def _mean_images(s: Any) -> Section:
     if not names:
       continue
     k = s.means[f'{split}_{names[0]}_mean'].shape[0]
-    sec.figures.append(_fig(f'mean_images_{split}', figures.mean_images(
+    sec.figures.append(Figure(f'mean_images_{split}', figures.mean_images(
         {n: s.means[f'{split}_{n}_mean'][:kmax] for n in names},
         {n: s.means[f'{split}_{n}_count'][:kmax] for n in names}, split),
         f'First {kmax} of {k} classes.' if k > kmax else ''))
   return sec
 
 
-def _histogram(s: Any) -> Section:
-  sec = Section('histogram', 'Easiness distribution',
-                'Histogram of the easiness score on the train and test '
-                'splits; dashed lines mark the easiest hard-set and hardest '
-                'easy-set score on the train split.')
+def _histogram(s: Any, sec: Section) -> Section:
+  sec.explanation = (
+      'Histogram of the easiness score on the train and test '
+      'splits; dashed lines mark the easiest hard-set and hardest '
+      'easy-set score on the train split.')
   if s.scores is None:
-    return _not_run(sec, _NO_ANALYSIS)
+    return html_lib.not_run(sec, _NO_ANALYSIS)
   vals = {'train': s.scores['easiness']}
   if s.scores_test is not None:
     vals['test'] = s.scores_test['easiness']
@@ -175,8 +169,8 @@ def _histogram(s: Any) -> Section:
     marks[f'easy set >= {e[easy].min():.3g}'] = float(e[easy].min())
   if hard.any():
     marks[f'hard set <= {e[hard].max():.3g}'] = float(e[hard].max())
-  sec.figures.append(_fig('easiness_histogram',
-                          figures.score_histogram(vals, marks)))
+  sec.figures.append(Figure('easiness_histogram',
+                            figures.score_histogram(vals, marks)))
   summ = s.analysis.get('score_summary', {}).get('train', {})
   orient = s.analysis.get('score_orientation', {})
   source = s.analysis.get('score_source', {})
@@ -191,17 +185,19 @@ def _histogram(s: Any) -> Section:
   return sec
 
 
-def _agreement(s: Any) -> Section:
-  sec = Section('agreement', 'Agreement across architectures',
-                'How much the easy and hard sets of different architectures '
-                'overlap, as a ratio to the overlap two random sets would '
-                'have (1 = chance; for class-balanced sets, random sets with '
-                'the same number of examples of each class), and the '
-                'Spearman correlation of easiness between individual '
-                'members. The last table repeats the ratios under the other '
-                'set rule.')
+def _agreement(s: Any, sec: Section) -> Section:
+  sec.explanation = (
+      'How much the easy and hard sets of different architectures '
+      'overlap, as a ratio to the overlap two random sets would '
+      'have (1 = chance; for class-balanced sets, random sets with '
+      'the same number of examples of each class), and the '
+      'Spearman correlation of easiness between individual '
+      'members. A table repeats the ratios under the other '
+      'set rule. The seed-to-seed table compares equal-sized groups of '
+      'members: two disjoint groups of one architecture (the ceiling) '
+      'against groups of two architectures, with chance as the floor.')
   if s.analysis is None:
-    return _not_run(sec, _NO_ANALYSIS)
+    return html_lib.not_run(sec, _NO_ANALYSIS)
   ag = s.analysis['agreement']
   ap = ag.get('arch_pairs', {})
   if 'skipped' in ap:
@@ -212,21 +208,21 @@ def _agreement(s: Any) -> Section:
     for which in ('easy', 'hard'):
       sets = ap[f'{which}_sets']
       ci = iv.get(f'{which}_ratio')
-      chance = chance_text(sets)
+      chance = set_rules.chance_text(sets)
       png = figures.heatmap(
           sets['ratio'], ag['archs'], f'{which} sets: overlap / chance',
           cbar_label='overlap ratio to chance (1 = chance)', center=1.0,
           vmin=0.0,
           mask_diagonal=True,
           intervals=None if ci is None else (ci['lo'], ci['hi']))
-      sec.figures.append(_fig(
+      sec.figures.append(Figure(
           f'agreement_{which}', png,
           f'{which.capitalize()} sets: overlap (|A and B| / min size) '
           f'divided by the chance overlap {chance}'
           + (f'; brackets: {level:.0%} bootstrap interval over seeds.'
              if ci is not None and level else '.')))
   mp = ag['member_pairs']
-  sec.figures.append(_fig('member_spearman', figures.heatmap(
+  sec.figures.append(Figure('member_spearman', figures.heatmap(
       mp['spearman_easiness'], ag['members'], 'member easiness Spearman',
       cbar_label='Spearman rho', center=0.0, mask_diagonal=True,
       groups=ag.get('member_arch')), 'Spearman rank correlation of the '
@@ -234,10 +230,12 @@ def _agreement(s: Any) -> Section:
   rows = [(k, v.get('same_arch'), v.get('cross_arch'))
           for k, v in mp.get('summary', {}).items()]
   rows.append(('chance overlap (easy / hard)',
-               chance_text(mp['easy_sets']), chance_text(mp['hard_sets'])))
+               set_rules.chance_text(mp['easy_sets']),
+               set_rules.chance_text(mp['hard_sets'])))
   sec.body_html += html_lib.table(['member pairs', 'same arch', 'cross arch'],
                                   rows, 'Mean over member pairs')
   sec.body_html += set_rules.rules_table(s.analysis)
+  sec.body_html += set_rules.ceiling_table(s.analysis)
   return sec
 
 
@@ -260,22 +258,23 @@ def _dist_panels(st: Mapping[str, Any], prefix: str) -> dict[str, Any]:
   return panels
 
 
-def _distances(s: Any) -> Section:
-  sec = Section('similarity', 'Within-set distances',
-                'Mean pairwise distance inside equal-size easy, hard and '
-                'random sets (lower = more alike); within-class bars are the '
-                'mean over classes with the std across classes as error bar '
-                'and one dot per class.')
+def _distances(s: Any, sec: Section) -> Section:
+  sec.explanation = (
+      'Mean pairwise distance inside equal-size easy, hard and '
+      'random sets (lower = more alike); within-class bars are the '
+      'mean over classes with the std across classes as error bar '
+      'and one dot per class.')
   sim = (s.analysis or {}).get('similarity')
   if sim is None or 'skipped' in sim:
-    return _not_run(sec, _NO_ANALYSIS if sim is None else sim['skipped'])
+    return html_lib.not_run(sec, _NO_ANALYSIS if sim is None
+                            else sim['skipped'])
   sources = ([('pixels', sim['pixels'])] if 'pixels' in sim else []) + [
       (f'features/{k}', v) for k, v in sim.get('features', {}).items()]
   rows = []
   for name, st in sources:
-    sec.figures.append(_fig(f"distances_{name.replace('/', '_')}",
-                            figures.set_bars(_dist_panels(st, name),
-                                             'mean pairwise distance')))
+    sec.figures.append(Figure(f"distances_{name.replace('/', '_')}",
+                              figures.set_bars(_dist_panels(st, name),
+                                               'mean pairwise distance')))
   other = (s.analysis.get('other_rule') or {}).get('similarity') or {}
   for label, sim_r in ((None, sim), ('other', other)):
     if 'skipped' in sim_r or not sim_r:
@@ -299,15 +298,15 @@ def _distances(s: Any) -> Section:
   return sec
 
 
-def _colour_freq(s: Any) -> Section:
-  sec = Section('colour-frequency', 'Colour and frequency statistics',
-                'Mean pixel intensity per channel and the share of image '
-                'energy above the high-frequency cutoff, per set (error bars: '
-                'std over the set\'s examples).')
+def _colour_freq(s: Any, sec: Section) -> Section:
+  sec.explanation = (
+      'Mean pixel intensity per channel and the share of image '
+      'energy above the high-frequency cutoff, per set (error bars: '
+      'std over the set\'s examples).')
   sim = (s.analysis or {}).get('similarity') or {}
   if 'colour' not in sim:
-    return _not_run(sec, _NO_ANALYSIS if s.analysis is None else
-                    'the analysis ran without images')
+    return html_lib.not_run(sec, _NO_ANALYSIS if s.analysis is None else
+                            'the analysis ran without images')
   sets = ('easy', 'hard', 'random', 'all')
   colour = {k: v for k, v in sim['colour'].items() if v}
   channels = len(next(iter(colour.values()))['mean']) if colour else 0
@@ -318,20 +317,21 @@ def _colour_freq(s: Any) -> Section:
   panels[f"high-frequency energy (cutoff {sim.get('hf_cutoff')})"] = {
       n: {'value': hf[n]['mean'], 'err': hf[n]['std']} for n in sets
       if n in hf}
-  sec.figures.append(_fig('colour_frequency',
-                          figures.set_bars(panels, '', sets)))
+  sec.figures.append(Figure('colour_frequency',
+                            figures.set_bars(panels, '', sets)))
   return sec
 
 
-def _test_errors(s: Any) -> Section:
-  sec = Section('test-errors', 'Test errors and hard examples',
-                'The share of each member\'s final test errors that fall in '
-                'the test split\'s easy and hard sets (dots: members), '
-                'against the share of the test split those sets hold '
-                '(dashed: what chance would give).')
+def _test_errors(s: Any, sec: Section) -> Section:
+  sec.explanation = (
+      'The share of each member\'s final test errors that fall in '
+      'the test split\'s easy and hard sets (dots: members), '
+      'against the share of the test split those sets hold '
+      '(dashed: what chance would give).')
   t = (s.analysis or {}).get('test')
   if t is None or 'skipped' in t:
-    return _not_run(sec, _NO_ANALYSIS if t is None else t['skipped'])
+    return html_lib.not_run(sec, _NO_ANALYSIS if t is None
+                            else t['skipped'])
   bars, rows = {}, []
   for key in ('errors_in_easy', 'errors_in_hard',
               'errors_in_hard_leave_one_out'):
@@ -344,7 +344,7 @@ def _test_errors(s: Any) -> Section:
                   'ref': r['set_share']}
     rows.append((name, r['set_share'], r['pooled_fraction'],
                  r['enrichment']))
-  sec.figures.append(_fig('test_errors', figures.set_bars(
+  sec.figures.append(Figure('test_errors', figures.set_bars(
       {'test errors inside each set': bars}, 'fraction of test errors',
       list(bars), 'share of the test split (chance)'), 'Bars: errors of all '
       'members pooled; "leave one out": each member\'s errors against the hard '
@@ -356,12 +356,12 @@ def _test_errors(s: Any) -> Section:
   return sec
 
 
-def _learning_curves(s: Any) -> Section:
-  sec = Section('learning-curves', 'Learning curves',
-                'Train and test accuracy of every member at each probe '
-                '(eval mode, no augmentation) and its mean training-pass '
-                'loss per epoch; colours are architectures, line styles '
-                'seeds.')
+def _learning_curves(s: Any, sec: Section) -> Section:
+  sec.explanation = (
+      'Train and test accuracy of every member at each probe '
+      '(eval mode, no augmentation) and its mean training-pass '
+      'loss per epoch; colours are architectures, line styles '
+      'seeds.')
   probes = [r for r in s.metrics if r.get('kind') == 'probe']
   epochs = [r for r in s.metrics if r.get('kind') == 'epoch']
   lines: dict[str, dict[str, Any]] = {'train accuracy': {},
@@ -383,9 +383,9 @@ def _learning_curves(s: Any) -> Section:
                    groups)
   lines = {k: v for k, v in lines.items() if v}
   if not lines:
-    return _not_run(sec, 'no metrics.jsonl and no probe records')
-  sec.figures.append(_fig('learning_curves',
-                          figures.member_lines(lines, groups)))
+    return html_lib.not_run(sec, 'no metrics.jsonl and no probe records')
+  sec.figures.append(Figure('learning_curves',
+                            figures.member_lines(lines, groups)))
   final = [(n, round(float(y[-1]), 4), round(float(x[-1]), 3))
            for n, (x, y) in lines.get('test accuracy', {}).items()]
   if final:
@@ -409,15 +409,16 @@ def _member_series(rows: list[dict[str, Any]], field: str,
       out[name] = (x, y[:, m])
 
 
-def _config_timings(s: Any) -> Section:
-  sec = Section('config', 'Config and timings',
-                'How long each stage took (timings.json) and each '
-                'architecture trained (sum of epoch times in metrics.jsonl), '
-                'and the run\'s full config.')
+def _config_timings(s: Any, sec: Section) -> Section:
+  sec.explanation = (
+      'How long each stage took (timings.json) and each '
+      'architecture trained (sum of epoch times in metrics.jsonl), '
+      'and the run\'s full config.')
   body = []
   if s.timings:
     t = {k: float(v) for k, v in s.timings.items()}
-    sec.figures.append(_fig('timings', figures.horizontal_bars(t, 'seconds')))
+    sec.figures.append(Figure('timings',
+                              figures.horizontal_bars(t, 'seconds')))
     body.append(html_lib.table(['stage', 'seconds'], list(t.items()),
                                'Stages'))
   else:
@@ -436,9 +437,17 @@ def _config_timings(s: Any) -> Section:
   return sec
 
 
-# (key, title, builder) in page order; the later stages' curve sections go
-# before the last one (config and timings).
-SECTIONS = (
+Builder = Callable[[Any, Section], Section]
+
+# The later stages' sections, each drawn from WORKDIR/<key>/results.json.
+LATER_STAGES: tuple[tuple[str, str, Builder], ...] = (
+    ('removal', 'Removing easy or hard examples', experiment_sections.removal),
+    ('compression', 'Dataset compression', experiment_sections.compression),
+    ('causes', 'Probing the causes', experiment_sections.causes),
+)
+
+# Every section of the page, in page order: (key, title, builder).
+SECTIONS: tuple[tuple[str, str, Builder], ...] = (
     ('overview', 'Study and sets', _overview),
     ('examples', 'Easiest and hardest examples', _examples),
     ('mean-images', 'Mean easy and hard image per class', _mean_images),
@@ -447,10 +456,27 @@ SECTIONS = (
     ('similarity', 'Within-set distances', _distances),
     ('colour-frequency', 'Colour and frequency statistics', _colour_freq),
     ('test-errors', 'Test errors and hard examples', _test_errors),
-    (label_issue_section.KEY, label_issue_section.TITLE,
-     label_issue_section.label_issue_section),
+    ('label-issues', 'Suspected label errors', label_issue_section.build),
     ('learning-curves', 'Learning curves', _learning_curves),
-    (reference_section.KEY, reference_section.TITLE,
-     reference_section.reference_section),
+    ('reference', 'Comparison with a published score',
+     reference_section.build),
+    *LATER_STAGES,
     ('config', 'Config and timings', _config_timings),
 )
+
+
+def build_section(study: Any, key: str) -> Section:
+  """The section ``key`` of :data:`SECTIONS`, built (errors propagate).
+
+  Args:
+    study: the loaded study (:class:`easyhard_jax.report.build.Study`).
+    key: a section key, e.g. 'label-issues'.
+
+  Returns:
+    The built section.
+  """
+  for k, title, build in SECTIONS:
+    if k == key:
+      return build(study, Section(key, title, ''))
+  raise KeyError(f'No report section {key!r}; known: '
+                 f'{[k for k, _, _ in SECTIONS]}.')

@@ -87,3 +87,53 @@ def rules_table(a: Mapping[str, Any]) -> str:
       'Both set rules: overlap / chance (chance for class-balanced sets: '
       'random sets with the same class counts, sum_c k_c^2 / N_c; for '
       'global sets: |A||B| / N). The first row is the rule used above.')
+
+
+_CEILING_ROWS = (('easy_ratio', 'easy overlap / chance'),
+                 ('hard_ratio', 'hard overlap / chance'),
+                 ('spearman_easiness', 'easiness Spearman'))
+
+
+def _pm(mean: Any, sd: Any) -> str | None:
+  mean, sd = _num(mean), _num(sd)
+  if mean is None:
+    return None
+  return f'{mean:.3g}' if sd is None else f'{mean:.3g} ± {sd:.2g}'
+
+
+def ceiling_table(a: Mapping[str, Any]) -> str:
+  """HTML table: seed-to-seed ceiling, cross-arch agreement and chance.
+
+  One row per set rule, level (members per group) and statistic, from
+  ``analysis.json`` ``agreement.ceiling`` (and ``other_rule``'s); '' when
+  no architecture has two members.
+  """
+  rows = []
+  other = (a.get('other_rule') or {}).get('agreement')
+  for ag in (a['agreement'], other):
+    levels = ((ag or {}).get('ceiling') or {}).get('levels') or []
+    rule = RULE_WORD.get(ag.get('set_rule'), ag.get('set_rule')) if ag else ''
+    for lv in levels:
+      for name, label in _CEILING_ROWS:
+        if 'spearman' in name and ag is other:
+          continue  # Rule-free: shown once.
+        s = lv['summary'][name]
+        rows.append((rule if 'spearman' not in name else 'any',
+                     lv['members'], label,
+                     _pm(s['ceiling'], s['ceiling_sd']),
+                     _pm(s['cross_arch'], s['cross_arch_sd']),
+                     _num(s['floor']), _num(s['normalized_cross'])))
+  if not rows:
+    return ''
+  return html_lib.table(
+      ['set rule', 'members per group', 'statistic',
+       'same arch, disjoint groups (ceiling)', 'cross arch', 'chance (floor)',
+       'cross on the chance-to-ceiling scale'], rows,
+      'Seed-to-seed ceiling at equal member counts: each value compares the '
+      'average of h members with the average of h other members, of the '
+      'same architecture (ceiling) or of another (cross arch); '
+      '± = standard deviation over those pairs of groups (the seed spread). '
+      'Last column: (cross - chance) / (ceiling - chance), 0 = chance, '
+      '1 = as alike as two seeds of one architecture. The architecture-pair '
+      'heatmaps above average all members of each architecture and are not '
+      'on this scale.')

@@ -25,16 +25,16 @@ resume checkpoints (``checkpoints/{arch}``: the last
 
 from __future__ import annotations
 
-import io
 import os
 
 import numpy as np
 from absl import logging
 
 from easyhard_jax import after_the_fact
+from easyhard_jax import config_fields
+from easyhard_jax import files
 from easyhard_jax import records
 from easyhard_jax.data import streaming
-from easyhard_jax.train import config_checks
 from easyhard_jax.train import ensemble
 from easyhard_jax.train import grand
 
@@ -61,11 +61,9 @@ def _check(cfg) -> None:
 
 def _save_features(out: str, arch: str, step: int, split: str,
                    feats: np.ndarray) -> None:
-  buf = io.BytesIO()
-  np.savez(buf, features=feats.astype(np.float16))
-  records.atomic_write_bytes(
+  files.atomic_savez(
       os.path.join(out, 'features', f'{arch}_step{step}_{split}.npz'),
-      buf.getvalue())
+      {'features': feats.astype(np.float16)})
 
 
 def probe_checkpoints(config, workdir: str) -> str:
@@ -84,8 +82,7 @@ def probe_checkpoints(config, workdir: str) -> str:
   writer.write_split_metadata('test', data.test_labels, data.test_ids)
   store = (after_the_fact.open_store(workdir, grand.NAME, data)
            if cfg.grand and cfg.grand_splits else None)
-  archs = (config_checks.arch_list(config) if cfg.archs == 'study'
-           else [a.strip() for a in cfg.archs.split(',')])
+  archs = config_fields.arch_list(config, 'probe_checkpoints.archs')
   for arch in archs:
     ckpt, saved = after_the_fact.kept_checkpoints(
         config, source, arch, cfg.source, tuple(cfg.steps) or None)

@@ -1,4 +1,4 @@
-"""The analysis stage: records in, ``WORKDIR/analysis`` out.
+"""The analyze stage's analysis: records in, ``WORKDIR/analysis`` out.
 
 :func:`run_analysis` reads the records of a study (``records.load``) and
 writes, atomically:
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import os
 from typing import Any, Mapping
 
@@ -42,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from easyhard_jax import config_fields
+from easyhard_jax import files
 from easyhard_jax import records as records_lib
 from easyhard_jax import score_store
 from easyhard_jax.analysis import agreement as agreement_lib
@@ -51,24 +51,6 @@ from easyhard_jax.analysis import label_issues
 from easyhard_jax.analysis import scores as scores_lib
 from easyhard_jax.analysis import sets as sets_lib
 from easyhard_jax.analysis import similarity as similarity_lib
-
-
-def to_jsonable(obj: Any) -> Any:
-  """Numpy/jax values -> JSON types; NaN -> None, +-inf -> 'inf'/'-inf'."""
-  if isinstance(obj, Mapping):
-    return {str(k): to_jsonable(v) for k, v in obj.items()}
-  if isinstance(obj, (list, tuple)):
-    return [to_jsonable(v) for v in obj]
-  if isinstance(obj, (np.ndarray, jax.Array)):
-    return to_jsonable(np.asarray(obj).tolist())
-  if isinstance(obj, np.generic):
-    return to_jsonable(obj.item())
-  if isinstance(obj, float):
-    if math.isnan(obj):
-      return None
-    if math.isinf(obj):
-      return 'inf' if obj > 0 else '-inf'
-  return obj
 
 
 def _column(example: Mapping[str, np.ndarray], name: str,
@@ -290,7 +272,7 @@ def _label_issue_outputs(config: Any, out_dir: str,
     if li is None:
       info[split] = {'skipped': 'the records hold no predictions (pred)'}
       continue
-    records_lib.atomic_write_bytes(
+    files.atomic_write_bytes(
         os.path.join(out_dir, f'label_issues_{split}.csv'),
         label_issues.table_csv_bytes(rec, li))
     info[split] = {
@@ -390,7 +372,7 @@ def run_analysis(config: Any, workdir: str, *, train_images: Any = None,
   npz = {f'train_{k}': v for k, v in means.items()}
 
   os.makedirs(out_dir, exist_ok=True)
-  records_lib.atomic_write_bytes(
+  files.atomic_write_bytes(
       os.path.join(out_dir, 'scores_train.csv'),
       _csv_bytes(train, sc['example'], easy, hard, sc['archs']))
   if test is not None and rule.score in scores_lib.FUSED_SCORE_NAMES:
@@ -413,7 +395,7 @@ def run_analysis(config: Any, workdir: str, *, train_images: Any = None,
     result['records']['test'] = _records_info(test, tsc)
     _, _, result['sets']['test'] = _split_sets(tsc, tlabels, rule, num_classes)
     result['score_summary']['test'] = _score_summary(tsc['example'])
-    records_lib.atomic_write_bytes(
+    files.atomic_write_bytes(
         os.path.join(out_dir, 'scores_test.csv'),
         _csv_bytes(test, tsc['example'], teasy, thard, tsc['archs']))
     if test_images is not None:
@@ -439,13 +421,10 @@ def run_analysis(config: Any, workdir: str, *, train_images: Any = None,
       logging.info('Removing %s from an earlier run.', stale)
       os.remove(stale)
   if npz:
-    buf = io.BytesIO()
-    np.savez(buf, **npz)
-    records_lib.atomic_write_bytes(os.path.join(out_dir, 'mean_images.npz'),
-                                   buf.getvalue())
+    files.atomic_savez(os.path.join(out_dir, 'mean_images.npz'), npz)
   else:
     result['mean_images'] = {'skipped': 'no images passed to run_analysis'}
-  result = to_jsonable(result)
-  records_lib.atomic_write_json(os.path.join(out_dir, 'analysis.json'), result)
+  result = files.to_jsonable(result)
+  files.atomic_write_json(os.path.join(out_dir, 'analysis.json'), result)
   logging.info('Wrote %s', out_dir)
   return result
