@@ -44,13 +44,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from easyhard_jax import config_fields
 from easyhard_jax import distributed
 from easyhard_jax import records
 from easyhard_jax import score_store
 from easyhard_jax.data import device_ops
 from easyhard_jax.data import streaming
 from easyhard_jax.train import checkpoints
-from easyhard_jax.train import config_checks
 from easyhard_jax.train import ensemble
 from easyhard_jax.train import mesh as mesh_lib
 from easyhard_jax.train import steps as steps_lib
@@ -217,7 +217,7 @@ def score_checkpoints(workdir: str, config, fn: ScoreFn, name: str,
   out = scores_dir(workdir, name)
   data = streaming.load(config)
   store = open_store(workdir, name, data)
-  for arch in archs or config_checks.arch_list(config):
+  for arch in archs or config_fields.arch_list(config):
     ckpt, saved = kept_checkpoints(config, cfg.source_workdir or workdir,
                                    arch, source or cfg.source, steps)
     scorer = Scorer(config, data, arch, {name: fn},

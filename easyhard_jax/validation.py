@@ -22,7 +22,7 @@ _field = config_fields.get
 
 
 def _archs(config, field: str) -> list[str]:
-  names = config_checks.arch_list(config, field)
+  names = config_fields.arch_list(config, field)
   unknown = [a for a in names if a not in models.available()]
   if unknown or not names:
     raise ValueError(
@@ -70,7 +70,7 @@ def _validate_causes(config) -> None:
   for field in ('causes.seeds', 'causes.epochs', 'causes.large_batch_size',
                 'causes.full_batch_epochs'):
     _at_least(config, field)
-  study = config_checks.arch_list(config)
+  study = config_fields.arch_list(config)
   outside = [a for a in _archs(config, 'causes.archs') if a not in study]
   if outside:
     raise ValueError(f'config.causes.archs {outside} are not in the study '

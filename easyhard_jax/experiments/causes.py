@@ -52,11 +52,11 @@ from typing import Any, Callable
 import numpy as np
 from absl import logging
 
+from easyhard_jax import config_fields
 from easyhard_jax import files
 from easyhard_jax import records
 from easyhard_jax.data import sources
 from easyhard_jax.experiments import noise_floor
-from easyhard_jax.train import config_checks
 from easyhard_jax.train import ensemble
 
 
@@ -232,8 +232,8 @@ def run_causes(config, workdir: str) -> dict[str, Any]:
   if unknown:
     raise ValueError(f'Unknown causes.variants {unknown}; known: '
                      f'{sorted(VARIANTS)}.')
-  archs = config_checks.arch_list(config, 'causes.archs')
-  missing = [a for a in archs if a not in config_checks.arch_list(config)]
+  archs = config_fields.arch_list(config, 'causes.archs')
+  missing = [a for a in archs if a not in config_fields.arch_list(config)]
   if missing:
     raise ValueError(f'causes.archs {missing} are not in the study '
                      '(config.archs); the baseline easiness comes from it.')

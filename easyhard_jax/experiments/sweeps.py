@@ -40,12 +40,12 @@ from typing import Any
 import numpy as np
 from absl import logging
 
+from easyhard_jax import config_fields
 from easyhard_jax import files
 from easyhard_jax import records
 from easyhard_jax.analysis import scores as scores_lib
 from easyhard_jax.data import streaming
 from easyhard_jax.experiments import subsets
-from easyhard_jax.train import config_checks
 from easyhard_jax.train import ensemble
 
 KINDS = {'remove': 'removal', 'compress': 'compression'}
@@ -251,7 +251,7 @@ def run_sweep(config, workdir: str, kind: str) -> dict[str, Any]:
   n = len(data.train_labels)
   retrain = _retrain_config(config, cfg)
   full_steps = cfg.epochs * ensemble.steps_per_epoch(retrain, n)
-  archs = config_checks.arch_list(config, f'{KINDS[kind]}.archs')
+  archs = config_fields.arch_list(config, f'{KINDS[kind]}.archs')
   per_member = []
   for arch in archs:
     groups = [('reference', 0.0 if kind == 'remove' else 1.0, None)]
