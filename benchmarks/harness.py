@@ -99,10 +99,10 @@ class TrainProgram:
     # The step train_arch runs (ArchTrainer.train_step), with ``record``.
     self.jitted = jax.jit(functools.partial(
         steps_lib.ensemble_train_step, strategy=t.strategy, record=record,
-        model=t.model, tx=t.tx, batch_size=config.batch_size,
-        steps_per_epoch=t.spe, augment=aug, mean=t.mean, std=t.std,
-        dtype=t.dtype, batch_sharding=mesh_lib.batch_sharding(t.mesh),
-        member_axis=None), donate_argnums=(0, 1))
+        model=t.model, optimizer=t.optimizer, batch_size=config.batch_size,
+        augment=aug, mean=t.mean, std=t.std, dtype=t.dtype,
+        batch_sharding=mesh_lib.batch_sharding(t.mesh), member_axis=None),
+                          donate_argnums=(0, 1))
     self._states = states
     self.lowered = self.compiled = self.carry = self.error = None
     self.compile_s = float('nan')
@@ -115,8 +115,7 @@ class TrainProgram:
                              t.replicated)
     buffers = distributed.put(
         steps_lib.empty_buffers(t.num_members, t.num_train), t.replicated)
-    self.args = (t.epoch_perms(0), t.aug_keys, t.num_kept,
-                 t.images['train'], t.labels['train'])
+    self.args = (t.aug_keys, t.schedule, *t.feed.args(t.epoch_perms(0)))
     self.carry = [states, buffers]
     with jax.threefry_partitionable(False):  # As ArchTrainer's step.
       self.lowered = self.jitted.lower(states, buffers, *self.args)

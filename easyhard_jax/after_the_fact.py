@@ -132,7 +132,7 @@ class Scorer:
     n = len(getattr(t.data, f'{split}_labels'))
     # The probe pass's batches (last one padded by repeating the final
     # example; cut off below).
-    batches = t._probe_batches(split)  # pylint: disable=protected-access
+    batches = t.probe_batches(split)
     outs = [self.step(states, x, y) for x, y in batches]
     table = distributed.fetch({k: jnp.concatenate([o[k] for o in outs], 1)
                                for k in self.names})

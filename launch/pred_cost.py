@@ -71,15 +71,14 @@ def _xla_cost(trainer, config, fields) -> dict[str, float]:
   t = trainer
   fn = jax.jit(functools.partial(
       steps_lib.ensemble_train_step, strategy=t.strategy, model=t.model,
-      tx=t.tx, batch_size=config.batch_size, steps_per_epoch=t.spe,
+      optimizer=t.optimizer, batch_size=config.batch_size,
       augment=device_ops.AugmentConfig(config.augment.crop_padding,
                                        bool(config.augment.horizontal_flip)),
       mean=t.mean, std=t.std, dtype=t.dtype), donate_argnums=(0, 1))
   buffers = steps_lib.empty_buffers(t.num_members, t.num_train, fields)
   with jax.threefry_partitionable(False):  # As ArchTrainer's step.
-    compiled = fn.lower(t.init_states(), buffers, t.epoch_perms(0),
-                        t.aug_keys, t.num_kept, t.images['train'],
-                        t.labels['train']).compile()
+    compiled = fn.lower(t.init_states(), buffers, t.aug_keys, t.schedule,
+                        *t.feed.args(t.epoch_perms(0))).compile()
   cost = compiled.cost_analysis()
   cost = (cost[0] if isinstance(cost, (list, tuple)) else cost) or {}
   return {k: float(cost.get(k, float('nan')))

@@ -66,21 +66,21 @@ def test_fused_outputs_equal_separate_forward_pass(trainer):
       augment=device_ops.AugmentConfig(t.config.augment.crop_padding, False),
       mean=t.mean, std=t.std, dtype=t.dtype)
   _, (idx, fused) = jax.jit(step)(state_m, perms[m], t.aug_keys[m],
-                                  t.num_kept[m], t.images['train'],
-                                  t.labels['train'])
+                                  t.feed.num_kept[m], t.feed.images['train'],
+                                  t.feed.labels['train'])
   # The same batch, rebuilt by hand, through a plain forward pass.
   idx_ref = device_ops.batch_indices(perms[m], 0, t.config.batch_size,
-                                     t.num_kept[m])
+                                     t.feed.num_kept[m])
   np.testing.assert_array_equal(idx, idx_ref)
   x = device_ops.augment(jax.random.fold_in(t.aug_keys[m], 0),
-                         t.images['train'][idx_ref],
+                         t.feed.images['train'][idx_ref],
                          device_ops.AugmentConfig(
                              t.config.augment.crop_padding, False))
   x = device_ops.normalize(x, t.mean, t.std)
   logits, _ = t.model.apply({'params': state_m.params,
                              'batch_stats': state_m.batch_stats}, x,
                             train=True, mutable=['batch_stats'])
-  ref = steps_lib.per_example_stats(logits, t.labels['train'][idx_ref])
+  ref = steps_lib.per_example_stats(logits, t.feed.labels['train'][idx_ref])
   # Logit error: 4 layers, each a sum of up to 3*3*C <= 300 terms, gives
   # about 4 * 300 * EPS relative to the logits' scale (1e3 * EPS ~ 1e-4);
   # loss, margin and p(true) are differences of logits or smooth in them.
@@ -106,15 +106,15 @@ def test_ensemble_step_scatters_by_example_index(trainer):
   t = trainer
   states = t.init_states()
   perms = t.epoch_perms(0)
-  n = t.images['train'].shape[0]
+  n = t.num_train
   buffers = steps_lib.empty_buffers(t.num_members, n)
   step = jax.jit(functools.partial(
       steps_lib.ensemble_train_step, strategy='unroll', model=t.model,
-      tx=t.tx, batch_size=t.config.batch_size, steps_per_epoch=t.spe,
+      optimizer=t.optimizer, batch_size=t.config.batch_size,
       augment=device_ops.AugmentConfig(), mean=t.mean, std=t.std,
       dtype=t.dtype))
-  _, buffers = step(states, buffers, perms, t.aug_keys, t.num_kept,
-                    t.images['train'], t.labels['train'])
+  _, buffers = step(states, buffers, t.aug_keys, t.schedule,
+                    *t.feed.args(perms))
   seen = np.isfinite(np.asarray(buffers['loss']))
   perms = np.asarray(perms)
   pred = np.asarray(buffers['pred'])
@@ -146,20 +146,20 @@ def test_members_differ_in_init_order_and_outputs(trainer):
 
 def test_member_strategies_agree(trainer):
   t = trainer
-  n = t.images['train'].shape[0]
+  n = t.num_train
   results = {}
   for strategy in steps_lib.STRATEGIES:
     step = jax.jit(functools.partial(
         steps_lib.ensemble_train_step, strategy=strategy, model=t.model,
-        tx=t.tx, batch_size=t.config.batch_size, steps_per_epoch=t.spe,
+        optimizer=t.optimizer, batch_size=t.config.batch_size,
         augment=device_ops.AugmentConfig(1, True), mean=t.mean, std=t.std,
         dtype=t.dtype))
     states = t.init_states()
     buffers = steps_lib.empty_buffers(t.num_members, n)
     perms = t.epoch_perms(0)
     for _ in range(3):
-      states, buffers = step(states, buffers, perms, t.aug_keys, t.num_kept,
-                             t.images['train'], t.labels['train'])
+      states, buffers = step(states, buffers, t.aug_keys, t.schedule,
+                             *t.feed.args(perms))
     results[strategy] = (jax.device_get(states), jax.device_get(buffers))
   s_u, b_u = results['unroll']
   # Three SGD steps (lr 0.1) of a 4-layer net on tie-free inputs: each step's

@@ -12,20 +12,40 @@ grain reads and decodes the block's examples on ``num_threads`` host threads
 and assembles batches ``prefetch_batches`` steps ahead of the device. A pipeline is a MapDataset
 over precomputed indices, so starting at step ``s`` of an epoch (a resumed
 run) costs nothing: it indexes from there.
+
+Device-resident data (a sources.Dataset) has a feed of the same interface,
+:class:`ResidentFeed`: the uint8 splits sit on every device and a train step
+gathers its own batch from the epoch's permutation. Either feed gives the
+trainer (train/ensemble.py) one path:
+
+- ``step_kind``: the train step it feeds (a key of steps.TRAIN_STEPS), and
+  ``step_kwargs`` its static arguments;
+- ``epoch(perms, epoch, first_step, last_step)``: one input per step;
+- ``args(fed)``: the step call's data arguments for one such input;
+- ``probe(split)``: probe batches over a split in stable-index order;
+- ``mean``, ``std``, ``probe_batch``: normalisation and probe batch size.
+
+:func:`make_feed` picks the feed for a dataset.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import zlib
-from typing import Iterator
+from typing import Any, Iterator
 
 import jax
 import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from easyhard_jax import distributed
+from easyhard_jax.data import device_ops
+from easyhard_jax.data import sources
 from easyhard_jax.data import streaming
+
+SPLITS = ('train', 'test')
 
 
 def _block(sharding, shape) -> tuple[slice, ...]:
@@ -76,13 +96,23 @@ class StreamFeed:
       salting its crops as ensemble.member_keys salts its keys).
     root_seed, arch: with the member seed, the host random stream.
     prefetch_batches: steps read ahead of the device.
+    num_kept: [M] each member's training subset size (the first num_kept
+      of its permutation); default: the whole train split.
   """
+
+  step_kind = 'streamed'
 
   def __init__(self, data: streaming.StreamedData, mesh, member_axis,
                batch_size: int, eval_batch_size: int, member_seeds,
-               root_seed: int, arch: str, prefetch_batches: int = 2):
+               root_seed: int, arch: str, prefetch_batches: int = 2,
+               num_kept=None):
     self.data, self.batch_size = data, batch_size
+    self.step_kwargs: dict[str, Any] = {}  # The batch arrives whole.
+    self.mean, self.std = data.mean, data.std
     self.member_seeds = [_member_entropy(m) for m in member_seeds]
+    self.num_kept = np.broadcast_to(
+        data.num_examples('train') if num_kept is None else
+        np.asarray(num_kept), (len(self.member_seeds),))
     self.salt = [int(root_seed), zlib.crc32(arch.encode()) & 0x7FFFFFFF]
     self.prefetch = max(1, int(prefetch_batches))
     self.train_sharding = NamedSharding(mesh, P(member_axis, 'data'))
@@ -94,6 +124,10 @@ class StreamFeed:
         / data_size)
     self.probe_sharding = NamedSharding(mesh, P('data'))
     self.probe_block = _block(self.probe_sharding, (self.eval_batch,))
+
+  @property
+  def probe_batch(self) -> int:
+    return self.eval_batch
 
   def _pipeline(self, elements: np.ndarray, load, per_batch: int):
     # Imported here: only the streamed path needs grain (the GPU check's
@@ -109,16 +143,19 @@ class StreamFeed:
     return grain.experimental.ThreadPrefetchIterDataset(
         ds, prefetch_buffer_size=self.prefetch)
 
-  def epoch(self, perms: np.ndarray, num_kept: np.ndarray, epoch: int,
-            first_step: int, last_step: int) -> Iterator[tuple[jax.Array, ...]]:
+  def epoch(self, perms, epoch: int, first_step: int,
+            last_step: int) -> Iterator[tuple[jax.Array, ...]]:
     """(images [M,B,H,W,C], labels [M,B], indices [M,B]) for each step.
 
     Args:
-      perms: int [M, N] this epoch's order per member (kept examples first).
-      num_kept: [M] each member's subset size.
+      perms: int [M, N] this epoch's order per member (kept examples first),
+        on the host or the device (then fetched here).
       epoch: the epoch (seeds the host crops).
       first_step, last_step: the steps of this epoch to feed, [first, last).
     """
+    if isinstance(perms, jax.Array):
+      perms = distributed.fetch(perms)
+    num_kept = self.num_kept
     mb, rb = self.train_block
     members = np.arange(mb.start, mb.stop)
     rows = np.arange(rb.start, rb.stop)
@@ -143,6 +180,10 @@ class StreamFeed:
                   self.train_shape, self.train_block)
           for a in (images, y.astype(np.int32), idx))
 
+  def args(self, fed: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
+    """The train step's data arguments: the fed batch itself."""
+    return fed
+
   def probe(self, split: str) -> Iterator[tuple[jax.Array, jax.Array]]:
     """(images [Bp,...], labels [Bp]) over ``split`` in stable-index order.
 
@@ -162,3 +203,78 @@ class StreamFeed:
       yield (_global(images, self.probe_sharding, (b,), self.probe_block),
              _global(y.astype(np.int32), self.probe_sharding, (b,),
                      self.probe_block))
+
+
+class ResidentFeed:
+  """Device-resident data for one mesh: StreamFeed's interface, no host work.
+
+  The uint8 splits are replicated on every device of the mesh once. A train
+  step gathers its own batch (device_ops.batch_indices) from the epoch's
+  permutations, so each step is fed those and nothing crosses to the device.
+
+  Args:
+    data: the in-memory dataset.
+    mesh: the ('member', 'data') mesh.
+    batch_size, eval_batch_size: global sizes per step.
+    num_kept: [M] each member's training subset size.
+  """
+
+  step_kind = 'resident'
+
+  def __init__(self, data: sources.Dataset, mesh, batch_size: int,
+               eval_batch_size: int, num_kept):
+    self.replicated = NamedSharding(mesh, P())
+    self.images = {s: distributed.put(data.split(s)[0], self.replicated)
+                   for s in SPLITS}
+    self.labels = {s: distributed.put(data.split(s)[1], self.replicated)
+                   for s in SPLITS}
+    self.num_kept = distributed.put(np.asarray(num_kept, np.int32),
+                                    self.replicated)
+    # numpy mean/std: constants in the programs.
+    self.mean, self.std = device_ops.channel_stats(data.train_images)
+    self.probe_batch = min(eval_batch_size,
+                           max(x.shape[0] for x in self.images.values()))
+    self.step_kwargs = {'batch_size': batch_size}
+
+  def epoch(self, perms: jax.Array, epoch: int, first_step: int,
+            last_step: int) -> Iterator[jax.Array]:
+    """The epoch's permutations [M, N] once per step (the step gathers)."""
+    del epoch  # The permutations already depend on it.
+    return itertools.repeat(perms, last_step - first_step)
+
+  def args(self, fed: jax.Array) -> tuple[jax.Array, ...]:
+    """The train step's data arguments: perms, num_kept, images, labels."""
+    return (fed, self.num_kept, self.images['train'], self.labels['train'])
+
+  def probe(self, split: str) -> Iterator[tuple[jax.Array, jax.Array]]:
+    """(images [Bp,...], labels [Bp]) over ``split`` in stable-index order.
+
+    The last batch repeats the split's final example; callers cut at N.
+    """
+    images, labels = self.images[split], self.labels[split]
+    n, b = images.shape[0], self.probe_batch
+    for start in range(0, n, b):
+      idx = distributed.put(np.minimum(np.arange(start, start + b), n - 1),
+                            self.replicated)
+      yield images[idx], labels[idx]
+
+
+def make_feed(data: sources.Dataset | streaming.StreamedData, mesh,
+              member_axis: str | None, *, batch_size: int,
+              eval_batch_size: int, members, num_kept, root_seed: int,
+              arch: str, prefetch_batches: int = 2
+              ) -> ResidentFeed | StreamFeed:
+  """The feed of ``data``: streamed data gets a StreamFeed, else resident.
+
+  Args:
+    data: a sources.Dataset or a streaming.StreamedData.
+    mesh, member_axis: the mesh and the axis that shards members (or None).
+    batch_size, eval_batch_size: global sizes per step.
+    members: member dicts (seeds of the host crops, streamed only).
+    num_kept: [M] each member's training subset size.
+    root_seed, arch, prefetch_batches: see StreamFeed (streamed only).
+  """
+  if isinstance(data, streaming.StreamedData):
+    return StreamFeed(data, mesh, member_axis, batch_size, eval_batch_size,
+                      members, root_seed, arch, prefetch_batches, num_kept)
+  return ResidentFeed(data, mesh, batch_size, eval_batch_size, num_kept)

@@ -16,9 +16,6 @@ from easyhard_jax.train import steps as steps_lib
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
-arch_list = config_fields.arch_list
-
-
 def compute_dtype(config):
   """Compute dtype: 'auto' is float32 on CPU and bfloat16 on GPU/TPU."""
   name = config.get('dtype', 'auto')
@@ -56,7 +53,7 @@ def _positive_int(config, field: str) -> None:
 
 def validate(config) -> None:
   """Raises ValueError naming the field for any impossible config value."""
-  archs = arch_list(config)
+  archs = config_fields.arch_list(config)
   if not archs:
     raise ValueError('config.archs is empty; list model names, e.g. '
                      f"'cnn,resnet18' (available: {models.available()}).")

@@ -11,7 +11,6 @@ checkpoint and rewrites identical records; finished architectures are skipped.
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 import os
 import sys
@@ -25,6 +24,7 @@ import numpy as np
 import tqdm
 from absl import logging
 
+from easyhard_jax import config_fields
 from easyhard_jax import distributed
 from easyhard_jax import metrics_writer
 from easyhard_jax import models
@@ -38,24 +38,9 @@ from easyhard_jax.train import config_checks
 from easyhard_jax.train import mesh as mesh_lib
 from easyhard_jax.train import optim
 from easyhard_jax.train import probe_schedule
+from easyhard_jax.train import programs
 from easyhard_jax.train import record_guards
 from easyhard_jax.train import steps as steps_lib
-
-
-def _classic_rng(fn):
-  """Runs ``fn`` (and so its tracing) with threefry_partitionable=False.
-
-  JAX's partitionable threefry made ``model.init`` compile 10x slower on
-  XLA:CPU (cnn: 17 s vs 1.4 s; resnet18: 30 s vs 5 s). Our random draws are
-  small and per member, so the partitionable layout buys nothing here.
-  """
-
-  @functools.wraps(fn)
-  def wrapped(*args, **kwargs):
-    with jax.threefry_partitionable(False):
-      return fn(*args, **kwargs)
-
-  return wrapped
 
 
 def stream_salt(stream: str) -> int:
@@ -110,12 +95,16 @@ def steps_per_epoch(config, num_examples: int) -> int:
 
 
 class ArchTrainer:
-  """Holds the compiled steps and device data of one architecture's members.
+  """Holds the compiled steps and the data feed of one architecture's members.
+
+  The steps come from programs.py, shared with every trainer of the same
+  static parts; this trainer's run length is ``self.schedule`` (traced).
 
   Args:
     config: the study config.
-    data: the dataset: a sources.Dataset (uint8, moved to the device here)
-      or a streaming.StreamedData (read by a grain loader every step).
+    data: the dataset: a sources.Dataset (uint8, moved to the device) or a
+      streaming.StreamedData (read by a grain loader every step); either is
+      read through its feed (loader.make_feed), so the trainer has one path.
     arch: model registry name.
     members: member dicts (name, arch, seed, ...); default: the study's seeds.
     keep: optional bool [M, N] training subset per member (all members must
@@ -132,7 +121,6 @@ class ArchTrainer:
     self.members = members or member_infos(config, arch)
     self.num_members = len(self.members)
     n = self.num_train = len(data.train_labels)
-    self.streamed = isinstance(data, streaming.StreamedData)
     keep = (np.ones((self.num_members, n), bool) if keep is None
             else np.asarray(keep, bool))
     kept = keep.sum(axis=1)
@@ -150,112 +138,67 @@ class ArchTrainer:
     self.model = models.get_model(arch, num_classes=data.num_classes,
                                   width=config.width, dtype=self.dtype,
                                   **kwargs)
-    self.tx = optim.make_optimizer(config, self.spe, self.total_steps)
+    self.optimizer = optim.Optimizer.from_config(config)
+    sched = optim.schedule_args(config, self.spe, self.total_steps)
+    # The optax chain with this run's schedule as host constants (the train
+    # step builds the same chain from the traced self.schedule).
+    self.tx = self.optimizer.tx(sched)
     self.mesh = mesh_lib.make_mesh(config, self.num_members, self.strategy)
     rep = self.replicated = mesh_lib.replicated(self.mesh)
+    # Every step input is a global array on the mesh (needed multi-process).
+    self.schedule = distributed.put(sched, rep)
     keys = member_keys(config, arch, self.members)
     self.init_keys, self.perm_keys, self.aug_keys = (
         distributed.put(jax.vmap(lambda k, i=i: jax.random.fold_in(k, i))(
             keys), rep) for i in range(3))
-    # Every step input is a global array on the mesh (needed multi-process).
-    self.num_kept = distributed.put(kept.astype(np.int32), rep)
     member_axis = 'member' if self.mesh.shape['member'] > 1 else None
     self.state_sharding = (mesh_lib.member_sharded(self.mesh) if member_axis
                            else rep)
-    shard = dict(batch_sharding=mesh_lib.batch_sharding(self.mesh),
-                 member_axis=member_axis)
-    # numpy mean/std: constants in the programs.
-    self.mean, self.std = ((data.mean, data.std) if self.streamed else
-                           device_ops.channel_stats(data.train_images))
+    self.feed = loader.make_feed(
+        data, self.mesh, member_axis, batch_size=config.batch_size,
+        eval_batch_size=config.eval_batch_size, members=self.members,
+        num_kept=kept, root_seed=config.seed, arch=arch,
+        prefetch_batches=config.stream.prefetch_batches)
+    # numpy mean/std (constants in the programs); examples per probe batch.
+    self.mean, self.std = self.feed.mean, self.feed.std
+    self.probe_batch = self.feed.probe_batch
     aug = device_ops.AugmentConfig(config.augment.crop_padding,
                                    bool(config.augment.horizontal_flip))
-    update = dict(strategy=self.strategy, model=self.model, tx=self.tx,
-                  augment=aug, mean=self.mean, std=self.std, dtype=self.dtype,
-                  **shard)
-    if self.streamed:
-      self.feed = loader.StreamFeed(
-          data, self.mesh, member_axis, config.batch_size,
-          config.eval_batch_size, self.members,
-          config.seed, arch, config.stream.prefetch_batches)
-      train_fn = steps_lib.ensemble_batch_train_step
-    else:
-      # The uint8 dataset is replicated on every device of the mesh.
-      self.images = {s: distributed.put(data.split(s)[0], rep)
-                     for s in records.SPLITS}
-      self.labels = {s: distributed.put(data.split(s)[1], rep)
-                     for s in records.SPLITS}
-      self.probe_batch = min(config.eval_batch_size,
-                             max(x.shape[0] for x in self.images.values()))
-      train_fn = functools.partial(
-          steps_lib.ensemble_train_step, batch_size=config.batch_size,
-          steps_per_epoch=self.spe)
-    self.train_step = _classic_rng(jax.jit(
-        functools.partial(train_fn, **update), donate_argnums=(0, 1)))
-    # Jitted per batch (not per split) so train and test share one compile.
-    self.probe_step = jax.jit(
-        functools.partial(
-            steps_lib.ensemble_probe_step, model=self.model,
-            strategy=self.strategy, mean=self.mean, std=self.std,
-            dtype=self.dtype, **shard), static_argnames=('features',))
-    # Forced host devices (XLA:CPU): one collective program in flight.
-    self.train_step, self.probe_step = (mesh_lib.one_in_flight(self.mesh, f)
-                                        for f in (self.train_step,
-                                                  self.probe_step))
-    perms = _classic_rng(jax.jit(
-        lambda keys, keep, epoch: jax.vmap(
-            lambda k, m: device_ops.epoch_permutation(
-                jax.random.fold_in(k, epoch), m))(keys, keep)))
-    keep_device = distributed.put(keep, rep)
-    self.epoch_perms = lambda epoch: perms(self.perm_keys, keep_device, epoch)
+    static = dict(strategy=self.strategy, model=self.model, mean=self.mean,
+                  std=self.std, dtype=self.dtype, mesh=self.mesh,
+                  member_axis=member_axis)
+    self.train_step = programs.train_step(
+        self.feed.step_kind, tuple(sorted(self.feed.step_kwargs.items())),
+        optimizer=self.optimizer, augment=aug, **static)
+    self.probe_step = programs.probe_step(**static)
+    self.epoch_perms = functools.partial(
+        programs.epoch_perms, self.perm_keys, distributed.put(keep, rep))
 
   def epoch_feed(self, epoch: int, first_step: int = 0):
-    """Per-step inputs of ``epoch`` from its step ``first_step`` on.
+    """The feed's per-step inputs of ``epoch`` from its step ``first_step`` on.
 
     Device-resident data: the epoch's permutations at every step (the step
     gathers its own batch). Streamed data: the loader's batches.
     """
-    perms = self.epoch_perms(epoch)
-    if not self.streamed:
-      return itertools.repeat(perms)
     last = min(self.spe, self.total_steps - epoch * self.spe)
-    return self.feed.epoch(distributed.fetch(perms), self.keep.sum(1), epoch,
-                           first_step, last)
+    return self.feed.epoch(self.epoch_perms(epoch), epoch, first_step, last)
 
   def step(self, states, buffers, fed):
     """One train step of every member; ``fed`` comes from epoch_feed."""
-    if self.streamed:
-      return self.train_step(states, buffers, self.aug_keys, *fed)
-    return self.train_step(states, buffers, fed, self.aug_keys,
-                           self.num_kept, self.images['train'],
-                           self.labels['train'])
+    return self.train_step(states, buffers, self.aug_keys, self.schedule,
+                           *self.feed.args(fed))
 
-  def _probe_batches(self, split: str):
-    if self.streamed:
-      yield from self.feed.probe(split)
-      return
-    images, labels = self.images[split], self.labels[split]
-    n, b = images.shape[0], self.probe_batch
-    for start in range(0, n, b):
-      idx = distributed.put(np.minimum(np.arange(start, start + b), n - 1),
-                            self.replicated)
-      yield images[idx], labels[idx]
+  def probe_batches(self, split: str):
+    """(images, labels) batches over ``split`` (the feed's probe batches)."""
+    return self.feed.probe(split)
 
-  @_classic_rng
+
   def init_states(self) -> steps_lib.TrainState:
     """Member-stacked initial state; each member has its own init key."""
-    shape = (1,) + self.data.image_shape
-
-    def init(key):
-      variables = self.model.init(key, jnp.zeros(shape, self.dtype),
-                                  train=False)
-      params = variables['params']
-      return steps_lib.TrainState(
-          step=jnp.zeros((), jnp.int32), params=params,
-          batch_stats=variables.get('batch_stats', {}),
-          opt_state=self.tx.init(params))
-
-    return jax.jit(jax.vmap(init), out_shardings=self.state_sharding)(
-        self.init_keys)
+    init = programs.init_states(self.model, self.optimizer,
+                                self.data.image_shape, self.dtype,
+                                self.state_sharding)
+    return init(self.init_keys)
 
   def probe(self, states, split: str, features: bool = False):
     """Eval-mode per-example statistics of every member on a whole split.
@@ -267,8 +210,11 @@ class ArchTrainer:
       {field: [M, N]}, or with ``features`` ({field: [M, N]}, [M, N, D]).
     """
     n = len(getattr(self.data, f'{split}_labels'))
+    # Without the optimizer state (the probe reads none): one probe program
+    # serves SGD and Adam members alike.
+    states = states.replace(opt_state=None)
     outs = [self.probe_step(states, x, y, features=features)
-            for x, y in self._probe_batches(split)]
+            for x, y in self.probe_batches(split)]
     stats = [o[0] for o in outs] if features else outs
     # Joined on the device: one gather per field, not one per batch.
     table = distributed.fetch({
@@ -460,7 +406,7 @@ def record_study(config, workdir: str, data=None) -> list[str]:
   writer = records.RecordWriter(workdir)
   writer.write_split_metadata('train', data.train_labels, data.train_ids)
   writer.write_split_metadata('test', data.test_labels, data.test_ids)
-  archs = config_checks.arch_list(config)
+  archs = config_fields.arch_list(config)
   for arch in archs:
     if writer.is_complete(arch):
       writer.check_fingerprint(arch, study_fingerprint(config, arch))

@@ -19,6 +19,11 @@ The train step computes per-example loss, correctness, logit margin, p(true)
 and the predicted class from the same forward pass that produces the
 gradient and scatters them by example index into device-resident [members,
 examples] buffers.
+
+Nothing about the run's length is a constant of the program: steps per
+epoch and the learning-rate schedule's numbers arrive as traced
+``optim.ScheduleArgs``, so runs that differ only in subset size or epochs
+(the sweeps' fractions, the cause probes' epochs) share one compiled step.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import jax.numpy as jnp
 import optax
 
 from easyhard_jax.data import device_ops
+from easyhard_jax.train import optim
 
 STRATEGIES = ('unroll', 'vmap')
 
@@ -151,11 +157,12 @@ def member_update(state: TrainState, x: jax.Array, y: jax.Array,
 def member_train_step(state: TrainState, perm: jax.Array, aug_key: jax.Array,
                       num_kept: jax.Array, images: jax.Array,
                       labels: jax.Array, *, batch_size: int,
-                      steps_per_epoch: int, **update_kwargs):
+                      steps_per_epoch: jax.Array | int, **update_kwargs):
   """One step of one member on the device-resident dataset.
 
   The batch is the member's ``perm`` slice for this step (see
   device_ops.batch_indices); returns (new state, (indices, stats)).
+  ``steps_per_epoch`` may be traced (the ensemble steps pass it so).
   """
   idx = device_ops.batch_indices(perm, state.step % steps_per_epoch,
                                  batch_size, num_kept)
@@ -164,23 +171,30 @@ def member_train_step(state: TrainState, perm: jax.Array, aug_key: jax.Array,
   return new_state, (idx, stats)
 
 
-def ensemble_train_step(states: TrainState, buffers, perms: jax.Array,
-                        aug_keys: jax.Array, num_kept: jax.Array,
-                        images: jax.Array,
+def ensemble_train_step(states: TrainState, buffers, aug_keys: jax.Array,
+                        schedule: optim.ScheduleArgs, perms: jax.Array,
+                        num_kept: jax.Array, images: jax.Array,
                         labels: jax.Array, *, strategy: str,
-                        record: bool = True, member_axis: str | None = None,
-                        **member_kwargs):
-  """One step of every member; fills the per-epoch example buffers.
+                        optimizer: optim.Optimizer, record: bool = True,
+                        member_axis: str | None = None, **member_kwargs):
+  """One step of every member on the device-resident dataset.
+
+  Fills the per-epoch example buffers. The data arguments (perms on) are
+  those loader.ResidentFeed.args gives.
 
   Args:
     states: member-stacked TrainState (donated).
     buffers: dict of [M, N] per-example buffers for this epoch (donated).
-    perms: int32 [M, N] this epoch's example order per member (kept first).
     aug_keys: [M] per-member augmentation keys (step is folded in).
+    schedule: the traced schedule numbers (steps per epoch, warm-up, total
+      steps, ...): one program serves every subset size and run length.
+    perms: int32 [M, N] this epoch's example order per member (kept first).
     num_kept: int32 [M] size of each member's training subset.
     images: uint8 [N, H, W, C] device-resident training images.
     labels: int32 [N].
     strategy: 'unroll' or 'vmap'.
+    optimizer: the optimizer's static part; its optax chain is built here
+      with the learning rate of ``schedule``.
     record: scatter per-example outputs (False only for benchmarking).
     member_axis: mesh axis that shards the members (vmap), or None.
     **member_kwargs: bound by functools.partial, see member_train_step.
@@ -189,7 +203,8 @@ def ensemble_train_step(states: TrainState, buffers, perms: jax.Array,
     (new states, new buffers).
   """
   step = functools.partial(member_train_step, images=images, labels=labels,
-                           **member_kwargs)
+                           steps_per_epoch=schedule.steps_per_epoch,
+                           tx=optimizer.tx(schedule), **member_kwargs)
   states, (idx, stats) = _map_members(step, strategy, states, perms, aug_keys,
                                       num_kept, member_axis=member_axis)
   if record:
@@ -198,16 +213,18 @@ def ensemble_train_step(states: TrainState, buffers, perms: jax.Array,
 
 
 def ensemble_batch_train_step(states: TrainState, buffers,
-                              aug_keys: jax.Array, images: jax.Array,
+                              aug_keys: jax.Array,
+                              schedule: optim.ScheduleArgs, images: jax.Array,
                               labels: jax.Array, indices: jax.Array, *,
-                              strategy: str, record: bool = True,
+                              strategy: str, optimizer: optim.Optimizer,
+                              record: bool = True,
                               member_axis: str | None = None,
                               **update_kwargs):
-  """One step of every member on host-fed batches (the streamed path).
+  """One step of every member on host-fed batches (loader.StreamFeed).
 
   Args:
-    states, buffers, aug_keys, strategy, record, member_axis: as for
-      ensemble_train_step.
+    states, buffers, aug_keys, schedule, strategy, optimizer, record,
+      member_axis: as for ensemble_train_step.
     images: uint8 [M, B, H, W, C], each member's batch (from the loader).
     labels: int32 [M, B].
     indices: int32 [M, B] stable example indices of the batch rows; the
@@ -217,12 +234,18 @@ def ensemble_batch_train_step(states: TrainState, buffers,
   Returns:
     (new states, new buffers).
   """
-  states, stats = _map_members(
-      functools.partial(member_update, **update_kwargs), strategy, states,
-      images, labels, aug_keys, member_axis=member_axis)
+  update = functools.partial(member_update, tx=optimizer.tx(schedule),
+                             **update_kwargs)
+  states, stats = _map_members(update, strategy, states, images, labels,
+                               aug_keys, member_axis=member_axis)
   if record:
     buffers = _scatter(buffers, indices, stats)
   return states, buffers
+
+
+# The train step each feed drives, by the loader feed's ``step_kind``.
+TRAIN_STEPS = {'resident': ensemble_train_step,
+               'streamed': ensemble_batch_train_step}
 
 
 def ensemble_probe_step(states: TrainState, images: jax.Array,
