@@ -41,6 +41,9 @@ def get_config():
     sweep.archs = 'cnn'
     sweep.seeds = 2
     sweep.epochs = 8
+    # Programs of 3 and 2 members: the member counts of the record stage
+    # and the cause probes, so every sweep program is one they compiled.
+    sweep.members_per_program = 3
   c.compression.fractions = (0.2, 0.5)
   c.compression.scores = ('easiness', 'el2n')
   # Cause probes: two architectures (agreement needs >= 2), 2 seeds each.

@@ -103,17 +103,20 @@ def test_bad_strategy_and_fraction_are_named():
                          labels=labels, seed=0)
 
 
-def test_program_size_splits_members_equally_within_the_limit():
+def test_program_slices_split_members_evenly_within_the_limit():
   for n in range(1, 40):
     for limit in range(1, 9):
-      size = sweeps.program_size(n, limit)
-      programs = -(-n // size)
-      assert size <= limit
-      # As few programs as the limit allows, and none nearly empty.
-      assert programs == -(-n // limit)
-      assert n - (programs - 1) * size >= size - programs + 1
-  assert sweeps.program_size(10, 6) == 5
-  assert sweeps.program_size(12, 6) == 6
+      slices = sweeps.program_slices(n, limit)
+      sizes = [sl.stop - sl.start for sl in slices]
+      # Contiguous, covering every member once, as few programs as the
+      # limit allows, and sizes within one of each other.
+      assert slices[0].start == 0 and slices[-1].stop == n
+      assert all(a.stop == b.start for a, b in zip(slices, slices[1:]))
+      assert len(slices) == -(-n // limit)
+      assert max(sizes) <= limit and max(sizes) - min(sizes) <= 1
+  assert [sl.stop - sl.start for sl in sweeps.program_slices(10, 6)] == [5, 5]
+  assert [sl.stop - sl.start for sl in sweeps.program_slices(10, 3)] == [
+      3, 3, 2, 2]
 
 
 def test_members_never_train_on_removed_examples():

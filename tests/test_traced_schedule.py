@@ -6,6 +6,7 @@ constants, and two trainers that differ only in subset size and epochs must
 lower to the same program and share one compiled step.
 """
 
+import dataclasses
 import functools
 
 import jax
@@ -151,3 +152,37 @@ def test_subset_size_and_epochs_share_one_program():
     assert np.isfinite(np.asarray(buffers['loss'])).sum() == (
         t.num_members * t.config.batch_size)
   assert jitted._cache_size() - before <= 1  # pylint: disable=protected-access
+
+
+def test_data_with_other_pixel_statistics_share_the_programs():
+  """A low-pass or grayscale probe changes mean/std only: same programs."""
+  config = quick_config(seeds_per_arch=2, epochs=1)
+  data = random_dataset()
+  # Even pixels, so the dimmed copy is exactly half of them.
+  data = dataclasses.replace(data, train_images=data.train_images & 254,
+                             test_images=data.test_images & 254)
+  dim = dataclasses.replace(data, train_images=data.train_images // 2,
+                            test_images=data.test_images // 2)
+  a = ensemble.ArchTrainer(config, data, 'cnn')
+  b = ensemble.ArchTrainer(config, dim, 'cnn')
+  assert not np.allclose(a.mean, b.mean)
+  assert a.train_step is b.train_step and a.probe_step is b.probe_step
+  train_jit = a.train_step.__wrapped__  # Inside the classic-RNG wrapper.
+  before = (train_jit._cache_size(),  # pylint: disable=protected-access
+            a.probe_step._cache_size())  # pylint: disable=protected-access
+  probes = []
+  for t in (a, b):
+    states = t.init_states()
+    buffers = steps_lib.empty_buffers(t.num_members, t.num_train)
+    states, _ = t.step(states, buffers, next(t.epoch_feed(0)))
+    probes.append(t.probe(states, 'test'))
+  after = (train_jit._cache_size(),  # pylint: disable=protected-access
+           a.probe_step._cache_size())  # pylint: disable=protected-access
+  assert after[0] - before[0] <= 1 and after[1] - before[1] <= 1
+  # The statistics are inputs, not ignored: halved pixels standardised with
+  # their own mean/std are the same inputs up to a few float32 ulps, so the
+  # members (same keys, same order) agree far inside 1e-3; with the first
+  # trainer's statistics baked in, the dimmed inputs would shift by about
+  # one standard deviation and the losses by far more.
+  np.testing.assert_allclose(probes[0]['loss'], probes[1]['loss'],
+                             rtol=1e-3, atol=1e-4)

@@ -3,7 +3,7 @@
 Each retraining run is a *member* with a subset mask. All members of one
 architecture and one subset size (every strategy, score and seed at one
 fraction) train together in compiled programs of at most
-``members_per_program`` members (split equally: 10 as 5 + 5), through the
+``members_per_program`` members (sizes within one: 10 as 5 + 5), through the
 same recorder as the study, so the sweep inherits its checkpoints, records
 and resume: a finished program is never retrained. Layout::
 
@@ -128,13 +128,18 @@ def _member_plan(kind, cfg, arch, fraction, n, example_scores, labels,
   return members, np.stack(masks)
 
 
-def program_size(num_members: int, limit: int) -> int:
-  """Members per program: the fewest programs of <= limit, sized equally.
+def program_slices(num_members: int, limit: int) -> list[slice]:
+  """Members per program: the fewest programs of <= limit, sizes within one.
 
-  10 members with a limit of 6 train as 5 + 5, not 6 + 4: one compiled
-  program instead of two (compilation dominates small studies).
+  10 members with a limit of 6 train as 5 + 5 (one compiled program, not a
+  6 and a 4), and with a limit of 3 as 3 + 3 + 2 + 2: every program of a
+  study then has one of two member counts, and compilation dominates small
+  studies.
   """
-  return math.ceil(num_members / math.ceil(num_members / limit))
+  count = math.ceil(num_members / limit)
+  size, extra = divmod(num_members, count)
+  bounds = np.cumsum([0] + [size + (i < extra) for i in range(count)])
+  return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def _train_group(config, data, arch, subdir, members, keep, total_steps,
@@ -143,19 +148,17 @@ def _train_group(config, data, arch, subdir, members, keep, total_steps,
   writer = records.RecordWriter(subdir)
   writer.write_split_metadata('train', data.train_labels, data.train_ids)
   writer.write_split_metadata('test', data.test_labels, data.test_ids)
-  chunk = program_size(len(members), limit)
   programs = []
-  for start in range(0, len(members), chunk):
-    program = f'{arch}.{start // chunk}'
+  for i, sl in enumerate(program_slices(len(members), limit)):
+    program = f'{arch}.{i}'
     programs.append(program)
-    sl = slice(start, start + chunk)
     mask_path = os.path.join(subdir, f'masks_{program}.npz')
     if not os.path.exists(mask_path):
       files.atomic_savez(mask_path, {'keep': keep[sl]})
     if writer.is_complete(program):
       continue
     logging.info('%s: training %d members on %d examples.', subdir,
-                 len(members[sl]), members[start]['kept'])
+                 len(members[sl]), members[sl.start]['kept'])
     ensemble.train_arch(config, data, arch, subdir, writer,
                         program=program, members=members[sl],
                         keep=keep[sl], total_steps=total_steps)

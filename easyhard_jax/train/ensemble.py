@@ -159,14 +159,17 @@ class ArchTrainer:
         eval_batch_size=config.eval_batch_size, members=self.members,
         num_kept=kept, root_seed=config.seed, arch=arch,
         prefetch_batches=config.stream.prefetch_batches)
-    # numpy mean/std (constants in the programs); examples per probe batch.
+    # numpy mean/std; the programs take them as inputs (self.norm), so data
+    # that differ only in their values (a low-pass probe) share programs.
     self.mean, self.std = self.feed.mean, self.feed.std
+    self.norm = {'mean': distributed.put(np.asarray(self.mean, np.float32),
+                                         rep),
+                 'std': distributed.put(np.asarray(self.std, np.float32), rep)}
     self.probe_batch = self.feed.probe_batch
     aug = device_ops.AugmentConfig(config.augment.crop_padding,
                                    bool(config.augment.horizontal_flip))
-    static = dict(strategy=self.strategy, model=self.model, mean=self.mean,
-                  std=self.std, dtype=self.dtype, mesh=self.mesh,
-                  member_axis=member_axis)
+    static = dict(strategy=self.strategy, model=self.model, dtype=self.dtype,
+                  mesh=self.mesh, member_axis=member_axis)
     self.train_step = programs.train_step(
         self.feed.step_kind, tuple(sorted(self.feed.step_kwargs.items())),
         optimizer=self.optimizer, augment=aug, **static)
@@ -186,12 +189,11 @@ class ArchTrainer:
   def step(self, states, buffers, fed):
     """One train step of every member; ``fed`` comes from epoch_feed."""
     return self.train_step(states, buffers, self.aug_keys, self.schedule,
-                           *self.feed.args(fed))
+                           *self.feed.args(fed), **self.norm)
 
   def probe_batches(self, split: str):
     """(images, labels) batches over ``split`` (the feed's probe batches)."""
     return self.feed.probe(split)
-
 
   def init_states(self) -> steps_lib.TrainState:
     """Member-stacked initial state; each member has its own init key."""
@@ -213,7 +215,7 @@ class ArchTrainer:
     # Without the optimizer state (the probe reads none): one probe program
     # serves SGD and Adam members alike.
     states = states.replace(opt_state=None)
-    outs = [self.probe_step(states, x, y, features=features)
+    outs = [self.probe_step(states, x, y, features=features, **self.norm)
             for x, y in self.probe_batches(split)]
     stats = [o[0] for o in outs] if features else outs
     # Joined on the device: one gather per field, not one per batch.

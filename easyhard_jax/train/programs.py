@@ -2,13 +2,14 @@
 
 An ArchTrainer (ensemble.py) asks here for its train step, probe step, init
 and epoch permutations. Each is jitted once per process for its static parts
-(model, member strategy, optimizer kind, augmentation, normalisation
-constants, mesh; the feed kind and batch size), never per trainer: trainers
-that differ only in subset, epochs, learning rate or data values (the sweep
-groups, the cause probes) reuse one jitted function, so they are neither
-retraced nor recompiled. The run length enters the train step as traced
-optim.ScheduleArgs, so equal static parts mean an equal program, and the
-persistent compilation cache also hits across processes.
+(model, member strategy, optimizer kind, augmentation, mesh; the feed kind
+and batch size), never per trainer: trainers that differ only in subset,
+epochs, learning rate or data values (the sweep groups, the cause probes)
+reuse one jitted function, so they are neither retraced nor recompiled. The
+run length enters the train step as traced optim.ScheduleArgs and the
+normalisation statistics as traced inputs, so equal static parts mean an
+equal program, and the persistent compilation cache also hits across
+processes.
 """
 
 from __future__ import annotations
@@ -52,22 +53,23 @@ def _program(key: tuple[Any, ...], build):
   return _PROGRAMS[key]
 
 
-def _static_key(mean, std, **static) -> tuple[Any, ...]:
-  """A hashable key of a program's static parts (numpy stats as bytes)."""
-  arrays = tuple((a.dtype.str, a.shape, a.tobytes())
-                 for a in map(np.asarray, (mean, std)))
-  return arrays + tuple(sorted(static.items(), key=lambda kv: kv[0]))
+def _static_key(**static) -> tuple[Any, ...]:
+  """A hashable key of a program's static parts."""
+  return tuple(sorted(static.items(), key=lambda kv: kv[0]))
 
 
 def train_step(step_kind: str, step_kwargs, *, optimizer, augment, model,
-               strategy, mean, std, dtype, mesh, member_axis):
+               strategy, dtype, mesh, member_axis):
   """The jitted train step of a feed kind (states and buffers donated).
+
+  The normalisation ``mean`` and ``std`` are keyword inputs of the call
+  (traced), not constants of the program.
 
   Args:
     step_kind: the feed's step_kind (a key of steps.TRAIN_STEPS).
     step_kwargs: the feed's static step arguments, as sorted (name, value)
       pairs (the resident step's batch size).
-    optimizer, augment, model, strategy, mean, std, dtype: as the step takes.
+    optimizer, augment, model, strategy, dtype: as the step takes.
     mesh, member_axis: the mesh and the axis that shards members, or None.
   """
 
@@ -75,31 +77,33 @@ def train_step(step_kind: str, step_kwargs, *, optimizer, augment, model,
     fn = functools.partial(
         steps_lib.TRAIN_STEPS[step_kind], **dict(step_kwargs),
         strategy=strategy, model=model, optimizer=optimizer, augment=augment,
-        mean=mean, std=std, dtype=dtype,
-        batch_sharding=mesh_lib.batch_sharding(mesh), member_axis=member_axis)
+        dtype=dtype, batch_sharding=mesh_lib.batch_sharding(mesh), member_axis=member_axis)
     # Forced host devices (XLA:CPU): one collective program in flight.
     return mesh_lib.one_in_flight(
         mesh, classic_rng(jax.jit(fn, donate_argnums=(0, 1))))
 
   return _program(('train', step_kind, step_kwargs) + _static_key(
-      mean, std, optimizer=optimizer, augment=augment, model=model,
+      optimizer=optimizer, augment=augment, model=model,
       strategy=strategy, dtype=jnp.dtype(dtype).name, mesh=mesh,
       member_axis=member_axis), build)
 
 
-def probe_step(*, model, strategy, mean, std, dtype, mesh, member_axis):
-  """The jitted probe step; per batch, so train and test share one compile."""
+def probe_step(*, model, strategy, dtype, mesh, member_axis):
+  """The jitted probe step; per batch, so train and test share one compile.
+
+  ``mean`` and ``std`` are keyword inputs of the call, as for train_step.
+  """
 
   def build():
     fn = jax.jit(functools.partial(
         steps_lib.ensemble_probe_step, model=model, strategy=strategy,
-        mean=mean, std=std, dtype=dtype,
+        dtype=dtype,
         batch_sharding=mesh_lib.batch_sharding(mesh),
         member_axis=member_axis), static_argnames=('features',))
     return mesh_lib.one_in_flight(mesh, fn)
 
   return _program(('probe',) + _static_key(
-      mean, std, model=model, strategy=strategy,
+      model=model, strategy=strategy,
       dtype=jnp.dtype(dtype).name, mesh=mesh, member_axis=member_axis), build)
 
 
