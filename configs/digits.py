@@ -2,10 +2,10 @@
 
   python -m easyhard_jax.main --config=configs/digits.py --workdir=/tmp/eh_digits
 
-Runtime on 2 CPU cores (XLA:CPU, empty compilation cache): the record stage
-about 3 minutes; the whole study (record, analyze, remove, compress,
-probe_causes, report) about 9 minutes (record 172 s, analyze 15, remove 102,
-compress 61, probe_causes 181, report 9); reruns are faster (the cache).
+Runtime on 2 quiet CPU cores (XLA:CPU, empty compilation cache): the whole
+study (record, analyze, remove, compress, probe_causes, report) about 5
+minutes (2026-11-28: 307 s; record 127 s, analyze 16, remove 32, compress
+10, probe_causes 105, report 9); reruns are faster (the cache).
 Expected: every member reaches >= 95% test accuracy (typically 97-99%);
 records for 9 members x 18 probes x 1438 train / 359 test examples.
 """
