@@ -138,3 +138,29 @@ def test_partial_last_epoch_finishes_with_unseen_examples_nan(tmp_path):
   np.testing.assert_array_equal(seen[:, 2].sum(-1), 3 * 64)  # 3 steps.
   assert not seen[:, :, 448:].any()  # Never the examples left out.
   assert np.isfinite(fused.loss[seen]).all()
+
+
+def test_probe_until_skips_the_probes_nothing_reads(tmp_path):
+  """A cause probe probes inside its window and at the end, nowhere else."""
+  config = quick_config(epochs=3)
+  data = sources.load_dataset(config)
+  n = len(data.train_labels)
+  keep = np.zeros((2, n), bool)
+  keep[:, :128] = True  # 2 steps of 64 per epoch, 6 in all.
+  writer = records.RecordWriter(str(tmp_path))
+  writer.write_split_metadata('train', data.train_labels, data.train_ids)
+  writer.write_split_metadata('test', data.test_labels, data.test_ids)
+  ensemble.train_arch(config, data, 'cnn', str(tmp_path), writer,
+                      program='cnn.0', keep=keep, probe_until=1.0,
+                      members=ensemble.member_infos(config, 'cnn'))
+  # The full schedule is [1, 2, 4, 6] (half of epoch 1, every epoch end).
+  for split in records.SPLITS:
+    rec = records.load(str(tmp_path), split, archs=['cnn.0'])
+    np.testing.assert_array_equal(rec.probe_steps, [1, 2, 6])
+  from easyhard_jax.experiments import causes
+  study = quick_config(epochs=10, **{'analysis.window': (0.0, 3.0)})
+  probe = quick_config(epochs=4)
+  # Bit for bit the window end load_ensemble reads: window * (4 / 10).
+  assert causes.probe_until(study, probe) == 3.0 * (4 / 10)
+  study.analysis.source = 'fused'
+  assert causes.probe_until(study, probe) == 0.0

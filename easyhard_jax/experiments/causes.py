@@ -29,6 +29,9 @@ probe with ``control_seeds`` members.
 
 Easiness of a probe is taken over the same share of its training as the
 study's window (the window in epochs is scaled by the ratio of epochs).
+A probe is probed only inside that stretched window and at the end of
+training (the test accuracy): nothing reads the probes in between, and it
+keeps no analysis checkpoints.
 For every probe it reports, per architecture and overall, the overlap of its
 easy (and hard) set with the baseline study's, as a ratio to the overlap
 expected by chance, the Spearman correlation of easiness with the baseline,
@@ -179,8 +182,22 @@ def _train(config, cfg, name, archs, seeds, data, subdir):
     vconfig.analysis_checkpoints = 'none'
     vconfig, vdata = VARIANTS[name](vconfig, data, cfg)
   logging.info('Cause probe %s: training %s x %d seeds.', name, archs, seeds)
-  ensemble.record_study(vconfig, subdir, data=vdata)
+  ensemble.record_study(vconfig, subdir, data=vdata,
+                        probe_until=probe_until(config, vconfig))
   return vconfig
+
+
+def probe_until(config, vconfig) -> float:
+  """The last epoch a probe's analysis reads a probe at (later: skipped).
+
+  Easiness reads the train probes inside the study's window, stretched to
+  the probe's length (as load_ensemble computes it), and the test accuracy
+  the last probe, which is always taken; with fused records as the source
+  only that last probe is read.
+  """
+  if config.analysis.source != 'probe':
+    return 0.0
+  return config.analysis.window[1] * (vconfig.epochs / config.epochs)
 
 
 def _with_control(fig: dict[str, Any], control: dict[str, Any],

@@ -238,7 +238,7 @@ def study_fingerprint(config, arch: str, members=None, keep=None,
 
 def train_arch(config, data, arch: str, workdir: str,
                writer: records.RecordWriter, program: str | None = None,
-               **trainer_kwargs) -> None:
+               probe_until: float | None = None, **trainer_kwargs) -> None:
   """Trains one architecture's members, writing probe and fused records.
 
   Args:
@@ -247,6 +247,8 @@ def train_arch(config, data, arch: str, workdir: str,
     writer: the records writer of ``workdir``.
     program: name of this group of members in records and checkpoints
       (default: ``arch``); the experiments train one arch in several groups.
+    probe_until: probe only up to this epoch (and at the end of training),
+      for runs whose later probes nothing reads; None: the whole schedule.
     **trainer_kwargs: members, keep, total_steps (see ArchTrainer); subsets
       and step budgets are how the experiments retrain on part of the data.
 
@@ -257,6 +259,10 @@ def train_arch(config, data, arch: str, workdir: str,
   """
   t = ArchTrainer(config, data, arch, **trainer_kwargs)
   schedule = probe_schedule.probe_schedule(config, t.spe, t.total_steps)
+  if probe_until is not None:
+    # s / spe: the probe's epoch exactly as records.load computes it.
+    schedule = [s for s in schedule
+                if s / float(t.spe) <= probe_until or s == t.total_steps]
   fp = study_fingerprint(config, arch, t.members, trainer_kwargs.get('keep'),
                          trainer_kwargs.get('total_steps'))
   arch = program or arch  # From here on: the name of this member group.
@@ -391,11 +397,12 @@ def train_arch(config, data, arch: str, workdir: str,
   writer.finish_arch(arch)
 
 
-def record_study(config, workdir: str, data=None) -> list[str]:
+def record_study(config, workdir: str, data=None,
+                 probe_until: float | None = None) -> list[str]:
   """The record stage: trains all architectures; returns the finished ones.
 
   ``data`` replaces ``load_dataset(config)`` (the cause probes pass modified
-  copies: shuffled labels, filtered images).
+  copies: shuffled labels, filtered images); ``probe_until`` as train_arch.
   """
   config_checks.validate(config)
   os.makedirs(workdir, exist_ok=True)
@@ -416,5 +423,5 @@ def record_study(config, workdir: str, data=None) -> list[str]:
         logging.info('%s: records complete, skipping.', arch)
         continue
       logging.warning('%s: re-recording damaged or missing chunks.', arch)
-    train_arch(config, data, arch, workdir, writer)
+    train_arch(config, data, arch, workdir, writer, probe_until=probe_until)
   return archs
