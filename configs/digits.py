@@ -4,8 +4,8 @@
 
 Runtime on 2 quiet CPU cores (XLA:CPU, empty compilation cache): the whole
 study (record, analyze, remove, compress, probe_causes, report) about 5
-minutes (2026-11-28: 307 s; record 127 s, analyze 16, remove 32, compress
-10, probe_causes 105, report 9); reruns are faster (the cache).
+minutes (2026-11-28: 284 s; record 112 s, analyze 20, remove 32, compress
+11, probe_causes 97, report 8); reruns are faster (the cache).
 Expected: every member reaches >= 95% test accuracy (typically 97-99%);
 records for 9 members x 18 probes x 1438 train / 359 test examples.
 """
