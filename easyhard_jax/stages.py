@@ -17,8 +17,8 @@ from absl import logging
 
 
 def _dataset(config):
-  from easyhard_jax.data import streaming
-  return streaming.load(config)
+  from easyhard_jax import data
+  return data.load(config)
 
 
 def record(config, workdir: str) -> None:

@@ -230,7 +230,7 @@ class ResidentFeed:
                    for s in SPLITS}
     self.num_kept = distributed.put(np.asarray(num_kept, np.int32),
                                     self.replicated)
-    # numpy mean/std: constants in the programs.
+    # numpy mean/std (the trainer passes them to its programs as inputs).
     self.mean, self.std = device_ops.channel_stats(data.train_images)
     self.probe_batch = min(eval_batch_size,
                            max(x.shape[0] for x in self.images.values()))

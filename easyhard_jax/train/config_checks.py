@@ -87,7 +87,7 @@ def validate(config) -> None:
   from easyhard_jax.train import probe_schedule
   probe_schedule.probe_schedule(config, steps_per_epoch=4)
   probe_schedule.analysis_checkpoint_steps(config, steps_per_epoch=4)
-  optim.make_optimizer(config, steps_per_epoch=4)
+  optim.Optimizer.from_config(config)  # Names the bad optimizer field.
 
 
 def _validate_stream(config) -> None:

@@ -192,27 +192,3 @@ class Optimizer:
     lr = learning_rate_fn(self.schedule, s, self.decay_factor)
     parts.append(_OPTIMIZERS[self.name](lr, self))
     return optax.chain(*parts)
-
-
-def learning_rate_schedule(config, steps_per_epoch: int,
-                           total_steps: int | None = None) -> optax.Schedule:
-  """``config.optimizer.schedule``: 'cosine', 'constant' or 'step'.
-
-  Linear warm-up over ``warmup_epochs``; 'step' multiplies by ``decay_factor``
-  at each epoch in ``decay_epochs``.
-  """
-  o = Optimizer.from_config(config)
-  return learning_rate_fn(o.schedule, schedule_args(
-      config, steps_per_epoch, total_steps), o.decay_factor)
-
-
-def make_optimizer(config, steps_per_epoch: int,
-                   total_steps: int | None = None
-                   ) -> optax.GradientTransformation:
-  """SGD with momentum (or Adam) with L2 weight decay on every parameter.
-
-  The schedule's numbers are host constants here; the train step builds the
-  same chain from traced ones (Optimizer.tx).
-  """
-  return Optimizer.from_config(config).tx(
-      schedule_args(config, steps_per_epoch, total_steps))

@@ -77,7 +77,8 @@ def train_step(step_kind: str, step_kwargs, *, optimizer, augment, model,
     fn = functools.partial(
         steps_lib.TRAIN_STEPS[step_kind], **dict(step_kwargs),
         strategy=strategy, model=model, optimizer=optimizer, augment=augment,
-        dtype=dtype, batch_sharding=mesh_lib.batch_sharding(mesh), member_axis=member_axis)
+        dtype=dtype, batch_sharding=mesh_lib.batch_sharding(mesh),
+        member_axis=member_axis)
     # Forced host devices (XLA:CPU): one collective program in flight.
     return mesh_lib.one_in_flight(
         mesh, classic_rng(jax.jit(fn, donate_argnums=(0, 1))))
@@ -97,8 +98,7 @@ def probe_step(*, model, strategy, dtype, mesh, member_axis):
   def build():
     fn = jax.jit(functools.partial(
         steps_lib.ensemble_probe_step, model=model, strategy=strategy,
-        dtype=dtype,
-        batch_sharding=mesh_lib.batch_sharding(mesh),
+        dtype=dtype, batch_sharding=mesh_lib.batch_sharding(mesh),
         member_axis=member_axis), static_argnames=('features',))
     return mesh_lib.one_in_flight(mesh, fn)
 
