@@ -77,6 +77,9 @@ def _checked(name: str, x_train, y_train, x_test, y_test, num_classes=None,
           f'got shape {y.shape}.')
     if not np.issubdtype(y.dtype, np.integer) or (y.size and y.min() < 0):
       raise ValueError(f'{name}: {split} labels must be integers >= 0.')
+    if y.size and int(y.max()) > np.iinfo(np.int32).max:  # Before the cast.
+      raise ValueError(f'{name}: {split} labels must be below 2**31 (class '
+                       f'indices); got {int(y.max())}.')
     if x.shape[0] == 0:
       raise ValueError(f'{name}: the {split} split is empty.')
     arrays.append((np.ascontiguousarray(x), y.astype(np.int32)))
