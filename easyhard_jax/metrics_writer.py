@@ -15,6 +15,12 @@ lines as ``null`` (JSON has no NaN).
 
 Every process may construct and call a writer; only ``jax.process_index() ==
 0`` touches the disk, so multi-host loops need no ``if``.
+
+A resumed run redoes the steps after its last checkpoint: a row whose
+(arch, kind, step) is already in the file replaces the old row (the file is
+rewritten atomically), so ``metrics.jsonl`` holds one row per (arch, kind,
+step). A torn last line left by a killed run is dropped when a writer opens
+the file.
 """
 
 from __future__ import annotations
@@ -26,6 +32,13 @@ import time
 from typing import Any, Mapping
 
 import jax
+
+from easyhard_jax import files
+
+
+def _key(row: Mapping[str, Any]) -> tuple[Any, Any, Any]:
+  """A row's identity, as the report reads it: (arch, kind, step)."""
+  return (row.get('arch'), row.get('kind'), row.get('step'))
 
 
 def _tag(prefix: str, name: str) -> str:
@@ -53,6 +66,7 @@ class MetricsWriter:
     self.jsonl_path = os.path.join(workdir, 'metrics.jsonl')
     self.tensorboard_dir = os.path.join(workdir, 'tensorboard')
     self._jsonl = self._tb = None
+    self._rows: dict[tuple[Any, Any, Any], str] = {}
     if not self.enabled:
       return
     os.makedirs(os.path.dirname(self.jsonl_path), exist_ok=True)
@@ -60,7 +74,38 @@ class MetricsWriter:
     import tensorboardX  # pylint: disable=g-import-not-at-top
     self._tb = tensorboardX.SummaryWriter(logdir=self.tensorboard_dir,
                                           flush_secs=30)
+    if self._load_rows():
+      self._rewrite()
     self._jsonl = open(self.jsonl_path, 'a', encoding='utf-8')
+
+  def _load_rows(self) -> bool:
+    """Reads the rows already in the file; True when it needs a rewrite."""
+    if not os.path.exists(self.jsonl_path):
+      return False
+    clean = True
+    with open(self.jsonl_path, encoding='utf-8', errors='replace') as f:
+      for line in f:
+        try:
+          row = json.loads(line)
+        except ValueError:
+          row = None
+        if not isinstance(row, dict):
+          clean = False  # A torn line (a killed run): dropped.
+          continue
+        key = _key(row)
+        clean = clean and key not in self._rows and line.endswith('\n')
+        self._rows[key] = json.dumps(row) + '\n'
+    return not clean
+
+  def _rewrite(self) -> None:
+    """Replaces the file by one row per key, atomically."""
+    reopen = self._jsonl is not None
+    if reopen:
+      self._jsonl.close()
+    files.atomic_write_bytes(self.jsonl_path,
+                             ''.join(self._rows.values()).encode())
+    if reopen:
+      self._jsonl = open(self.jsonl_path, 'a', encoding='utf-8')
 
   def write(self, step: int, scalars: Mapping[str, Any],
             prefix: str = '', **fields: Any) -> None:
@@ -84,7 +129,14 @@ class MetricsWriter:
     for tag, v in values.items():
       row[tag] = v if math.isfinite(v) else None
       self._tb.add_scalar(tag, v, global_step=step)
-    self._jsonl.write(json.dumps(row) + '\n')
+    line = json.dumps(row) + '\n'
+    key = _key(row)
+    if key in self._rows:  # A resumed run redoing a step.
+      self._rows[key] = line  # Keeps the first row's place, as the report.
+      self._rewrite()
+      return
+    self._rows[key] = line
+    self._jsonl.write(line)
     self._jsonl.flush()
 
   def flush(self) -> None:

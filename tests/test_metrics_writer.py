@@ -55,10 +55,30 @@ def test_json_lines_hold_steps_and_prefixed_scalars(tmp_path):
   assert rows[2]['train/acc'] is None  # NaN: JSON has none.
   assert rows[3] == {'step': 20, 'wall_time': rows[3]['wall_time'],
                      'kind': 'probe', 'accs': [0.9, 1], 'test/acc': 0.9}
-  # A second writer (a resumed run) appends.
-  _write(tmp_path)
+  # A second writer (a resumed run) appends new rows only.
+  with metrics_writer.MetricsWriter(str(tmp_path)) as w2:
+    w2.write(30, {'loss': 0.5}, prefix='train')
   with open(w.jsonl_path) as f:
-    assert len(f.readlines()) == 8
+    assert [json.loads(l)['step'] for l in f] == [0, 10, 20, 20, 30]
+
+
+def test_a_resumed_run_replaces_the_rows_it_redoes(tmp_path):
+  _write(tmp_path)
+  path = os.path.join(str(tmp_path), 'metrics.jsonl')
+  with open(path, 'a') as f:
+    f.write('{"step": 40, "train/lo')  # Torn by a kill.
+  with metrics_writer.MetricsWriter(str(tmp_path)) as w:
+    w.write(10, {'loss': 9.0}, prefix='train')  # Redone after a resume.
+    w.write(10, {'loss': 8.0}, prefix='train', arch='vgg')  # Another arch.
+    w.write(20, {'acc': 0.8}, prefix='test/', kind='probe', accs=[0.8])
+  with open(path) as f:
+    rows = [json.loads(line) for line in f]
+  keys = [(r.get('arch'), r.get('kind'), r['step']) for r in rows]
+  assert keys == [(None, None, 0), (None, None, 10), (None, None, 20),
+                  (None, 'probe', 20), ('vgg', None, 10)]
+  assert rows[1]['train/loss'] == 9.0 and rows[3]['test/acc'] == 0.8
+  assert rows[4]['train/loss'] == 8.0
+  assert not [n for n in os.listdir(tmp_path) if n.startswith('.tmp-')]
 
 
 def test_disabled_writer_writes_nothing(tmp_path):
