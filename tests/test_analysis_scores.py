@@ -240,3 +240,25 @@ def test_kernels_compile_once_across_windows():
     traced(c, w)  # Raises on a second trace.
     scores.member_scores(c, v, v, w, jnp.ones(6, bool))
   assert scores.member_scores._cache_size() == before
+
+
+def test_group_mean_ignores_only_its_own_missing_values():
+  # The counter-example: a NaN in group 0 must not reach group 1.
+  values = jnp.asarray([[1.0, 2.0], [np.nan, 4.0], [5.0, 6.0], [7.0, 8.0]])
+  got = np.asarray(scores.group_mean(values, jnp.asarray([0, 0, 1, 1]),
+                                     num_groups=2))
+  np.testing.assert_array_equal(got, [[1.0, 3.0], [6.0, 7.0]])
+  # Against a per-group np.nanmean loop on random data with NaNs; a group
+  # with every member NaN at an example, and an empty group, give NaN.
+  rng = np.random.default_rng(0)
+  v = rng.normal(size=(7, 50)).astype(np.float32)
+  v[rng.random(v.shape) < 0.3] = np.nan
+  gids = np.array([0, 2, 0, 2, 2, 0, 0], np.int32)
+  v[[1, 3, 4], 7] = np.nan
+  got = np.asarray(scores.group_mean(jnp.asarray(v), jnp.asarray(gids),
+                                     num_groups=3))
+  with np.errstate(all='ignore'), pytest.warns(RuntimeWarning):
+    want = np.stack([np.nanmean(v[gids == g], axis=0) if (gids == g).any()
+                     else np.full(50, np.nan) for g in range(3)])
+  assert np.isnan(got[2, 7]) and np.isnan(got[1]).all()
+  np.testing.assert_allclose(got, want, rtol=1e-6, equal_nan=True)

@@ -212,7 +212,11 @@ presented_mask = score_kernels.presented_mask
 @functools.partial(jax.jit, static_argnames='num_groups')
 def group_mean(member_values: jax.Array, group_ids: jax.Array, *,
                num_groups: int) -> jax.Array:
-  """Mean over the members of each group as one matmul.
+  """Mean over the members of each group, each ignoring its own NaNs.
+
+  A masked mean per group: a NaN of one member drops that member from its
+  own group's mean at that example only, never touching another group (a
+  0/1-weight matmul would spread it: 0 * NaN = NaN).
 
   Args:
     member_values: float [M, N].
@@ -220,13 +224,16 @@ def group_mean(member_values: jax.Array, group_ids: jax.Array, *,
     num_groups: G.
 
   Returns:
-    float32 [G, N]; NaN for a group without members.
+    float32 [G, N]; NaN where a group has no member (or only NaNs) there.
   """
+  v = member_values.astype(jnp.float32)
   onehot = (group_ids[None, :] == jnp.arange(num_groups)[:, None]).astype(
-      jnp.float32)
-  onehot = onehot / jnp.sum(onehot, axis=1, keepdims=True)
-  return jnp.matmul(onehot, member_values.astype(jnp.float32),
-                    precision=jax.lax.Precision.HIGHEST)
+      jnp.float32)  # [G, M]
+  present = ~jnp.isnan(v)
+  hi = jax.lax.Precision.HIGHEST
+  total = jnp.matmul(onehot, jnp.where(present, v, 0.0), precision=hi)
+  count = jnp.matmul(onehot, present.astype(jnp.float32), precision=hi)
+  return jnp.where(count > 0, total / jnp.maximum(count, 1.0), jnp.nan)
 
 
 def _check_fused(records: Any, fused: Any) -> None:
