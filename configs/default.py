@@ -20,6 +20,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data_dir.
   c.npz_path = ml_collections.config_dict.placeholder(str)  # For dataset='npz'.
   c.fashion_mnist_dir = '/usr/share/datasets/fashion-mnist'  # Debian files.
+  # CIFAR-10 offline: a folder with the binary batches (data_batch_1..5.bin,
+  # test_batch.bin; launch/fetch_cifar10.sh), read into TFDS's order. Empty:
+  # TFDS. cifar10_verify checks each file's published md5.
+  c.cifar10_dir = ''
+  c.cifar10_verify = True
   c.image_size = ml_collections.config_dict.placeholder(int)  # Resize to NxN.
   c.num_classes = ml_collections.config_dict.placeholder(int)  # npz override.
   c.train_split = 'train'         # TFDS split names.
@@ -30,6 +35,13 @@ def get_config() -> ml_collections.ConfigDict:
   # deterministically by seed; device-resident data only. With fraction > 0
   # and analysis.known_noisy == '', the analysis scores how well each score
   # finds the flipped examples.
+  # Given train labels from a file, 'PATH' or 'PATH:KEY' (.npy, .npz, .csv,
+  # or a numpy-only torch .pt such as CIFAR-10N's CIFAR-10_human.pt with
+  # KEY aggre_label / worse_label / random_label1); its rows are in the
+  # dataset's 'index' order or its 'original' order (CIFAR binaries, CIFAR-N).
+  # The examples whose label differs are the known label errors.
+  c.train_labels = ''
+  c.train_labels_order = 'index'
   c.label_noise = ml_collections.ConfigDict()
   c.label_noise.fraction = 0.0
   c.label_noise.seed = 0

@@ -9,11 +9,16 @@ and all records, scores and exports use it. Sources are looked up by name:
 - ``fashion_mnist``: TFDS when prepared in ``data_dir``; otherwise the Debian
   ``dataset-fashion-mnist`` IDX files (``apt-get install dataset-fashion-mnist``).
 - ``fashion_mnist_debian``: the Debian files only (IDX order).
+- ``cifar10``: the canonical binary batches in ``config.cifar10_dir``
+  (offline; :mod:`easyhard_jax.data.cifar_binary`), else TFDS; either way in
+  TFDS's order with TFDS ids.
 - ``npz``: a user's file with ``x_train``, ``y_train``, ``x_test``, ``y_test``
   (uint8 images [N,H,W(,C)], integer labels).
 - anything else: a TFDS image-classification dataset by name through
   ``tfds.data_source`` (array_record; downloads and prepares on first use).
 
+``config.train_labels`` replaces the train labels by a file's (e.g. CIFAR-10N
+human labels; :mod:`easyhard_jax.data.label_files`).
 ``config.label_noise`` (fraction, seed) flips that fraction of the train
 labels to a uniformly random other class, deterministically by seed (see
 :func:`flip_labels`): a known set of label errors for the label-issue score.
@@ -245,7 +250,14 @@ def load_tfds(config, name: str | None = None) -> Dataset:
                   features['label'].num_classes, idtr, idte)
 
 
+def _load_cifar10(config) -> Dataset:
+  # pylint: disable-next=g-import-not-at-top
+  from easyhard_jax.data import cifar_binary
+  return cifar_binary.load(config)
+
+
 SOURCES: dict[str, Callable[..., Dataset]] = {
+    'cifar10': _load_cifar10,
     'digits': load_digits,
     'fashion_mnist': load_fashion_mnist,
     'fashion_mnist_debian': load_fashion_mnist_debian,
@@ -314,17 +326,79 @@ def check_label_noise(config, streamed: bool) -> None:
         'dataset that fits in memory) or config.label_noise.fraction=0.')
 
 
+def data_files(config) -> list[str]:
+  """The local files a config's data is read from (for content hashes).
+
+  The npz file, Debian's Fashion-MNIST IDX files when they are the source,
+  the CIFAR-10 binary batches of ``config.cifar10_dir``, and the
+  ``config.train_labels`` file; TFDS-prepared and embedded data have none.
+  """
+  paths = []
+  name = config.dataset
+  if name == 'npz' and config.get('npz_path'):
+    paths.append(config.npz_path)
+  elif name in ('fashion_mnist', 'fashion_mnist_debian'):
+    root = config.get('fashion_mnist_dir') or DEBIAN_FASHION_MNIST_DIR
+    if name == 'fashion_mnist_debian' or os.path.isdir(root):
+      paths += [os.path.join(root, f'{k}-idx{3 if "images" in k else 1}'
+                             '-ubyte.gz')
+                for k in ('train-images', 'train-labels', 't10k-images',
+                          't10k-labels')]
+  elif name == 'cifar10' and config.get('cifar10_dir'):
+    # pylint: disable-next=g-import-not-at-top
+    from easyhard_jax.data import cifar_binary
+    paths += cifar_binary.batch_paths(config.cifar10_dir)
+  if config.get('train_labels'):
+    # pylint: disable-next=g-import-not-at-top
+    from easyhard_jax.data import label_files
+    paths.append(label_files.split_spec(config.train_labels)[0])
+  return paths
+
+
+def _load_source(config) -> Dataset:
+  loader = SOURCES.get(config.dataset)
+  return loader(config) if loader else load_tfds(config)
+
+
+def _check_label_sources(config) -> None:
+  if config.get('train_labels') and label_noise_fraction(config) > 0:
+    raise ValueError(
+        'config.train_labels and config.label_noise.fraction > 0 both change '
+        'the train labels; use one (the known label errors would be '
+        'ambiguous).')
+  stream = config.get('stream')
+  if config.get('train_labels') and stream is not None and stream.enabled:
+    raise ValueError('config.train_labels applies to device-resident data '
+                     'only; set config.stream.enabled=False.')
+
+
+def train_label_errors(config, num_examples: int) -> np.ndarray:
+  """Indices < num_examples whose ``config.train_labels`` label is not the
+  dataset's own (reads the source again; for the label-issue analysis)."""
+  from easyhard_jax.data import label_files  # pylint: disable=g-import-not-at-top
+  _, noisy = label_files.given_labels(config, _load_source(config).train_labels)
+  return noisy[noisy < num_examples]
+
+
 def load_dataset(config) -> Dataset:
   """Loads ``config.dataset`` (a source name above or any TFDS name).
 
+  ``config.train_labels`` first replaces the train labels by a file's; then
   ``config.max_train_examples`` keeps the first N train examples; then
   ``config.label_noise`` flips a fraction of their labels (see
   :func:`flip_labels`).
   """
   stream = config.get('stream')
   check_label_noise(config, bool(stream is not None and stream.enabled))
-  loader = SOURCES.get(config.dataset)
-  ds = loader(config) if loader else load_tfds(config)
+  _check_label_sources(config)
+  ds = _load_source(config)
+  if config.get('train_labels'):
+    from easyhard_jax.data import label_files  # pylint: disable=g-import-not-at-top
+    given, noisy = label_files.given_labels(config, ds.train_labels)
+    logging.info('train_labels: %s gives %d of %d labels that differ from '
+                 'the dataset\'s.', config.train_labels, noisy.size,
+                 given.size)
+    ds = dataclasses.replace(ds, train_labels=given)
   limit = config.get('max_train_examples')
   if limit:  # Keeps the first examples, so the stable index is unchanged.
     ds = dataclasses.replace(
