@@ -21,9 +21,17 @@ def _dataset(config):
   return data.load(config)
 
 
+def _needs_own_training(config, workdir: str, stage: str) -> None:
+  """Refuses a workdir whose records were logged from outside training."""
+  from easyhard_jax import config_fields
+  from easyhard_jax.interop import origin
+  origin.refuse_if_logged(workdir, stage, config_fields.arch_list(config))
+
+
 def record(config, workdir: str) -> None:
   """Trains every architecture's members; writes the records."""
   from easyhard_jax.train import ensemble
+  _needs_own_training(config, workdir, 'record')
   ensemble.record_study(config, workdir)
 
 
@@ -40,18 +48,21 @@ def analyze(config, workdir: str) -> None:
 def remove(config, workdir: str) -> None:
   """Retrains without the easiest, hardest or random examples."""
   from easyhard_jax.experiments import sweeps
+  _needs_own_training(config, workdir, 'remove')
   sweeps.run_sweep(config, workdir, 'remove')
 
 
 def compress(config, workdir: str) -> None:
   """Retrains on subsets chosen by the scores, against random subsets."""
   from easyhard_jax.experiments import sweeps
+  _needs_own_training(config, workdir, 'compress')
   sweeps.run_sweep(config, workdir, 'compress')
 
 
 def probe_causes(config, workdir: str) -> None:
   """Retrains with one suspected cause changed per probe."""
   from easyhard_jax.experiments import causes
+  _needs_own_training(config, workdir, 'probe_causes')
   causes.run_causes(config, workdir)
 
 
@@ -67,6 +78,7 @@ def report(config, workdir: str) -> None:
 def probe_checkpoints(config, workdir: str) -> None:
   """Records, features and GraNd from the saved checkpoints."""
   from easyhard_jax.train import checkpoint_probe
+  _needs_own_training(config, workdir, 'probe_checkpoints')
   checkpoint_probe.probe_checkpoints(config, workdir)
 
 

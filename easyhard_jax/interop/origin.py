@@ -1,0 +1,61 @@
+"""Where a workdir's records came from: this tool's trainer or a log.
+
+Records written by ``DynamicsLog`` carry ``origin = 'dynamics_log'`` in
+each member group's fingerprint fields. The analysis, the report and the
+comparison read them like any records; the stages that retrain members
+with this tool (removal and compression sweeps, cause probes, checkpoint
+probes) cannot, because nothing here knows your model or loop: they refuse
+such a workdir with :func:`refuse_if_logged`.
+"""
+
+from __future__ import annotations
+
+import os
+
+from easyhard_jax import records
+
+ORIGIN = 'dynamics_log'
+# Stages that train or restore this tool's models, and what they do.
+NEEDS_OWN_TRAINING = {
+    'record': 'trains the config\'s architectures',
+    'remove': 'retrains without the easiest / hardest examples',
+    'compress': 'retrains on compressed subsets',
+    'probe_causes': 'retrains with one suspected cause changed',
+    'heldout': 'trains members on random subsets',
+    'probe_checkpoints': 'restores this tool\'s saved checkpoints',
+}
+
+
+def logged_groups(workdir: str) -> list[str]:
+  """Member groups of ``workdir``'s records written by a DynamicsLog."""
+  if not os.path.exists(os.path.join(records.records_dir(workdir),
+                                     'manifest.json')):
+    return []
+  manifest = records.read_manifest(workdir)
+  return [a for a in manifest['arch_order']
+          if (manifest['archs'][a].get('fingerprint') or {}).get(
+              'fields', {}).get('origin') == ORIGIN]
+
+
+def refuse_if_logged(workdir: str, stage: str, archs=None) -> None:
+  """Raises when ``stage`` needs this tool's training and records are logged.
+
+  Args:
+    workdir: the study workdir.
+    stage: a stage name; stages outside :data:`NEEDS_OWN_TRAINING` pass.
+    archs: for 'record', the config's architectures: only a clash with a
+      logged group refuses (other groups may be trained beside it).
+  """
+  if stage not in NEEDS_OWN_TRAINING:
+    return
+  logged = logged_groups(workdir)
+  if stage == 'record' and archs is not None:
+    logged = [a for a in logged if a in set(archs)]
+  if logged:
+    raise ValueError(
+        f'--mode={stage} {NEEDS_OWN_TRAINING[stage]}, which needs this '
+        f'tool\'s training, but the records of {logged} in {workdir} were '
+        'logged from your own training loop (easyhard_jax.interop.'
+        'DynamicsLog). On such a workdir run --mode=analyze, --mode=report '
+        'and --mode=compare; to run the sweeps and cause probes, train the '
+        'study with this tool in another --workdir.')
