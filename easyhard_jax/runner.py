@@ -133,7 +133,7 @@ def run(config, workdir: str, mode: str = 'study') -> None:
   from easyhard_jax import validation
   # pylint: enable=g-import-not-at-top
   distributed.maybe_initialize(config)  # Before any JAX computation.
-  validation.validate(config)
+  validation.validate(config, mode, workdir)  # Before the lock, any deletion.
   writer = distributed.is_writer()
   files.set_writer(writer)
   lock = files.WorkdirLock(workdir)

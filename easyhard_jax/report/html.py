@@ -207,6 +207,12 @@ def render_page(title: str, subtitle: str, sections: Sequence[Section]) -> str:
 """
 
 
+def markdown_text(text: str) -> str:
+  """``text`` (a path, say) as literal Markdown: one line, no markup."""
+  text = ' '.join(str(text).splitlines())
+  return ''.join('\\' + c if c in '\\`*_[]<>#&!' else c for c in text)
+
+
 def render_summary(title: str, subtitle: str,
                    blocks: Sequence[tuple[str, Sequence[str]]],
                    sections: Sequence[Section]) -> str:
@@ -221,7 +227,7 @@ def render_summary(title: str, subtitle: str,
   Returns:
     Markdown text.
   """
-  out = [f'# {title}', '', subtitle, '']
+  out = [f'# {title}', '', markdown_text(subtitle), '']
   for heading, bullets in blocks:
     if not bullets:
       continue

@@ -6,6 +6,10 @@ before any data is loaded or anything is compiled.
 
 from __future__ import annotations
 
+import functools
+import json
+import os
+
 import jax
 import jax.numpy as jnp
 
@@ -88,6 +92,68 @@ def validate(config) -> None:
   probe_schedule.probe_schedule(config, steps_per_epoch=4)
   probe_schedule.analysis_checkpoint_steps(config, steps_per_epoch=4)
   optim.Optimizer.from_config(config)  # Names the bad optimizer field.
+
+
+# No registered model at width 1 has more parameters than this (vgg16:
+# 14.7M); a config under this bound needs no exact count (which costs up to
+# 2 s of tracing per architecture).
+_PARAMS_BOUND = 50_000_000
+# Float32 copies of the parameters per member during training: parameters,
+# gradients, the update, and the optimizer's moments (one for SGD, two for
+# Adam). Activations come on top: the estimate is a lower bound.
+_COPIES = {'sgd': 4, 'adam': 5}
+
+
+@functools.lru_cache(maxsize=32)
+def _param_count(arch: str, width: float, num_classes: int, image_size: int,
+                 kwargs_json: str) -> int:
+  model = models.get_model(arch, num_classes=num_classes, width=width,
+                           **json.loads(kwargs_json))
+  shapes = jax.eval_shape(
+      lambda k: model.init(k, jnp.zeros((1, image_size, image_size, 3)),
+                           train=False), jax.random.key(0))
+  return int(sum(x.size for x in jax.tree.leaves(shapes['params'])))
+
+
+def memory_bytes() -> tuple[int, str]:
+  """(bytes the members of one architecture can use, what they are)."""
+  devices = jax.local_devices()
+  if devices[0].platform != 'cpu':
+    stats = [d.memory_stats() or {} for d in devices]
+    total = sum(int(s.get('bytes_limit', 0)) for s in stats)
+    if total:
+      return total, f'{len(devices)} {devices[0].platform} device(s)'
+  return (os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES'),
+          'host memory')
+
+
+def check_memory(config) -> None:
+  """Refuses ``seeds_per_arch`` whose members cannot fit in memory.
+
+  An estimate from the parameter count alone (parameters, gradients,
+  update and optimizer moments per member, float32), so a refusal is
+  certain; a config that passes may still run out of memory on activations.
+  """
+  members = config.seeds_per_arch
+  copies = _COPIES.get(config.optimizer.name, 5) * 4
+  available, where = memory_bytes()
+  bound = members * _PARAMS_BOUND * max(config.width, 1.0)**2 * copies
+  if bound < available:
+    return
+  for arch in config_fields.arch_list(config):
+    kwargs = json.dumps(dict(config.model_kwargs.get(arch, {})),
+                        sort_keys=True)
+    params = _param_count(arch, float(config.width),
+                          int(config.get('num_classes') or 10),
+                          int(config.get('image_size') or 32), kwargs)
+    need = members * params * copies
+    if need > available:
+      raise ValueError(
+          f'config.seeds_per_arch={members}: {members} {arch} members need '
+          f'at least {need / 2**30:.1f} GiB ({params:,} parameters each, '
+          f'times {copies // 4} float32 copies for gradients and optimizer '
+          f'state), more than the {available / 2**30:.1f} GiB of {where}. '
+          'Lower seeds_per_arch or width.')
 
 
 def _validate_stream(config) -> None:
