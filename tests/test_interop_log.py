@@ -176,12 +176,14 @@ def test_resume_continues_and_a_group_waits_for_its_members(tmp_path):
   log = _log(tmp_path)
   log.probe('cnn/a', 0, np.zeros((20, 4)))
   log.log('cnn/a', 0, np.arange(10), np.zeros((10, 4)))
+  log.probe('cnn/a', 2, np.zeros((20, 4)))  # The last probe ends training.
   assert log.close() == {'complete': [], 'waiting': {'cnn': ['cnn/b']}}
   log = _log(tmp_path)
   with pytest.raises(ValueError, match='epoch 0 is already recorded'):
     log.log('cnn/a', 1, np.arange(10), np.zeros((10, 4)))
   log.probe('cnn/b', 0, np.ones((20, 4)))
   log.log('cnn/b', 1, np.arange(10, 20), np.ones((10, 4)))
+  log.probe('cnn/b', 2, np.ones((20, 4)))
   assert log.close() == {'complete': ['cnn'], 'waiting': {}}
   fused = records.load(str(tmp_path), 'train', 'fused')
   np.testing.assert_array_equal(fused.probe_steps, [2])
@@ -203,7 +205,8 @@ def test_retraining_stages_refuse_a_logged_workdir(tmp_path):
 
 def test_importing_the_logger_does_not_import_jax():
   code = ('import sys\n'
-          'from easyhard_jax.interop import dynamics_log\n'
+          'from easyhard_jax.interop import dynamics_log, importers, '
+          'peer_exports\n'
           'assert "jax" not in sys.modules, sorted(m for m in sys.modules '
           'if "jax" in m)\n')
   out = subprocess.run([sys.executable, '-c', code], cwd=ROOT,

@@ -22,6 +22,8 @@ manifest, chunk files, fingerprints and atomic writes), so ``--mode=analyze``,
 * ``probe`` takes an eval-mode pass (no augmentation) over a whole split at
   ``step`` = optimizer steps taken so far (0 = at initialisation), in one
   call or batch by batch; the easiness scores are computed from these.
+  Probe every member at the same steps, the last one at the end of
+  training: a group counts as complete when its last probe ends training.
 * Members are declared up front (``'arch/name'`` strings or dicts with
   'name' and 'arch'); members of one architecture form one record group,
   like the trainer's. Members may train one after another or interleaved:
@@ -77,6 +79,12 @@ def _member_dicts(members: Sequence[Any]) -> list[dict[str, Any]]:
   return out
 
 
+def probs_path(workdir: str, arch: str, pos: int, split: str) -> str:
+  """Where a member's latest probe probabilities are kept (keep_probs)."""
+  return os.path.join(records.records_dir(workdir), 'probs',
+                      f'{arch}.m{pos:03d}_{split}.npz')
+
+
 def _empty(n: int, fields: Sequence[str]) -> dict[str, np.ndarray]:
   fill = {'correct': (False, bool), 'pred': (-1, np.int16)}
   return {f: np.full((n,), *fill.get(f, (np.nan, np.float32)))
@@ -99,6 +107,9 @@ class DynamicsLog:
     num_classes: logits' width (default: the largest label + 1).
     meta: a JSON-able dict describing the run (optimizer, epochs, ...); kept
       in the fingerprint, so a reopened log must pass the same.
+    keep_probs: also keep each member's softmax probabilities [N, C] of its
+      latest complete probe given as logits (``records/probs/``), for the
+      cleanlab export; costs N x C floats per member on disk and in memory.
   """
 
   def __init__(self, workdir: str, labels: Any, *, members: Sequence[Any],
@@ -106,12 +117,14 @@ class DynamicsLog:
                ids: Sequence[str] | None = None,
                test_ids: Sequence[str] | None = None,
                num_classes: int | None = None,
-               meta: Mapping[str, Any] | None = None):
+               meta: Mapping[str, Any] | None = None,
+               keep_probs: bool = False):
     if isinstance(steps_per_epoch, bool) or int(steps_per_epoch) < 1:
       raise ValueError(f'steps_per_epoch must be >= 1, got '
                        f'{steps_per_epoch!r}.')
     self.workdir = workdir
     self.spe = int(steps_per_epoch)
+    self.keep_probs = bool(keep_probs)
     self.labels = {'train': self._check_labels(labels, 'labels')}
     if test_labels is not None:
       self.labels['test'] = self._check_labels(test_labels, 'test_labels')
@@ -394,16 +407,28 @@ class DynamicsLog:
     for f in per_example.FIELDS:
       open_probe['buf'][f][idx] = stats[f]
     open_probe['seen'][idx] = True
+    if self.keep_probs and logits is not None:
+      probs = open_probe.setdefault(
+          'probs', np.full((n, self.num_classes), np.nan, np.float32))
+      z = np.asarray(logits, np.float64)
+      z = np.exp(z - z.max(axis=1, keepdims=True))
+      probs[idx] = z / z.sum(axis=1, keepdims=True)
     if open_probe['seen'].all():
       del self._probes[key]
       self._stage(member, 'probe', split, step, step, open_probe['buf'])
+      if 'probs' in open_probe:
+        arch, pos = self._where[member]
+        files.atomic_savez(probs_path(self.workdir, arch, pos, split),
+                           {'probs': open_probe['probs'],
+                            'step': np.int64(step)})
 
   def close(self) -> dict[str, Any]:
     """Stores the last epochs, marks finished groups, releases the workdir.
 
     Returns:
       {'complete': groups whose every member delivered every chunk,
-      'waiting': {group: members still to deliver staged chunks}}.
+      'waiting': {group: members still to deliver staged chunks, or what
+      the group lacks}}.
 
     Raises:
       ValueError: a probe was left incomplete (it is discarded).
@@ -430,7 +455,12 @@ class DynamicsLog:
           summary['waiting'][arch] = missing
         elif self.writer.manifest['archs'][arch]['chunks']:
           self.writer.finish_arch(arch)
-          summary['complete'].append(arch)
+          if self.writer.is_complete(arch):
+            summary['complete'].append(arch)
+          else:  # records.py's check: the last probe ends training.
+            summary['waiting'][arch] = [
+                'a probe of every member at the end of training (at or '
+                'after the last logged step + 1)']
       if partial:
         raise ValueError('Probes left incomplete (discarded): ' + '; '.join(
             f'{m} {s}: {c} of {self.labels[s].size} examples'
