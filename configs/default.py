@@ -198,6 +198,23 @@ def get_config() -> ml_collections.ConfigDict:
   # noise_floor.py).
   k.departure_level = 0.95
 
+  # --mode=heldout (experiments/heldout.py, docs/heldout.md): K members per
+  # ratio and architecture, each on its own uniformly random subset of
+  # round(r N) examples; their predictions on the examples they missed give
+  # consistency (C-score) and memorization estimates, the ground truth the
+  # report judges every proxy score against. Each example is held out by
+  # K (1 - r) members per ratio on average. In the study when
+  # stages.heldout is True (off here: at CIFAR scale it is a retraining of
+  # K x len(ratios) members per architecture).
+  h = c.heldout = ml_collections.ConfigDict()
+  h.archs = 'study'               # 'study' = config.archs, or comma-separated.
+  h.members = 16                  # K: members per ratio and architecture.
+  h.ratios = (0.5, 0.7, 0.9)      # Subset ratios r (Jiang et al.: 0.1..0.9).
+  h.epochs = 30                   # Epochs of every member.
+  h.members_per_program = 6       # Members compiled into one program.
+  h.along_training = False        # Also probe along training (curves).
+  h.hard_tail_fractions = (0.05, 0.1)  # Hardest-tail AUROC / top-k sizes.
+
   # --mode=probe_checkpoints: records, penultimate features and GraNd from
   # the kept checkpoints (train/checkpoint_probe.py, after_the_fact.py).
   p = c.probe_checkpoints = ml_collections.ConfigDict()
@@ -249,6 +266,7 @@ def get_config() -> ml_collections.ConfigDict:
   for name in ('record', 'analyze', 'remove', 'compress', 'probe_causes',
                'report'):
     c.stages[name] = True
+  c.stages.heldout = False        # See c.heldout.
 
   c.checkpoint_every_epochs = 1
   c.checkpoints_to_keep = 2

@@ -47,6 +47,9 @@ STAGES = {
     'remove': (('removal',), ('analyze',)),
     'compress': (('compression',), ('analyze',)),
     'probe_causes': (('causes',), ('analyze',)),
+    # Not ('analyze',): an analysis change must not discard held-out members;
+    # results.json keeps the analysis stamp its proxy judgement used.
+    'heldout': (('heldout',), ('record',)),
     'report': (('report',), ('analyze', 'remove', 'compress',
                              'probe_causes')),
 }

@@ -66,6 +66,12 @@ def probe_causes(config, workdir: str) -> None:
   causes.run_causes(config, workdir)
 
 
+def heldout(config, workdir: str) -> None:
+  """Members on random subsets: held-out consistency, C-score, memorization."""
+  from easyhard_jax.experiments import heldout as heldout_lib
+  heldout_lib.run_heldout(config, workdir)
+
+
 def report(config, workdir: str) -> None:
   """The HTML report, summary.md and figures from the workdir's files."""
   from easyhard_jax.report import build
@@ -118,6 +124,7 @@ STAGES: tuple[Stage, ...] = (
     Stage('remove', remove, 'removal'),
     Stage('compress', compress, 'compression'),
     Stage('probe_causes', probe_causes, 'causes'),
+    Stage('heldout', heldout, 'heldout'),
     Stage('report', report, 'report', writer_only=True),
     Stage('probe_checkpoints', probe_checkpoints, 'checkpoint_probes',
           in_study=False, stamped=False),

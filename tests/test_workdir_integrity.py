@@ -60,9 +60,10 @@ def test_stamps_follow_the_fields_and_inputs_of_each_stage(study_copy):
   complete = lambda c: {s for s in stages.STUDY
                         if runner.is_complete(c, copy, s)}
   assert complete(config) == set(stages.STUDY)
-  # An analysis field: the analysis and all that reads it.
+  # An analysis field: the analysis and all that reads it (heldout keeps
+  # its members; a study that reruns the analysis reruns its judgement).
   assert complete(quick_config(**{'analysis.window': (0.0, 2.0)})) == {
-      'record'}
+      'record', 'heldout'}
   # A removal field: that sweep and the report only.
   assert complete(quick_config(**{'removal.seeds': 2})) == set(
       stages.STUDY) - {'remove', 'report'}

@@ -24,6 +24,7 @@ from easyhard_jax import config_fields
 from easyhard_jax import files
 from easyhard_jax import records as records_lib
 from easyhard_jax.report import experiment_sections
+from easyhard_jax.report import heldout_section
 from easyhard_jax.report import html as html_lib
 from easyhard_jax.report import reference_section
 from easyhard_jax.report import sections
@@ -280,8 +281,12 @@ def summary_blocks(study: Study) -> list[tuple[str, list[str]]]:
     reference = reference_section.summary(study.workdir)
   except (OSError, ValueError, KeyError, TypeError) as e:
     reference = [f'compare/results.json is unreadable: {e}']
+  try:
+    heldout = heldout_section.summary(study.workdir)
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    heldout = [f'heldout/results.json is unreadable: {e}']
   return [('Findings', out), ('Later stages', ran), ('Cause probes', causes),
-          ('Reference score', reference)]
+          ('Reference score', reference), ('Held-out ground truth', heldout)]
 
 
 def build_report(config: Any, workdir: str, *, train_images: Any = None,

@@ -22,6 +22,7 @@ import numpy as np
 
 from easyhard_jax.report import experiment_sections
 from easyhard_jax.report import figures
+from easyhard_jax.report import heldout_section
 from easyhard_jax.report import html as html_lib
 from easyhard_jax.report import label_issue_section
 from easyhard_jax.report import reference_section
@@ -461,6 +462,8 @@ SECTIONS: tuple[tuple[str, str, Builder], ...] = (
     ('reference', 'Comparison with a published score',
      reference_section.build),
     *LATER_STAGES,
+    ('heldout', 'Proxies against held-out ground truth',
+     heldout_section.build),
     ('config', 'Config and timings', _config_timings),
 )
 
