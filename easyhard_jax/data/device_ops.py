@@ -47,16 +47,24 @@ def epoch_permutation(key: jax.Array, keep: jax.Array) -> jax.Array:
 
 
 def batch_indices(perm: jax.Array, step_in_epoch: jax.Array, batch_size: int,
-                  num_kept: jax.Array | int | None = None) -> jax.Array:
-  """Example indices of one training batch, drawn from the first num_kept.
+                  num_kept: jax.Array | int | None = None
+                  ) -> tuple[jax.Array, jax.Array]:
+  """Example indices of one training batch and its padding mask.
 
-  The last batch of an epoch wraps around to the start of the permutation, so
-  every batch is full (BatchNorm sees no padding) and every kept example is
-  seen at least once per epoch.
+  Step s of an epoch takes positions s*B .. s*B+B-1 of the first num_kept
+  entries of ``perm``. The last batch of an epoch is padded, not wrapped:
+  its positions past num_kept repeat the last kept example and are marked
+  invalid, so every kept example is presented exactly once per epoch. The
+  train step gives invalid rows zero weight in the loss, the gradient and
+  the BatchNorm statistics, and does not record them (docs/records.md).
+
+  Returns:
+    (indices int32 [B], valid bool [B]).
   """
   n = perm.shape[0] if num_kept is None else num_kept
-  pos = (step_in_epoch * batch_size + jnp.arange(batch_size)) % n
-  return perm[pos]
+  pos = step_in_epoch * batch_size + jnp.arange(batch_size)
+  valid = pos < n
+  return perm[jnp.minimum(pos, n - 1)], valid
 
 
 def augment(key: jax.Array, images: jax.Array, cfg: AugmentConfig) -> jax.Array:

@@ -2,7 +2,9 @@
 
 Each train step consumes one global batch [members, batch] of stable example
 indices, laid out as in the device-resident path: member m's row r of step s
-in an epoch is ``perm[m, (s * batch + r) % num_kept[m]]``, so streamed and
+in an epoch is ``perm[m, s * batch + r]`` while that position is below
+``num_kept[m]``; the positions past it pad the epoch's last batch (index -1,
+zero weight, not recorded; device_ops.batch_indices), so streamed and
 device-resident runs see the same examples in the same order. A process loads
 only the block of that grid its devices hold (the whole grid on one host; a
 slice of rows per host on a pod) and assembles the global array with
@@ -147,6 +149,8 @@ class StreamFeed:
             last_step: int) -> Iterator[tuple[jax.Array, ...]]:
     """(images [M,B,H,W,C], labels [M,B], indices [M,B]) for each step.
 
+    ``indices`` are -1 at the padding of the epoch's last batch.
+
     Args:
       perms: int [M, N] this epoch's order per member (kept examples first),
         on the host or the device (then fetched here).
@@ -160,17 +164,21 @@ class StreamFeed:
     members = np.arange(mb.start, mb.stop)
     rows = np.arange(rb.start, rb.stop)
     steps = np.arange(first_step, last_step)[:, None, None]
-    pos = (steps * self.batch_size + rows[None, None, :]) % np.asarray(
-        num_kept)[members][None, :, None]
-    examples = np.asarray(perms)[members[None, :, None], pos]  # [S, Mb, Rb]
+    kept = np.asarray(num_kept)[members][None, :, None]
+    pos = steps * self.batch_size + rows[None, None, :]
+    # Padding (past the kept examples) loads the last kept one, marked -1.
+    examples = np.asarray(perms)[members[None, :, None],
+                                 np.minimum(pos, kept - 1)]  # [S, Mb, Rb]
+    ids = np.where(pos < kept, examples, -1)
     member_ids = np.broadcast_to(members[None, :, None], examples.shape)
-    elements = np.stack([member_ids.ravel(), examples.ravel()], axis=1)
+    elements = np.stack([member_ids.ravel(), examples.ravel(), ids.ravel()],
+                        axis=1)
     labels = self.data.train_labels
 
     def load(element):
       m, ex = int(element[0]), int(element[1])
       seed = self.salt + self.member_seeds[m] + [epoch, ex]
-      return self.data.train_image(ex, seed), labels[ex], np.int32(ex)
+      return self.data.train_image(ex, seed), labels[ex], np.int32(element[2])
 
     local_shape = (len(members), len(rows))
     for images, y, idx in self._pipeline(elements, load, len(members) *

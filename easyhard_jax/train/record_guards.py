@@ -80,9 +80,10 @@ def presented(perms: np.ndarray, num_kept: np.ndarray, steps_done: int,
   """(seen bool [M, N], position in the epoch's order int [M, N]).
 
   The examples of an epoch's first ``steps_done`` steps: positions
-  0..steps_done*B-1 of each member's kept order (wrapping, as
-  device_ops.batch_indices does). A partial last epoch (budget='steps')
-  leaves the rest unseen; their fused statistics stay NaN by design.
+  0..steps_done*B-1 of each member's kept order (the last batch padded,
+  not wrapped, as device_ops.batch_indices does). A partial last epoch
+  (budget='steps') leaves the rest unseen; their fused statistics stay NaN
+  by design.
   """
   m, n = perms.shape
   position = np.empty((m, n), np.int64)

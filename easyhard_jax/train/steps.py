@@ -18,7 +18,10 @@ the members one after another), and no flag changes that.
 The train step computes per-example loss, correctness, logit margin, p(true)
 and the predicted class from the same forward pass that produces the
 gradient and scatters them by example index into device-resident [members,
-examples] buffers.
+examples] buffers. A batch row may be padding (the last batch of an epoch is
+padded, not wrapped; its index is -1): padding has zero weight in the loss,
+the gradient and the BatchNorm statistics and is never recorded, so every
+example is presented, and recorded, exactly once per epoch.
 
 Nothing about the run's length is a constant of the program: steps per
 epoch and the learning-rate schedule's numbers arrive as traced
@@ -32,6 +35,7 @@ import functools
 from typing import Any, NamedTuple
 
 import flax
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
@@ -102,8 +106,11 @@ def empty_buffers(num_members: int, num_examples: int,
 
 
 def _scatter(buffers, idx, stats: ExampleStats):
-  """buffers[f][m, idx[m, b]] = stats.f[m, b]; out-of-range idx are dropped."""
+  """buffers[f][m, idx[m, b]] = stats.f[m, b]; padding (idx < 0) is dropped."""
   members = jnp.arange(idx.shape[0])[:, None]
+  # JAX wraps negative indices, so padding goes past the end (then dropped).
+  n = jax.tree.leaves(buffers)[0].shape[1]
+  idx = jnp.where(idx >= 0, idx, n)
   return {f: buffers[f].at[members, idx].set(getattr(stats, f), mode='drop')
           for f in buffers}
 
@@ -123,28 +130,57 @@ def _map_members(fn, strategy: str, *args, member_axis: str | None = None):
   return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
 
 
+def masked_batch_norm(mask: jax.Array):
+  """A context in which every nn.BatchNorm computes statistics over ``mask``.
+
+  The models need not know about padding: the interceptor hands each
+  BatchNorm call the row mask (bool [B], broadcast over the feature axes),
+  so padded rows enter neither the batch mean and variance nor the running
+  averages.
+  """
+
+  def interceptor(next_fun, args, kwargs, context):
+    if (isinstance(context.module, nn.BatchNorm) and
+        context.method_name == '__call__'):
+      x = args[0]
+      kwargs = dict(kwargs, mask=mask.reshape(mask.shape +
+                                              (1,) * (x.ndim - 1)))
+    return next_fun(*args, **kwargs)
+
+  return nn.intercept_methods(interceptor)
+
+
 def member_update(state: TrainState, x: jax.Array, y: jax.Array,
-                  aug_key: jax.Array, *, model, tx,
-                  augment: device_ops.AugmentConfig, mean, std, dtype,
-                  batch_sharding=None):
+                  aug_key: jax.Array, valid: jax.Array | None = None, *,
+                  model, tx, augment: device_ops.AugmentConfig, mean, std,
+                  dtype, batch_sharding=None):
   """One SGD step of one member on a uint8 batch; returns (state, stats).
 
+  ``valid`` (bool [B], default all True) marks the real rows: the loss is
+  the mean over them, so the gradient and the BatchNorm statistics are
+  those of the real rows alone, as an unpadded batch of them would give.
   ``batch_sharding`` (a NamedSharding over the mesh's data axis, or None)
   splits the batch across devices; GSPMD then all-reduces the gradient and
   the BatchNorm statistics over the global batch.
   """
+  if valid is None:
+    valid = jnp.ones(y.shape, bool)
   if batch_sharding is not None:
     x = jax.lax.with_sharding_constraint(x, batch_sharding)
     y = jax.lax.with_sharding_constraint(y, batch_sharding)
+    valid = jax.lax.with_sharding_constraint(valid, batch_sharding)
   x = device_ops.augment(jax.random.fold_in(aug_key, state.step), x, augment)
   x = device_ops.normalize(x, mean, std, dtype)
 
   def loss_fn(params):
-    logits, new_vars = model.apply(
-        {'params': params, 'batch_stats': state.batch_stats}, x, train=True,
-        mutable=['batch_stats'])
+    with masked_batch_norm(valid):
+      logits, new_vars = model.apply(
+          {'params': params, 'batch_stats': state.batch_stats}, x,
+          train=True, mutable=['batch_stats'])
     stats = per_example_stats(logits, y)
-    return jnp.mean(stats.loss), (stats, new_vars['batch_stats'])
+    loss = jnp.sum(jnp.where(valid, stats.loss, 0.0)) / jnp.maximum(
+        jnp.sum(valid), 1)
+    return loss, (stats, new_vars['batch_stats'])
 
   grads, (stats, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -161,14 +197,15 @@ def member_train_step(state: TrainState, perm: jax.Array, aug_key: jax.Array,
   """One step of one member on the device-resident dataset.
 
   The batch is the member's ``perm`` slice for this step (see
-  device_ops.batch_indices); returns (new state, (indices, stats)).
-  ``steps_per_epoch`` may be traced (the ensemble steps pass it so).
+  device_ops.batch_indices); returns (new state, (indices, stats)), the
+  indices -1 at the padding of an epoch's last batch. ``steps_per_epoch``
+  may be traced (the ensemble steps pass it so).
   """
-  idx = device_ops.batch_indices(perm, state.step % steps_per_epoch,
-                                 batch_size, num_kept)
+  idx, valid = device_ops.batch_indices(perm, state.step % steps_per_epoch,
+                                        batch_size, num_kept)
   new_state, stats = member_update(state, images[idx], labels[idx], aug_key,
-                                   **update_kwargs)
-  return new_state, (idx, stats)
+                                   valid, **update_kwargs)
+  return new_state, (jnp.where(valid, idx, -1), stats)
 
 
 def ensemble_train_step(states: TrainState, buffers, aug_keys: jax.Array,
@@ -227,8 +264,9 @@ def ensemble_batch_train_step(states: TrainState, buffers,
       member_axis: as for ensemble_train_step.
     images: uint8 [M, B, H, W, C], each member's batch (from the loader).
     labels: int32 [M, B].
-    indices: int32 [M, B] stable example indices of the batch rows; the
-      per-example outputs are scattered there.
+    indices: int32 [M, B] stable example indices of the batch rows (-1:
+      padding, which has zero weight and is not recorded); the per-example
+      outputs are scattered there.
     **update_kwargs: bound by functools.partial, see member_update.
 
   Returns:
@@ -237,7 +275,8 @@ def ensemble_batch_train_step(states: TrainState, buffers,
   update = functools.partial(member_update, tx=optimizer.tx(schedule),
                              **update_kwargs)
   states, stats = _map_members(update, strategy, states, images, labels,
-                               aug_keys, member_axis=member_axis)
+                               aug_keys, indices >= 0,
+                               member_axis=member_axis)
   if record:
     buffers = _scatter(buffers, indices, stats)
   return states, buffers
