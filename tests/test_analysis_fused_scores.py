@@ -170,3 +170,79 @@ def test_compute_scores_adds_fused_scores_per_member_and_arch():
                                 for x in fused.members])
   with pytest.raises(ValueError, match='different members'):
     scores.compute_scores(probe, (0.0, 3.0), fused=other)
+
+
+def ref_from_presentations(log, m_, n_, num_epochs):
+  """Slow references from a log of every presentation, in training order.
+
+  ``log[m]`` lists (example, correct, margin, p_true) of member m as it saw
+  them; nothing is dropped, so a presentation an epoch record lost (say, an
+  example shown twice in an epoch) would make the kernel disagree.
+  """
+  out = {k: np.full((m_, n_), np.nan) for k in scores.FUSED_SCORE_NAMES}
+  for m in range(m_):
+    for n in range(n_):
+      seq = [p[1:] for p in log[m] if p[0] == n]
+      acc = [c for c, _, _ in seq]
+      out['forgetting_events'][m, n] = ref_toneva(acc, num_epochs)
+      if not seq:
+        continue
+      ps = [float(p) for _, _, p in seq]
+      mu = sum(ps) / len(ps)
+      out['aum'][m, n] = sum(float(g) for _, g, _ in seq) / len(seq)
+      out['confidence'][m, n] = mu
+      out['variability'][m, n] = math.sqrt(
+          sum((p - mu) ** 2 for p in ps) / len(ps))
+      out['correctness'][m, n] = sum(acc) / len(acc)
+  return out
+
+
+@pytest.mark.parametrize('n,batch', [(23, 5), (20, 5), (11, 8)])
+def test_fused_records_keep_every_presentation_of_padded_epochs(n, batch):
+  # The training loop's own batching and recording (device_ops.batch_indices,
+  # steps._scatter) over epochs whose last batch is padded; each presentation
+  # gets its own random statistics, and member 1 trains on a subset.
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from easyhard_jax.data import device_ops  # pylint: disable=g-import-not-at-top
+  from easyhard_jax.train import steps as steps_lib  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(n * batch)
+  m_, e_ = 2, 4
+  kept = np.array([n, n - 3])
+  log = [[] for _ in range(m_)]
+  per_epoch = []
+  for _ in range(e_):
+    buffers = steps_lib.empty_buffers(m_, n)
+    perms = np.stack([
+        np.concatenate([rng.permutation(k), np.arange(k, n)])
+        for k in kept]).astype(np.int32)
+    for s in range(-(-int(kept[0]) // batch)):
+      rows = [device_ops.batch_indices(jnp.asarray(perms[m]), s, batch,
+                                       int(kept[m])) for m in range(m_)]
+      idx = np.stack([np.where(np.asarray(v), np.asarray(i), -1)
+                      for i, v in rows])
+      margin = rng.normal(0.2, 1.0, idx.shape).astype(np.float32)
+      p_true = rng.random(idx.shape).astype(np.float32)
+      stats = steps_lib.ExampleStats(
+          loss=-np.log(p_true), correct=margin > 0, margin=margin,
+          p_true=p_true, el2n=p_true, pred=np.zeros(idx.shape, np.int32))
+      buffers = steps_lib._scatter(buffers, jnp.asarray(idx), stats)  # pylint: disable=protected-access
+      for m in range(m_):
+        log[m] += [(int(x), bool(c), g, p) for x, c, g, p in
+                   zip(idx[m], margin[m] > 0, margin[m], p_true[m]) if x >= 0]
+    per_epoch.append({k: np.asarray(v) for k, v in buffers.items()})
+  # Every kept example once per epoch, nothing else.
+  for m in range(m_):
+    shown = np.bincount([p[0] for p in log[m]], minlength=n)
+    np.testing.assert_array_equal(shown,
+                                  np.where(np.arange(n) < kept[m], e_, 0))
+  stack = {k: np.stack([b[k] for b in per_epoch], axis=1)
+           for k in per_epoch[0]}
+  rec = records_like(stack['correct'], stack['margin'], stack['p_true'])
+  got = scores.fused_member_scores(rec.correct, rec.margin, rec.p_true,
+                                   scores.presented_mask(rec))
+  ref = ref_from_presentations(log, m_, n, e_)
+  for name in scores.FUSED_SCORE_NAMES:
+    g = np.asarray(got[name])
+    np.testing.assert_array_equal(np.isnan(g), np.isnan(ref[name]), name)
+    np.testing.assert_allclose(g, ref[name], rtol=RTOL, atol=ATOL,
+                               err_msg=name)
