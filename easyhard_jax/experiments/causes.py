@@ -28,7 +28,13 @@ probe and the control differ only in the change; and it costs about one
 probe with ``control_seeds`` members.
 
 Easiness of a probe is taken over the same share of its training as the
-study's window (the window in epochs is scaled by the ratio of epochs).
+study's window (the window in epochs is scaled by the ratio of epochs), and
+at the control's resolution: every probe has as many window probes as the
+control (a probe whose own schedule gives another count, such as full-batch
+training with one step per epoch, is probed at the shares of training of the
+control's window probes; probe_schedule.matched_steps), so a member's
+easiness takes the same values in both and a verdict never reflects the
+probe count. results.json records each one's ``window_probes``.
 A probe is probed only inside that stretched window and at the end of
 training (the test accuracy): nothing reads the probes in between, and it
 keeps no analysis checkpoints.
@@ -49,6 +55,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import os
 from typing import Any, Callable
 
@@ -61,6 +68,7 @@ from easyhard_jax import records
 from easyhard_jax.data import sources
 from easyhard_jax.experiments import noise_floor
 from easyhard_jax.train import ensemble
+from easyhard_jax.train import probe_schedule
 
 
 CONTROL = 'reseed'
@@ -103,7 +111,8 @@ def _full_batch(config, data, cfg):
   config.batch_size = int(data.train_images.shape[0])
   config.epochs = cfg.full_batch_epochs
   config.optimizer.warmup_epochs = 0.0
-  # One step per epoch: probe at about as many points as the study does.
+  # One step per epoch: its window probes are matched to the control's
+  # (match_window_probes); every_epochs sets the checkpoints' spacing.
   config.probe.first_epoch_fractions = ()
   config.probe.every_epochs = max(1, cfg.full_batch_epochs // max(
       1, cfg.epochs))
@@ -168,8 +177,71 @@ def _test_acc(workdir: str, archs) -> dict[str, float]:
           'test_acc_std': float(acc.std(ddof=1)) if acc.size > 1 else 0.0}
 
 
-def _train(config, cfg, name, archs, seeds, data, subdir):
-  """Trains one probe's members on their own random stream."""
+def window_probe_steps(config, vconfig, num_train: int):
+  """(window probe steps, steps per epoch, total steps) of a probe's run.
+
+  The window is the study's stretched to the run's length; with fused
+  records as the source the "probes" are the epoch ends.
+  """
+  spe = ensemble.steps_per_epoch(vconfig, num_train)
+  total = int(vconfig.epochs) * spe
+  window = tuple(w * (vconfig.epochs / config.epochs)
+                 for w in config.analysis.window)
+  if config.analysis.source == 'probe':
+    return (probe_schedule.window_steps(vconfig, spe, total, window), spe,
+            total)
+  return ([e * spe for e in range(1, int(vconfig.epochs) + 1)
+           if window[0] < e <= window[1]], spe, total)
+
+
+def match_window_probes(config, control, vconfig, num_train: int) -> int:
+  """Gives ``vconfig`` the control's window probe count; returns the count.
+
+  A probe whose own schedule puts another number of probes in its window
+  (full-batch training) is probed at the control's window probes' shares of
+  training (probe_schedule.matched_steps), set as ``probe.at_steps``.
+
+  Args:
+    config: the study config (its analysis window).
+    control: the control's config (the probes' recipe).
+    vconfig: the probe's config, unlocked; changed in place.
+    num_train: training examples.
+
+  Raises:
+    ValueError: the counts cannot be matched (fused records, or too few
+      steps in the probe's window).
+  """
+  ref, _, ref_total = window_probe_steps(config, control, num_train)
+  own, spe, total = window_probe_steps(config, vconfig, num_train)
+  if len(own) != len(ref) and config.analysis.source == 'probe':
+    hi = config.analysis.window[1] * (vconfig.epochs / config.epochs)
+    vconfig.probe.at_steps = tuple(probe_schedule.matched_steps(
+        ref, ref_total, total, min(total, math.floor(hi * spe + 1e-9))))
+    own, _, _ = window_probe_steps(config, vconfig, num_train)
+  if len(own) != len(ref):
+    raise ValueError(
+        f'Cause probe {vconfig.get("rng_stream", "")!r} would judge easiness '
+        f'on {len(own)} window probes, its control on {len(ref)}: verdicts '
+        'would reflect the probe count. With analysis.source='
+        f'{config.analysis.source!r} they cannot be matched; use '
+        "analysis.source='probe' or drop the variant.")
+  return len(own)
+
+
+def variant_config(config, cfg, name, archs, seeds, data):
+  """(config, data) of one probe: the probes' recipe with its change.
+
+  Args:
+    config: the study config.
+    cfg: ``config.causes``.
+    name: the variant (a key of VARIANTS).
+    archs, seeds: the probe's architectures and members per architecture.
+    data: the study's dataset (sources.Dataset).
+
+  Returns:
+    The probe's config (window probes matched to the control's, see
+    match_window_probes) and its dataset.
+  """
   vconfig = copy.deepcopy(config)
   with vconfig.unlocked():
     vconfig.archs = ','.join(archs)
@@ -181,6 +253,16 @@ def _train(config, cfg, name, archs, seeds, data, subdir):
     # Nothing reads a probe's states after its run: keep none.
     vconfig.analysis_checkpoints = 'none'
     vconfig, vdata = VARIANTS[name](vconfig, data, cfg)
+    if name != CONTROL:
+      control, _ = variant_config(config, cfg, CONTROL, archs, seeds, data)
+      match_window_probes(config, control, vconfig,
+                          len(vdata.train_labels))
+  return vconfig, vdata
+
+
+def _train(config, cfg, name, archs, seeds, data, subdir):
+  """Trains one probe's members on their own random stream."""
+  vconfig, vdata = variant_config(config, cfg, name, archs, seeds, data)
   logging.info('Cause probe %s: training %s x %d seeds.', name, archs, seeds)
   ensemble.record_study(vconfig, subdir, data=vdata,
                         probe_until=probe_until(config, vconfig))
@@ -223,7 +305,9 @@ def _with_control(fig: dict[str, Any], control: dict[str, Any],
 def _row(name: str, r: dict[str, Any]) -> dict[str, Any]:
   """The flat results.csv row of one probe."""
   row = {'variant': name, 'paired': False, 'epochs': r['epochs'],
-         'members_per_arch': r['members_per_arch']}
+         'members_per_arch': r['members_per_arch'],
+         'window_probes': r['window_probes'],
+         'control_window_probes': r['control_window_probes']}
   for f in noise_floor.FIGURES:
     c = r['control'][f]
     row.update({f: r[f], f'control_{f}': c['mean'],
@@ -286,6 +370,8 @@ def run_causes(config, workdir: str) -> dict[str, Any]:
       per_arch={a: {f: v['mean'] for f, v in p.items()}
                 for a, p in control['per_arch'].items()},
       epochs=int(cfg.epochs), members_per_arch=m,
+      window_probes=control_ens.probes,
+      control_window_probes=control_ens.probes,
       baseline_cross_arch_easy_ratio=baseline_cross,
       baseline_cross_arch_easy_ratio_all_members=baseline_cross_all,
       **_test_acc(cdir, archs))
@@ -298,9 +384,13 @@ def run_causes(config, workdir: str) -> dict[str, Any]:
     vconfig = _train(config, cfg, name, archs, m, data, subdir)
     ens = noise_floor.load_ensemble(subdir, archs, config.analysis,
                                     vconfig.epochs / config.epochs)
+    if ens.probes != control_ens.probes:  # match_window_probes prevents it.
+      raise ValueError(f'Cause probe {name}: {ens.probes} window probes, '
+                       f'its control {control_ens.probes}.')
     fig = comparer.figures(ens, ens.all_members())
     fig.update(
         epochs=int(vconfig.epochs), members_per_arch=_members_per_arch(ens),
+        window_probes=ens.probes, control_window_probes=control_ens.probes,
         baseline_cross_arch_easy_ratio=baseline_cross,
         baseline_cross_arch_easy_ratio_all_members=baseline_cross_all,
         **_test_acc(subdir, archs))
@@ -311,11 +401,13 @@ def run_causes(config, workdir: str) -> dict[str, Any]:
   out = {'archs': archs, 'seeds': m, 'members_per_arch': m,
          'control': {'name': CONTROL, 'epochs': int(cfg.epochs),
                      'members_per_arch': n_control,
+                     'window_probes': control_ens.probes,
                      'subsets': control['subsets'], 'df': control['df'],
                      'departure_level': control['level'],
                      'departure_z': control['threshold']},
          'design': DESIGN, 'variants': detail, 'rows': rows,
          'baseline': {'epochs': int(config.epochs),
+                      'window_probes': study.probes,
                       'members': int(base.shape[0]),
                       'test_acc_mean': float(base.mean()),
                       'test_acc_std': float(base.std(ddof=1))
