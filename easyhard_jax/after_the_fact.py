@@ -50,6 +50,7 @@ from easyhard_jax import records
 from easyhard_jax import score_store
 from easyhard_jax.data import device_ops
 from easyhard_jax.data import streaming
+from easyhard_jax.train import analysis_checkpoints
 from easyhard_jax.train import checkpoints
 from easyhard_jax.train import ensemble
 from easyhard_jax.train import mesh as mesh_lib
@@ -164,6 +165,9 @@ def kept_checkpoints(config, workdir: str, arch: str, source: str = 'analysis',
         f'No checkpoints for {arch!r} in {directory}; run --mode=record with '
         f'{policy}, or set probe_checkpoints.source_workdir to the workdir '
         'that has them.')
+  if source == 'analysis':  # Never rotated: they may outlive their records.
+    analysis_checkpoints.check(directory,
+                               ensemble.study_fingerprint(config, arch))
   keep = None if source == 'analysis' else config.checkpoints_to_keep
   ckpt = checkpoints.Checkpointer(directory, max_to_keep=keep)
   saved = ckpt.steps()

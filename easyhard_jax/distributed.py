@@ -105,6 +105,32 @@ def is_writer() -> bool:
   return jax.process_index() == 0
 
 
+def shared_decision(value: bool) -> bool:
+  """Process 0's decision, on every process (one collective).
+
+  Decisions that read the workdir (is this finished? does it match?) are
+  taken by process 0 alone: another process reading the same files while
+  process 0 rewrites them could decide otherwise, and then the two would
+  meet different collectives and hang.
+  """
+  if jax.process_count() == 1:
+    return bool(value)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return bool(multihost_utils.broadcast_one_to_all(np.int32(bool(value))))
+
+
+def barrier(name: str) -> None:
+  """Waits until every process gets here (a no-op with one process).
+
+  Used after process 0 writes files the others read next (a sweep group's
+  records) or removes files they would read.
+  """
+  if jax.process_count() == 1:
+    return
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  multihost_utils.sync_global_devices(name)
+
+
 def fetch(tree):
   """Device values to host numpy, gathering across processes when needed."""
   if jax.process_count() == 1:

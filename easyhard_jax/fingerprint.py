@@ -3,16 +3,20 @@
 A workdir must hold what its config says. Each architecture's records carry
 a *fingerprint*: the values of every config field that changes what is
 recorded (data and subset, model and kwargs, width, optimizer and schedule,
-augmentation, dtype, batch size, epochs, seeds, probe schedule) and a hash of
-them. A rerun resumes or skips an architecture only when the fingerprints
-match; otherwise :func:`check_match` raises naming each differing field.
+augmentation, dtype, batch size, epochs, seeds, probe schedule), a digest of
+the *content* of the files the data is read from (:func:`data_digest`: the
+npz, IDX or CIFAR batch files, a label file) and a hash of them. A rerun
+resumes or skips an architecture only when the fingerprints match; otherwise
+:func:`check_match` raises naming each differing field.
 
 Every later stage writes a *stamp* when it finishes: the hash of its own
 config fields and of the stamps of the stages it reads. ``--mode=study``
 trusts a stage's outputs only when the stamp on disk equals the stamp the
 current config expects, so changing ``config.analysis.window`` reruns the
 analysis and everything downstream of it, and a kill between two of a stage's
-files (no stamp yet) reruns that stage.
+files (no stamp yet) reruns that stage. Files a stage reads (the comparison's
+reference) count by content; the report's stamp holds the comparison's stamp
+when a current one is on disk (OPTIONAL_INPUTS).
 """
 
 from __future__ import annotations
@@ -20,7 +24,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from typing import Any, Mapping, Sequence
+
+from absl import logging
 
 from easyhard_jax import config_fields
 from easyhard_jax import files
@@ -52,7 +59,14 @@ STAGES = {
     'heldout': (('heldout',), ('record',)),
     'report': (('report',), ('analyze', 'remove', 'compress',
                              'probe_causes')),
+    'compare': (('reference',), ('analyze',)),
 }
+# Inputs a stage reads only when they exist ({stage: {input: its dir}}):
+# the stamp holds the input's stamp when it is on disk and current, else
+# None, so running --mode=compare later makes the study rebuild the report.
+OPTIONAL_INPUTS = {'report': {'compare': 'compare'}}
+# Config fields naming files whose content a stage's outputs depend on.
+FILE_FIELDS = {'compare': ('reference.path',)}
 STAMP_NAME = 'stamp.json'
 
 
@@ -88,6 +102,55 @@ def field_values(config, fields: Sequence[str], **fmt) -> dict[str, Any]:
   return out
 
 
+# sha256 of files by (real path, size, mtime): a 170 MB CIFAR-10 directory
+# is read once per process, however many fingerprints are taken.
+_FILE_HASHES: dict[tuple[str, int, int], str] = {}
+DATA_FIELD = 'data_sha256'
+
+
+def file_sha256(path: str) -> str:
+  """The sha256 hex digest of a file's content (streamed, cached)."""
+  st = os.stat(path)
+  key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+  if key not in _FILE_HASHES:
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+      for block in iter(lambda: f.read(1 << 20), b''):
+        h.update(block)
+    _FILE_HASHES[key] = h.hexdigest()
+  return _FILE_HASHES[key]
+
+
+def _data_files(config) -> list[str]:
+  # pylint: disable-next=g-import-not-at-top
+  from easyhard_jax.data import sources
+  listed = getattr(sources, 'data_files', None)
+  if listed is not None:
+    return list(listed(config))
+  # Until every source lists its files: the npz, the one file-backed source.
+  path = config.get('npz_path') if config.get('dataset') == 'npz' else ''
+  return [path] if path else []
+
+
+def data_digest(config) -> str | None:
+  """A digest of the content of the files the config's data is read from.
+
+  None for data with no local files (embedded digits, TFDS-prepared data,
+  whose builders check their own files). A file that cannot be read counts
+  as 'missing' (loading the data then names it).
+  """
+  paths = _data_files(config)
+  if not paths:
+    return None
+  contents = []
+  for path in paths:
+    try:
+      contents.append([os.path.basename(path), file_sha256(path)])
+    except OSError:
+      contents.append([os.path.basename(path), 'missing'])
+  return digest(contents)
+
+
 def record_fingerprint(config, arch: str, *, dtype: str,
                        members: Sequence[Mapping[str, Any]],
                        subset: str = 'all',
@@ -107,6 +170,9 @@ def record_fingerprint(config, arch: str, *, dtype: str,
     # No label noise: the same hash as records made before the field.
     fields = {k: v for k, v in fields.items()
               if not k.startswith('label_noise')}
+  data = data_digest(config)
+  if data is not None:  # Embedded data: the same hash as before the field.
+    fields[DATA_FIELD] = data
   fields.update({'arch': arch, 'dtype': dtype, 'subset': subset,
                  'total_steps': total_steps,
                  'members': digest([dict(m) for m in members])})
@@ -122,6 +188,26 @@ def differences(old: Mapping[str, Any],
 
 def describe(diff: Mapping[str, tuple[Any, Any]]) -> str:
   return '; '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in diff.items())
+
+
+def adopts_legacy(stored: Mapping[str, Any] | None,
+                  new: Mapping[str, Any]) -> bool:
+  """True when ``stored`` predates the data hash and matches otherwise.
+
+  Records made before the data's content was fingerprinted carry no
+  ``data_sha256``; they are adopted once with the current data's hash (a
+  warning says it could not be checked) instead of being refused.
+  """
+  if not stored or DATA_FIELD in stored.get('fields', {}):
+    return False
+  diff = differences(stored.get('fields', {}), new['fields'])
+  if set(diff) != {DATA_FIELD}:
+    return False
+  logging.warning(
+      'Records made before data files were fingerprinted: adopting them with '
+      'the current data (content hash %s); that the data is unchanged since '
+      'they were made cannot be checked.', new['fields'][DATA_FIELD])
+  return True
 
 
 def check_match(stored: Mapping[str, Any] | None, new: Mapping[str, Any],
@@ -146,12 +232,31 @@ def check_match(stored: Mapping[str, Any] | None, new: Mapping[str, Any],
       'architecture again with it (or restore the old config values).')
 
 
-def expected_stamp(config, stage: str, record_hashes: Mapping[str, str]
-                   ) -> dict[str, Any]:
+def _file_digest(path: str) -> str | None:
+  if not path:
+    return None
+  try:
+    return file_sha256(os.path.expanduser(path))
+  except OSError:
+    return 'missing'
+
+
+def current_stamp(config, stage: str, record_hashes: Mapping[str, str],
+                  workdir: str, stage_dir: str) -> str | None:
+  """The hash of ``stage``'s stamp on disk when it is the expected one."""
+  stored = read_stamp(workdir, stage_dir)
+  want = expected_stamp(config, stage, record_hashes, workdir)['hash']
+  return want if stored and stored.get('hash') == want else None
+
+
+def expected_stamp(config, stage: str, record_hashes: Mapping[str, str],
+                   workdir: str | None = None) -> dict[str, Any]:
   """The stamp the current config expects of ``stage``'s outputs.
 
   ``record_hashes`` are the record fingerprints of the config's archs (the
-  record stage's "stamp"); later stages chain their inputs' stamps.
+  record stage's "stamp"); later stages chain their inputs' stamps. Files a
+  stage reads (FILE_FIELDS) count by content. With ``workdir``, optional
+  inputs (OPTIONAL_INPUTS) count by the current stamp on disk.
   """
   if stage == 'record':
     return {'hash': digest(sorted(record_hashes.items())),
@@ -159,8 +264,13 @@ def expected_stamp(config, stage: str, record_hashes: Mapping[str, str]
   own, inputs = STAGES[stage]
   fields = field_values(config, own)
   fields['archs'] = sorted(record_hashes)
+  for name in FILE_FIELDS.get(stage, ()):
+    fields[f'{name}:sha256'] = _file_digest(config_fields.get(config, name))
   chained = {s: expected_stamp(config, s, record_hashes)['hash']
              for s in inputs}
+  for s, stage_dir in OPTIONAL_INPUTS.get(stage, {}).items():
+    chained[s] = (None if workdir is None else
+                  current_stamp(config, s, record_hashes, workdir, stage_dir))
   return {'hash': digest([fields, chained]), 'fields': fields,
           'inputs': chained}
 
@@ -186,6 +296,41 @@ def commit_stage(workdir: str, stage_dir: str, stamp: Mapping[str, Any]
   os.makedirs(directory, exist_ok=True)
   files.fsync_dir(directory)
   files.atomic_write_json(stamp_path(workdir, stage_dir), dict(stamp))
+
+
+def remove_outputs(path: str) -> None:
+  """Removes outputs that are being replaced, or stops saying why it cannot.
+
+  ``shutil.rmtree(..., ignore_errors=True)`` would leave a symlinked
+  directory (or one it may not delete) in place and let the run reuse what it
+  meant to replace. Nothing outside the workdir is deleted: a symlink is
+  refused rather than followed.
+
+  Args:
+    path: a file or directory under the workdir (absent: nothing to do).
+
+  Raises:
+    RuntimeError: ``path`` is a symbolic link or could not be removed.
+  """
+  if os.path.islink(path):
+    raise RuntimeError(
+        f'{path} must be replaced (it holds outputs of other config values or '
+        f'inputs) but it is a symbolic link to {os.readlink(path)!r}; nothing '
+        'outside the workdir is deleted. To fix: remove the link (and its '
+        'target if unwanted) and rerun, or use a fresh --workdir.')
+  if not os.path.lexists(path):
+    return
+  try:
+    if os.path.isdir(path):
+      shutil.rmtree(path)
+    else:
+      os.remove(path)
+  except OSError as e:
+    raise RuntimeError(
+        f'{path} must be replaced (it holds outputs of other config values or '
+        f'inputs) but cannot be removed ({e}). To fix: remove it yourself and '
+        'rerun, or use a fresh --workdir.') from e
+  files.fsync_dir(os.path.dirname(path))
 
 
 def invalidate(workdir: str, stage_dir: str) -> None:

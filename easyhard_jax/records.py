@@ -228,10 +228,11 @@ class RecordWriter:
   def _where(self, arch: str) -> tuple[str, str]:
     """(what the records are, what to remove to record them afresh)."""
     ckpt = os.path.join(self.workdir, 'checkpoints', arch)
+    kept = os.path.join(self.workdir, 'analysis_checkpoints', arch)
     return (f'Records of {arch!r} in {self.root}',
-            f'{os.path.join(self.root, arch)} and {ckpt} (and delete '
-            f'"{arch}" from {self.root}/manifest.json, or remove the whole '
-            f'{self.root})')
+            f'{os.path.join(self.root, arch)}, {ckpt} and {kept} (and '
+            f'delete "{arch}" from {self.root}/manifest.json, or remove '
+            f'the whole {self.root})')
 
   def check_fingerprint(self, arch: str, fingerprint: Mapping[str, Any]
                         ) -> None:
@@ -254,6 +255,9 @@ class RecordWriter:
            'changed': {k: list(v) for k, v in diff.items()}})
       entry['fingerprint'] = dict(fingerprint)
       entry.pop('diverged')
+      self._flush_manifest()
+    if fingerprint_lib.adopts_legacy(stored, fingerprint):
+      entry['fingerprint'] = dict(fingerprint)
       self._flush_manifest()
     fingerprint_lib.check_match(entry.get('fingerprint'), fingerprint,
                                 *self._where(arch))

@@ -18,13 +18,11 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import shutil
 import socket
 import sys
 import time
 
 import jax
-import numpy as np
 from absl import logging
 
 from easyhard_jax import config_fields
@@ -42,13 +40,13 @@ def _record_hashes(config) -> dict[str, str]:
           for a in config_fields.arch_list(config)}
 
 
-def _records_complete(config, workdir) -> bool:
+def _records_complete(config, workdir, hashes=None) -> bool:
   """Every config arch finished, with the config's fingerprint."""
   manifest = records.read_manifest(workdir)
   entries = manifest['archs']
   return all(entries.get(a, {}).get('complete') and
              entries[a].get('fingerprint', {}).get('hash') == h
-             for a, h in _record_hashes(config).items())
+             for a, h in (hashes or _record_hashes(config)).items())
 
 
 def is_complete(config, workdir: str, stage: str) -> bool:
@@ -62,7 +60,8 @@ def is_complete(config, workdir: str, stage: str) -> bool:
   if stage == 'record':
     return _records_complete(config, workdir)
   stored = fingerprint.read_stamp(workdir, stages.BY_NAME[stage].out_dir)
-  expected = fingerprint.expected_stamp(config, stage, _record_hashes(config))
+  expected = fingerprint.expected_stamp(config, stage, _record_hashes(config),
+                                        workdir)
   return bool(stored) and stored.get('hash') == expected['hash']
 
 
@@ -90,12 +89,25 @@ def _record_timing(workdir: str, stage: str, seconds: float) -> None:
   files.atomic_write_json(path, timings)
 
 
+def _write_config_json(config, workdir: str, hashes) -> None:
+  """``config.json``: the config of the records the workdir holds.
+
+  Written when every architecture's records are complete with this config's
+  fingerprints (created, replaced or found so), never by an invocation whose
+  record stage failed or has not run: the report's header shows it.
+  """
+  try:
+    complete = _records_complete(config, workdir, hashes)
+  except ValueError:  # A damaged manifest: the record stage repairs it.
+    complete = False
+  if complete:
+    files.atomic_write_json(os.path.join(workdir, 'config.json'),
+                            json.loads(config.to_json_best_effort()))
+
+
 def _log_invocation(config, workdir: str, mode: str) -> None:
-  """config.json (written once: it describes the records) and the run log."""
+  """One line of ``run_log.jsonl`` per invocation (config.json: see above)."""
   cfg = json.loads(config.to_json_best_effort())
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
-    files.atomic_write_json(path, cfg)
   entry = {'time': datetime.datetime.now().isoformat(timespec='seconds'),
            'pid': os.getpid(), 'host': socket.gethostname(), 'mode': mode,
            'command': sys.argv, 'config': cfg}
@@ -103,15 +115,6 @@ def _log_invocation(config, workdir: str, mode: str) -> None:
     f.write(json.dumps(entry, sort_keys=True) + '\n')
     f.flush()
     os.fsync(f.fileno())
-
-
-def _shared_decision(value: bool) -> bool:
-  """Process 0's decision, on every process (one collective)."""
-  if jax.process_count() == 1:
-    return value
-  # pylint: disable-next=g-import-not-at-top
-  from jax.experimental import multihost_utils
-  return bool(multihost_utils.broadcast_one_to_all(np.int32(value)))
 
 
 def run(config, workdir: str, mode: str = 'study') -> None:
@@ -160,7 +163,7 @@ def _clear_stale_outputs(config, workdir: str, stage: stages.Stage,
   other config values or inputs: they are removed, naming what changed.
   """
   stored = fingerprint.read_stamp(workdir, stage.out_dir)
-  expected = fingerprint.expected_stamp(config, stage.name, hashes)
+  expected = fingerprint.expected_stamp(config, stage.name, hashes, workdir)
   if stored and stored.get('hash') != expected['hash']:
     changed = fingerprint.differences(stored.get('fields', {}),
                                       expected['fields'])
@@ -171,14 +174,29 @@ def _clear_stale_outputs(config, workdir: str, stage: stages.Stage,
         stage.name, fingerprint.describe(changed) or 'no own field',
         f'; changed inputs: {inputs}' if inputs else '')
     for d in (stage.out_dir,) + stage.also_writes:
-      shutil.rmtree(os.path.join(workdir, d), ignore_errors=True)
+      fingerprint.remove_outputs(os.path.join(workdir, d))
   else:
     fingerprint.invalidate(workdir, stage.out_dir)
+  for name, stage_dir in fingerprint.OPTIONAL_INPUTS.get(stage.name,
+                                                         {}).items():
+    path = os.path.join(workdir, stage_dir)
+    if os.path.lexists(path) and not fingerprint.current_stamp(
+        config, name, hashes, workdir, stage_dir):
+      # Unstamped (killed) or made from another analysis or reference: the
+      # stage would show it as current.
+      logging.warning('Removing %s: made from other inputs or unfinished; '
+                      'rerun --mode=%s to have it in the %s.', path, name,
+                      stage.name)
+      fingerprint.remove_outputs(path)
 
 
 def _run_stages(config, workdir: str, mode: str, writer: bool) -> None:
+  # pylint: disable-next=g-import-not-at-top
+  from easyhard_jax import distributed
   names = stages.STUDY if mode == 'study' else (mode,)
   hashes = _record_hashes(config)
+  if writer:
+    _write_config_json(config, workdir, hashes)
   upstream_ran = False
   for name in names:
     stage = stages.BY_NAME[name]
@@ -187,7 +205,7 @@ def _run_stages(config, workdir: str, mode: str, writer: bool) -> None:
         logging.info('Stage %s is switched off in config.stages.', name)
         continue
       done = not upstream_ran and is_complete(config, workdir, name)
-      if _shared_decision(done):
+      if distributed.shared_decision(done):
         logging.info('Stage %s is complete; skipping.', name)
         continue
     if stage.writer_only and not writer:
@@ -195,14 +213,18 @@ def _run_stages(config, workdir: str, mode: str, writer: bool) -> None:
       continue
     if stage.stamped and writer:
       _clear_stale_outputs(config, workdir, stage, hashes)
+    if not stage.writer_only:  # Nothing read before process 0 cleared it.
+      distributed.barrier(f'stage_start:{name}')
     tick = time.time()
     logging.info('Stage %s starting.', name)
     stage.run(config, workdir)
     upstream_ran = True
+    if name == 'record' and writer:
+      _write_config_json(config, workdir, hashes)
     if stage.stamped and writer:
       fingerprint.commit_stage(
           workdir, stage.out_dir,
-          fingerprint.expected_stamp(config, name, hashes))
+          fingerprint.expected_stamp(config, name, hashes, workdir))
     seconds = time.time() - tick
     logging.info('Stage %s done in %.1fs.', name, seconds)
     if writer:

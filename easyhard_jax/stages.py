@@ -120,7 +120,7 @@ class Stage:
 STAGES: tuple[Stage, ...] = (
     Stage('record', record, 'records', stamped=False),
     Stage('analyze', analyze, 'analysis', writer_only=True,
-          also_writes=('exports',)),
+          also_writes=('exports', 'compare')),
     Stage('remove', remove, 'removal'),
     Stage('compress', compress, 'compression'),
     Stage('probe_causes', probe_causes, 'causes'),
@@ -128,8 +128,7 @@ STAGES: tuple[Stage, ...] = (
     Stage('report', report, 'report', writer_only=True),
     Stage('probe_checkpoints', probe_checkpoints, 'checkpoint_probes',
           in_study=False, stamped=False),
-    Stage('compare', compare, 'compare', in_study=False, stamped=False,
-          writer_only=True),
+    Stage('compare', compare, 'compare', in_study=False, writer_only=True),
 )
 BY_NAME = {s.name: s for s in STAGES}
 STUDY = tuple(s.name for s in STAGES if s.in_study)

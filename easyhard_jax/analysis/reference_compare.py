@@ -336,14 +336,18 @@ def run_compare(config: Any, workdir: str) -> dict[str, Any]:
                          **mapping}
   result = files.to_jsonable(result)
   out = os.path.join(workdir, 'compare')
-  files.atomic_write_json(os.path.join(out, 'results.json'), result)
+  if os.path.exists(os.path.join(out, 'results.json')):  # Written last.
+    os.remove(os.path.join(out, 'results.json'))
+  files.atomic_savez(os.path.join(out, 'aligned.npz'), {
+      'example_index': table['example_index'], 'reference': ref,
+      'label': table['label']})
   rows, per_class = _rows(result)
   if rows:
     files.atomic_write_csv(os.path.join(out, 'results.csv'), rows)
     files.atomic_write_csv(os.path.join(out, 'per_class.csv'), per_class)
-  files.atomic_savez(os.path.join(out, 'aligned.npz'), {
-      'example_index': table['example_index'], 'reference': ref,
-      'label': table['label']})
+  # results.json last (the runner's stamp follows it): a kill between the
+  # files leaves no results.json next to another run's aligned.npz.
+  files.atomic_write_json(os.path.join(out, 'results.json'), result)
   logging.info('Reference %s (%s order): %d of %d examples matched%s.',
                rc.path, rc.order, mapping['matched'], mapping['examples'],
                ''.join(f"; {k.replace('_', ' ')} {v.get('agree')} of "

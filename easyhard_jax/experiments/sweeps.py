@@ -35,13 +35,16 @@ from __future__ import annotations
 import copy
 import math
 import os
+import zipfile
 from typing import Any
 
 import numpy as np
 from absl import logging
 
 from easyhard_jax import config_fields
+from easyhard_jax import distributed
 from easyhard_jax import files
+from easyhard_jax import fingerprint
 from easyhard_jax import records
 from easyhard_jax.analysis import scores as scores_lib
 from easyhard_jax.data import streaming
@@ -142,27 +145,94 @@ def program_slices(num_members: int, limit: int) -> list[slice]:
   return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
+def _stale_programs(subdir, plan) -> dict[str, str]:
+  """{program: why} of this plan's programs whose work on disk differs.
+
+  A program's records (its manifest entry) must carry the plan's
+  fingerprint, which covers its keep masks, and its ``masks_*.npz`` must
+  hold the plan's masks: finished work is reused only when both match.
+  """
+  try:
+    entries = records.read_manifest(subdir)['archs']
+  except ValueError:
+    entries = {}  # The writer rebuilds it from chunks of this fingerprint.
+  stale = {}
+  for program, (fp, keep) in plan.items():
+    entry = entries.get(program)
+    stored = entry.get('fingerprint') if isinstance(entry, dict) else None
+    if entry is not None and (stored or {}).get('hash') != fp['hash']:
+      diff = fingerprint.differences((stored or {}).get('fields', {}),
+                                     fp['fields'])
+      stale[program] = (f'records made with other values: '
+                        f'{fingerprint.describe(diff) or "no fingerprint"}')
+      continue
+    mask_path = os.path.join(subdir, f'masks_{program}.npz')
+    if entry is not None and not _same_mask(mask_path, keep):
+      stale[program] = f'{mask_path} holds other keep masks'
+  return stale
+
+
+def _same_mask(path: str, keep: np.ndarray) -> bool:
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      return np.array_equal(z['keep'], keep)
+  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+    return False
+
+
+def _forget_programs(subdir: str, stale: dict[str, str]) -> None:
+  """Removes stale programs' records, checkpoints, masks and entries."""
+  for program, why in stale.items():
+    logging.warning('%s: retraining %s (%s).', subdir, program, why)
+    for path in (os.path.join(records.records_dir(subdir), program),
+                 os.path.join(subdir, 'checkpoints', program),
+                 os.path.join(subdir, f'masks_{program}.npz')):
+      fingerprint.remove_outputs(path)
+  manifest_path = os.path.join(records.records_dir(subdir), 'manifest.json')
+  try:
+    manifest = records.read_manifest(subdir)
+  except ValueError:
+    return  # The writer sets it aside and rebuilds it from the chunks.
+  if any(p in manifest['archs'] for p in stale):
+    for program in stale:
+      manifest['archs'].pop(program, None)
+      if program in manifest.get('arch_order', []):
+        manifest['arch_order'].remove(program)
+    files.atomic_write_json(manifest_path, manifest)
+
+
 def _train_group(config, data, arch, subdir, members, keep, total_steps,
                  limit):
-  """Trains members in equal programs of <= limit; returns final test stats."""
+  """Trains members in equal programs of <= limit; returns final test stats.
+
+  Multi-process: process 0 alone reads the group's state on disk and
+  decides what to skip (the others follow its decisions), and every process
+  waits for process 0's records before loading them.
+  """
+  plan = {}
+  for i, sl in enumerate(program_slices(len(members), limit)):
+    plan[f'{arch}.{i}'] = (ensemble.study_fingerprint(
+        config, arch, members[sl], keep[sl], total_steps), keep[sl])
+  if distributed.is_writer():
+    _forget_programs(subdir, _stale_programs(subdir, plan))
+  distributed.barrier(f'sweep_plan:{subdir}:{arch}')
   writer = records.RecordWriter(subdir)
   writer.write_split_metadata('train', data.train_labels, data.train_ids)
   writer.write_split_metadata('test', data.test_labels, data.test_ids)
-  programs = []
-  for i, sl in enumerate(program_slices(len(members), limit)):
-    program = f'{arch}.{i}'
-    programs.append(program)
+  for (program, (_, program_keep)), sl in zip(
+      plan.items(), program_slices(len(members), limit)):
     mask_path = os.path.join(subdir, f'masks_{program}.npz')
-    if not os.path.exists(mask_path):
-      files.atomic_savez(mask_path, {'keep': keep[sl]})
-    if writer.is_complete(program):
+    if distributed.is_writer() and not _same_mask(mask_path, program_keep):
+      files.atomic_savez(mask_path, {'keep': program_keep})
+    if distributed.shared_decision(writer.is_complete(program)):
       continue
     logging.info('%s: training %d members on %d examples.', subdir,
                  len(members[sl]), members[sl.start]['kept'])
     ensemble.train_arch(config, data, arch, subdir, writer,
                         program=program, members=members[sl],
-                        keep=keep[sl], total_steps=total_steps)
-  test = records.load(subdir, 'test', archs=programs)
+                        keep=program_keep, total_steps=total_steps)
+  distributed.barrier(f'sweep_records:{subdir}:{arch}')
+  test = records.load(subdir, 'test', archs=list(plan))
   return (test.correct[:, -1].mean(axis=1), test.loss[:, -1].mean(axis=1),
           int(test.probe_steps[-1]))
 

@@ -33,6 +33,7 @@ from easyhard_jax.data import device_ops
 from easyhard_jax.data import loader
 from easyhard_jax.data import sources
 from easyhard_jax.data import streaming
+from easyhard_jax.train import analysis_checkpoints
 from easyhard_jax.train import checkpoints
 from easyhard_jax.train import config_checks
 from easyhard_jax.train import mesh as mesh_lib
@@ -318,7 +319,10 @@ def train_arch(config, data, arch: str, workdir: str,
 
   # Read once, before any save of this run, so every process of a
   # multi-process run takes the same decisions (a save is a collective).
-  kept_already = set(kept.steps()) if kept else set()
+  # States of another run (other config, or beyond this run's resume
+  # point) are dropped, so every kept state is one of these records'.
+  kept_already = (analysis_checkpoints.prepare(kept, start, fp) if kept
+                  else set())
 
   def keep_state(step, states):
     if step not in keep_steps or step in kept_already:
