@@ -73,7 +73,6 @@ def _validate_analysis(config) -> None:
   except ValueError as e:
     raise ValueError(f'config.analysis.{e}') from e
   _at_least(config, 'analysis.sets.k', 0)
-  _at_least(config, 'analysis.agreement.num_bootstrap')
   level = _field(config, 'analysis.agreement.ci_level')
   if not (isinstance(level, (int, float)) and 0 < level < 1):
     raise ValueError('config.analysis.agreement.ci_level must lie in (0, 1) '

@@ -159,7 +159,7 @@ def test_identical_members_give_the_maximal_ceiling():
   rule = sets.SetRule(fraction=0.2, per_class=True)
   rep = agreement.agreement_report(
       ms, [f'm{i}' for i in range(8)], gids, ['a', 'b'], rule, labels, C,
-      jax.random.key(0), num_bootstrap=0)
+      jax.random.key(0), intervals=False)
   levels = rep['ceiling']['levels']
   assert [lv['members'] for lv in levels] == [1, 2]
   for lv in levels:

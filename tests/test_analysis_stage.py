@@ -82,11 +82,11 @@ def _write_study(workdir, archs, n_train=60, n_test=60, seed=0, fused=True):
   return truth
 
 
-def _config(num_bootstrap=16):
+def _config(intervals=True):
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.analysis = default.get_config().analysis
-  c.analysis.agreement.num_bootstrap = num_bootstrap
+  c.analysis.agreement.intervals = intervals
   c.analysis.sets.fraction = 0.2
   c.analysis.similarity.block_size = 16  # One padded shape.
   return c
@@ -159,7 +159,7 @@ def test_stage_writes_every_output(tmp_path):
   assert other['class_rule'] == 'global'
   assert other['sets']['easy_size'] == 12  # round(0.2 * 60) overall.
   assert other['agreement']['set_rule'] == 'global'
-  assert 'bootstrap' not in other['agreement']['arch_pairs']
+  assert 'seed_interval' not in other['agreement']['arch_pairs']
   assert other['similarity']['pixels']['global']['class_balanced'] is False
   assert result['similarity']['pixels']['global']['class_balanced'] is True
   assert result['records']['train']['fused_epochs'] == [1.0, 2.0, 3.0]
@@ -171,7 +171,7 @@ def test_stage_writes_every_output(tmp_path):
   ag = result['agreement']
   assert np.asarray(ag['member_pairs']['easy_sets']['ratio']).shape == (4, 4)
   assert ag['arch_pairs']['members_per_arch'] == [2, 2]
-  ci = ag['arch_pairs']['bootstrap']['intervals']['spearman']
+  ci = ag['arch_pairs']['seed_interval']['intervals']['spearman']
   assert np.asarray(ci['lo']).shape == (2, 2)
   # Difficulty drives every member, so architectures agree.
   assert ag['arch_pairs']['spearman_easiness'][0][1] > 0.5
@@ -193,7 +193,7 @@ def test_stage_writes_every_output(tmp_path):
 def test_stage_with_one_member_and_no_images(tmp_path):
   workdir = str(tmp_path)
   _write_study(workdir, [('cnn', 1)])
-  cfg = _config(num_bootstrap=5)
+  cfg = _config()
   cfg.analysis.sets.method = 'all_correct'
   result = analyze.run_analysis(cfg, workdir)
   ag = result['agreement']

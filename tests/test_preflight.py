@@ -53,8 +53,6 @@ def test_int64_labels_beyond_int32_are_refused_not_wrapped(tmp_path):
     ({'analysis.dynamics_window': (2.0, 1.0)}, 'dynamics_window must be'),
     ({'analysis.agreement.ci_level': 1.0}, r'ci_level must lie in \(0, 1\)'),
     ({'analysis.agreement.ci_level': 0.0}, r'ci_level must lie in \(0, 1\)'),
-    ({'analysis.agreement.num_bootstrap': 0},
-     'num_bootstrap must be an integer >= 1'),
     ({'analysis.similarity.hf_cutoff': 0.0}, 'hf_cutoff must lie in'),
     ({'report.max_classes': 0}, 'report.max_classes must be an integer'),
     ({'width': float('inf')}, 'width must be a finite number'),

@@ -308,7 +308,7 @@ def test_compare_on_a_real_analysis(quick_study, tmp_path):
   workdir = str(tmp_path / 'study')
   shutil.copytree(src, workdir, ignore=shutil.ignore_patterns('checkpoints'))
   config = ml_collections.ConfigDict(config.to_dict())
-  config.analysis.agreement.num_bootstrap = 0
+  config.analysis.agreement.intervals = False
   runner.run(config, workdir, 'analyze')
   table = ro.read_scores_table(os.path.join(workdir, 'analysis',
                                             'scores_train.csv'))

@@ -28,7 +28,7 @@ faults = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(faults)
 
 # digits_quick shrunk further: 256 examples, two strategies per sweep, one
-# cause probe, a short bootstrap. The sweeps keep 2 epochs, so a subset group
+# cause probe, seed intervals. The sweeps keep 2 epochs, so a subset group
 # has a checkpoint (after epoch 1) before it finishes: the kill point.
 TINY_CONFIG = '''
 from configs import digits_quick
@@ -37,7 +37,7 @@ from configs import digits_quick
 def get_config():
   c = digits_quick.get_config()
   c.max_train_examples = 256
-  c.analysis.agreement.num_bootstrap = 10
+  c.analysis.agreement.intervals = True
   c.removal.strategies = ('easiest', 'random')
   c.compression.strategies = ('drop_easiest', 'random')
   c.causes.variants = ('random_labels',)

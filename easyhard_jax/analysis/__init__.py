@@ -5,7 +5,7 @@ Modules: ``scores`` (easiness and dynamics statistics, with
 training-pass scores of Toneva et al., Pleiss et al. and Swayamdipta et al.),
 ``score_kernels`` (their jitted kernels), ``sets`` (easy / hard masks,
 class-balanced or global), ``agreement`` (overlap with chance levels for
-either rule, Spearman, bootstrap over seeds), ``similarity`` (blocked
+either rule, Spearman, seed intervals), ``similarity`` (blocked
 pairwise distances, colour, frequency, mean images), ``heldout_errors`` (test
 easiness and the test errors of the final models), ``analyze``
 (``run_analysis``, the analyze stage). Never imports ``easyhard_jax.train``.

@@ -8,9 +8,8 @@
   overlap and Jaccard, the ratio observed / chance and a z-score.
 * :func:`spearman_matrix`: Spearman's rho for all pairs of rows as one matmul
   of row-normalized average ranks (ties get their mean rank).
-* ``arch_bootstrap.bootstrap_arch``: resamples members within each
-  architecture with replacement and recomputes an architecture-level
-  statistic (explicit key); used for the intervals of the arch pairs.
+* ``seed_interval``: leave-one-seed-out (stratified jackknife) intervals
+  of the architecture-pair statistics at the ensemble's own size.
 * :func:`seed_ceiling`: the same statistics between disjoint groups of
   members of one architecture (the seed-to-seed ceiling) and between
   equal-sized groups of two architectures, at equal member counts.
@@ -28,8 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from easyhard_jax.analysis import arch_bootstrap
 from easyhard_jax.analysis import scores as scores_lib
+from easyhard_jax.analysis import seed_interval
 from easyhard_jax.analysis import sets as sets_lib
 
 _HI = jax.lax.Precision.HIGHEST
@@ -406,7 +405,7 @@ def agreement_report(member_scores: dict[str, np.ndarray],
                      member_names: Sequence[str], group_ids: np.ndarray,
                      arch_names: Sequence[str], rule: sets_lib.SetRule,
                      labels: np.ndarray, num_classes: int, key: jax.Array,
-                     num_bootstrap: int = 200,
+                     intervals: bool = True,
                      ci_level: float = 0.95) -> dict[str, Any]:
   """Agreement between members and between architectures.
 
@@ -419,14 +418,15 @@ def agreement_report(member_scores: dict[str, np.ndarray],
       own score.
     labels: int [N].
     num_classes: number of classes.
-    key: ``jax.random`` key of the bootstrap.
-    num_bootstrap: bootstrap samples (0 = none).
+    key: ``jax.random`` key (samples member groups of the seed ceiling).
+    intervals: leave-one-seed-out intervals for the architecture pairs
+      (``seed_interval``; one extra statistic per member).
     ci_level: two-sided confidence level.
 
   Returns:
     A nested dict of numpy arrays and floats (see the stage's JSON):
     ``member_pairs`` and ``arch_pairs`` (all members of each architecture
-    averaged, with bootstrap intervals), and with two or more members
+    averaged, with seed intervals at that size), and with two or more members
     ``ceiling`` (:func:`seed_ceiling`: within- against cross-architecture
     agreement at equal member counts, chance as the floor).
   """
@@ -466,23 +466,16 @@ def agreement_report(member_scores: dict[str, np.ndarray],
       values)
   res = jax.tree.map(np.asarray, _sets_and_corr(
       arch_values, k, labels_j, rule=rule, num_classes=num_classes))
-  table, sizes = arch_bootstrap.resample_table(gids)
-  res['members_per_arch'] = sizes.tolist()
-  if num_bootstrap > 0:
-    samples = arch_bootstrap.bootstrap_arch(
-        key, values, jnp.asarray(gids), jnp.asarray(table),
-        jnp.asarray(sizes), {'k': jnp.asarray(0 if k is None else k),
-                             'labels': labels_j},
-        stat_fn=_arch_stat_fn(rule, num_classes), num_groups=g,
-        num_samples=int(num_bootstrap))
-    ci = {}
-    for name, s in samples.items():
-      lo, hi = arch_bootstrap.percentile_interval(s, ci_level)
-      ci[name] = {'lo': lo, 'hi': hi}
-    res['bootstrap'] = {
-        'num_samples': int(num_bootstrap), 'level': float(ci_level),
-        'intervals': ci,
-        'note': ('members resampled with replacement within each arch; '
-                 'intervals are degenerate for archs with one member')}
+  res['members_per_arch'] = np.bincount(gids, minlength=g).tolist()
+  if intervals:
+    stat_args = {'k': jnp.asarray(0 if k is None else k), 'labels': labels_j}
+    stat_fn = _arch_stat_fn(rule, num_classes)
+    full, loo = seed_interval.leave_one_out(
+        values, gids, stat_args, stat_fn=stat_fn, num_groups=g)
+    res['seed_interval'] = {
+        'method': 'leave-one-seed-out jackknife', 'level': float(ci_level),
+        'covers': seed_interval.COVERS,
+        'intervals': {name: seed_interval.jackknife_interval(
+            full[name], loo[name], gids, ci_level) for name in full}}
   out['arch_pairs'] = res
   return out

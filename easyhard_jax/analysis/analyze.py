@@ -6,10 +6,10 @@ writes, atomically:
 * ``analysis.json``: set sizes (overall and per class), score summaries and
   their rank correlations, member and architecture agreement (overlap of easy
   and hard sets with chance levels and ratios, Spearman of easiness,
-  bootstrap intervals over seeds), visual similarity, colour and frequency
+  leave-one-seed-out intervals), visual similarity, colour and frequency
   statistics (when images or features are given), all under the configured
   set rule (class-balanced top-k by default); ``other_rule`` repeats the
-  sets, agreement (without bootstrap) and similarity under the other rule
+  sets, agreement (without intervals) and similarity under the other rule
   (global top-k), and the test-error section. The probe scores come from
   the probe records, the training-pass scores (Toneva forgetting events,
   AUM, cartography) from the fused records (``scores.SCORE_SOURCE``).
@@ -240,7 +240,7 @@ def _other_rule(cfg: Any, rule: sets_lib.SetRule, sc: dict[str, Any],
   agree = agreement_lib.agreement_report(
       sc['member'], [m.get('name', str(i)) for i, m in enumerate(
           train.members)], sc['group_ids'], sc['archs'], other, labels,
-      num_classes, jax.random.key(cfg.agreement.seed), num_bootstrap=0)
+      num_classes, jax.random.key(cfg.agreement.seed), intervals=False)
   sim, _ = _similarity(cfg, labels, easy, hard, train_images, features,
                        num_classes, other.name == 'class_balanced',
                        with_means=False, window_features=window_features)
@@ -354,7 +354,7 @@ def run_analysis(config: Any, workdir: str, *, train_images: Any = None,
       sc['member'], [m.get('name', str(i)) for i, m in enumerate(
           train.members)], sc['group_ids'], sc['archs'], rule, labels,
       num_classes, jax.random.key(cfg.agreement.seed),
-      num_bootstrap=cfg.agreement.num_bootstrap,
+      intervals=cfg.agreement.intervals,
       ci_level=cfg.agreement.ci_level)
   # Penultimate features saved by --mode=probe_checkpoints at the end of
   # the easiness window (None when it has not run).

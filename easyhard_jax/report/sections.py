@@ -204,8 +204,8 @@ def _agreement(s: Any, sec: Section) -> Section:
   if 'skipped' in ap:
     sec.body_html += html_lib.paragraph(f"Architecture pairs: {ap['skipped']}.")
   else:
-    iv = ap.get('bootstrap', {}).get('intervals', {})
-    level = ap.get('bootstrap', {}).get('level')
+    si = ap.get('seed_interval') or {}
+    iv, level = si.get('intervals', {}), si.get('level')
     for which in ('easy', 'hard'):
       sets = ap[f'{which}_sets']
       ci = iv.get(f'{which}_ratio')
@@ -220,7 +220,10 @@ def _agreement(s: Any, sec: Section) -> Section:
           f'agreement_{which}', png,
           f'{which.capitalize()} sets: overlap (|A and B| / min size) '
           f'divided by the chance overlap {chance}'
-          + (f'; brackets: {level:.0%} bootstrap interval over seeds.'
+          + (f'; brackets: {level:.0%} interval over seeds at this '
+             'ensemble size (leave-one-seed-out jackknife): it covers '
+             'what fresh seeds would change, not example sampling; none '
+             'for an architecture with one member.'
              if ci is not None and level else '.')))
   mp = ag['member_pairs']
   sec.figures.append(Figure('member_spearman', figures.heatmap(
