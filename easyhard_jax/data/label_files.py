@@ -38,6 +38,8 @@ _NUMPY_GLOBALS = {
     ('numpy._core.multiarray', '_reconstruct'),
     ('numpy.core.multiarray', 'scalar'),
     ('numpy._core.multiarray', 'scalar'),
+    ('numpy.core.numeric', '_frombuffer'),
+    ('numpy._core.numeric', '_frombuffer'),
     ('numpy', 'ndarray'),
     ('numpy', 'dtype'),
     ('_codecs', 'encode'),
