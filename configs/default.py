@@ -150,11 +150,16 @@ def get_config() -> ml_collections.ConfigDict:
                                   # (always the probe source).
 
   # Suspected label errors (analysis/label_issues.py): the class the members
-  # agree on instead of the given label, from the predictions early in
-  # training, before a network memorises a wrong label.
+  # agree on instead of the given label, from the predictions before a
+  # network memorises a wrong label.
   a.label_issues = ml_collections.ConfigDict()
-  # Probes (epochs, lo < e <= hi) whose predictions vote; () = a.window.
+  # Probes (epochs, lo < e <= hi) whose predictions vote; () = every probe
+  # after the first epoch and the lr warm-up (early class bias reads as
+  # label error), or a.window in a run of one epoch.
   a.label_issues.window = ()
+  # 'class_threshold': a prediction of class k votes only where p(k) reaches
+  # the mean p(k) of the examples labelled k (confident learning); 'none'.
+  a.label_issues.calibration = 'class_threshold'
   a.label_issues.top_k = 64       # Suspects shown in the report.
   # A .npy / .txt / .csv of train example indices known to be mislabelled
   # ('' = none; with label_noise.fraction > 0: the flipped ones). The

@@ -48,6 +48,7 @@ from easyhard_jax.analysis import agreement as agreement_lib
 from easyhard_jax.analysis import feature_similarity
 from easyhard_jax.analysis import heldout_errors
 from easyhard_jax.analysis import label_issues
+from easyhard_jax.analysis import label_noise
 from easyhard_jax.analysis import scores as scores_lib
 from easyhard_jax.analysis import sets as sets_lib
 from easyhard_jax.analysis import similarity as similarity_lib
@@ -266,7 +267,7 @@ def _label_issue_outputs(config: Any, out_dir: str,
                          ) -> tuple[dict[str, Any], dict[str, Any]]:
   """Writes label_issues_{split}.csv; (label_issues, label_noise) JSON."""
   cfg = config.analysis
-  info: dict[str, Any] = {'window': label_issues.window(cfg)}
+  info: dict[str, Any] = {'window': label_issues.window(config)}
   for split, li in issues.items():
     rec = recs[split]
     if li is None:
@@ -280,14 +281,17 @@ def _label_issue_outputs(config: Any, out_dir: str,
         'window_probe_epochs': np.asarray(rec.probe_epochs)[
             scores_lib.window_mask(rec.probe_epochs, info['window'])],
         'majority_other_class': int(np.sum(li['agreement'] > 0.5)),
-        'unanimous_other_class': int(np.sum(li['agreement'] >= 1.0))}
+        'unanimous_other_class': int(np.sum(li['agreement'] >= 1.0)),
+        'agreed_class_shares': label_issues.suspect_shares(
+            rec.labels, li['agreed_class'], cfg.label_issues.get('top_k', 64),
+            score=li['score'])}
   n = len(recs['train'].labels)
-  noisy, source = label_issues.known_noisy(config, n)
+  noisy, source = label_noise.known_noisy(config, n)
   if noisy is None:
     noise = {'skipped': 'no known label errors (config.analysis.known_noisy '
              "is '' and config.label_noise.fraction is 0)"}
   else:
-    noise = label_issues.detection_report(example, noisy, n, source)
+    noise = label_noise.detection_report(example, noisy, n, source)
     logging.info('Known label errors (%s): label_issue AUROC %s.', source,
                  noise['scores'].get(label_issues.NAME, {}).get('auroc'))
   return info, noise
@@ -333,7 +337,7 @@ def run_analysis(config: Any, workdir: str, *, train_images: Any = None,
                f' (and {fused.correct.shape[1]} training-pass epochs)')
   sc = scores_lib.compute_scores(train, cfg.window, cfg.dynamics_window,
                                  fused=fused)
-  issues = {'train': _add_label_issues(sc, train, cfg, num_classes)}
+  issues = {'train': _add_label_issues(sc, train, config, num_classes)}
   grand = score_store.window_score(workdir, 'grand', cfg.window)
   if grand is not None:  # --mode=probe_checkpoints ran: GraNd at step S.
     sc['example']['grand'] = np.asarray(grand[0], np.float32)
@@ -386,7 +390,7 @@ def run_analysis(config: Any, workdir: str, *, train_images: Any = None,
                       else 'config.analysis.test.enabled is False'}
   else:
     tsc = scores_lib.compute_scores(test, cfg.window, cfg.dynamics_window)
-    issues['test'] = _add_label_issues(tsc, test, cfg, num_classes)
+    issues['test'] = _add_label_issues(tsc, test, config, num_classes)
     tlabels = np.asarray(test.labels, np.int32)
     report, teasy, thard = heldout_errors.heldout_error_report(
         tsc, np.asarray(test.correct[:, -1, :]), tlabels, rule, num_classes)

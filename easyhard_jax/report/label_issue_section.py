@@ -91,14 +91,40 @@ def _detection_table(noise: Mapping[str, Any]) -> str:
       'score oriented harder = more suspect')
 
 
+def _shares_note(split: str, shares: Mapping[str, Any]) -> str:
+  """The agreed classes of the top suspects; a note if one dominates."""
+  classes = shares.get('classes') or {}
+  n = shares.get('suspects', 0)
+  if not n or not classes:
+    return f'{split}: no suspect has an agreed class.'
+  top = sorted(classes.items(), key=lambda kv: -kv[1][0])[:3]
+  parts = ', '.join(f'{c} {s:.0%} (data {d:.0%})'
+                    for c, (s, d) in top)
+  text = f'{split}: agreed classes of the top {n} suspects: {parts}.'
+  dom = shares.get('dominant')
+  if dom is not None:
+    s, d = classes[str(dom)]
+    text += (f' Note: one agreed class ({dom}) holds {s:.0%} of '
+             f'the suspects against {d:.0%} of the data '
+             f"({shares.get('ratio') or float('inf'):.1f}x): a class the members "
+             'over-predict (class bias, e.g. early in training) reads as '
+             'label error; check the window and the calibration before '
+             'trusting these suspects.')
+  return text
+
+
 def build(study: Any, sec: html_lib.Section) -> html_lib.Section:
   """Fills in the label-issue section (see the module docstring)."""
   sec.explanation = (
       'Examples that the members, before they memorise, consistently '
       'predict as one class other than their given label, most suspect '
       'first (in brackets: that class\'s share of the (member, probe) '
-      'predictions in the label-issue window). Under each image: the given '
-      'label (red) and the agreed class (green).')
+      'predictions in the label-issue window). A prediction counts for a '
+      'class only when its probability reaches the mean probability the '
+      'members give that class\'s own examples (confident learning\'s '
+      'per-class threshold; config.analysis.label_issues.calibration). '
+      'Under each image: the given label (red) and the agreed class '
+      '(green).')
   adir = os.path.join(study.workdir, 'analysis')
   a = study.analysis
   if a is None:
@@ -124,6 +150,9 @@ def build(study: Any, sec: html_lib.Section) -> html_lib.Section:
         f"than half of their {info.get('pairs', '?')} (member, probe) "
         'predictions in the label-issue window on one other class '
         f"({info.get('unanimous_other_class', '?')} unanimous)."))
+    if info.get('agreed_class_shares'):
+      body.append(html_lib.paragraph(_shares_note(
+          split, info['agreed_class_shares'])))
     if images is not None and rows:
       shown = rows[:top]
       sec.figures.append(html_lib.FigureItem(
