@@ -32,6 +32,7 @@ from absl import logging
 
 from easyhard_jax import files
 from easyhard_jax import fingerprint as fingerprint_lib
+from easyhard_jax import record_manifest
 
 FIELDS = ('correct', 'loss', 'margin', 'p_true', 'el2n', 'pred')
 SPLITS = ('train', 'test')
@@ -108,10 +109,28 @@ def read_manifest(workdir: str) -> dict[str, Any]:
   if not os.path.exists(path):
     return _empty_manifest()
   manifest = files.read_json(path, REPAIR + '.')
-  if not isinstance(manifest, dict) or 'archs' not in manifest:
-    raise ValueError(f'{path} is damaged (not a records manifest). To fix: '
-                     f'{REPAIR}.')
+  error = record_manifest.structure_error(manifest)
+  if error:
+    raise ValueError(f'{path} is damaged (not a records manifest: {error}). '
+                     f'To fix: {REPAIR}.')
   return manifest
+
+
+def arch_complete(manifest: Mapping[str, Any], arch: str, root: str) -> bool:
+  """``arch`` finished, and every chunk it finished with is registered.
+
+  A manifest that says complete but lost chunk entries (or whose chunk
+  files are gone) is not complete: --mode=record records them again.
+  """
+  entry = manifest['archs'].get(arch)
+  if not (entry and entry.get('complete')):
+    return False
+  missing = record_manifest.missing_chunks(entry, os.path.join(root, arch))
+  if missing:
+    logging.warning('Records of %r in %s are marked complete but lack %s; '
+                    'treating them as unfinished.', arch, root,
+                    ', '.join(missing[:5]))
+  return not missing
 
 
 def read_chunk(path: str) -> dict[str, np.ndarray]:
@@ -338,12 +357,13 @@ class RecordWriter:
     self._flush_manifest()
 
   def finish_arch(self, arch: str) -> None:
-    self.manifest['archs'][arch]['complete'] = True
+    entry = self.manifest['archs'][arch]
+    entry['complete'] = True
+    entry['chunk_keys'] = sorted(k for k, c in entry['chunks'].items() if c)
     self._flush_manifest()
 
   def is_complete(self, arch: str) -> bool:
-    entry = self.manifest['archs'].get(arch)
-    return bool(entry and entry.get('complete'))
+    return arch_complete(self.manifest, arch, self.root)
 
 
 def _load_labels(root: str, split: str) -> tuple[np.ndarray, list[str] | None]:
@@ -395,7 +415,8 @@ def load(workdir: str, split: str = 'train', source: str = 'probe',
       raise KeyError(f'No records for architecture {a!r} in {root}; '
                      f'recorded: {manifest["arch_order"]}')
   if complete_only:
-    unfinished = [a for a in names if not manifest['archs'][a]['complete']]
+    unfinished = [a for a in names
+                  if not arch_complete(manifest, a, root)]
     if archs is not None and unfinished:
       raise FileNotFoundError(
           f'Records of {unfinished} in {root} are not complete: run '

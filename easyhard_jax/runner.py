@@ -42,9 +42,12 @@ def _record_hashes(config) -> dict[str, str]:
 
 def _records_complete(config, workdir, hashes=None) -> bool:
   """Every config arch finished, with the config's fingerprint."""
-  manifest = records.read_manifest(workdir)
-  entries = manifest['archs']
-  return all(entries.get(a, {}).get('complete') and
+  try:
+    manifest = records.read_manifest(workdir)
+  except ValueError:  # Damaged: the record stage rebuilds it.
+    return False
+  entries, root = manifest['archs'], records.records_dir(workdir)
+  return all(records.arch_complete(manifest, a, root) and
              entries[a].get('fingerprint', {}).get('hash') == h
              for a, h in (hashes or _record_hashes(config)).items())
 

@@ -6,7 +6,15 @@ unescaped workdir path in summary.md.
 
 import os
 import re
+import shutil
 
+import pytest
+
+from conftest import assert_identical_records
+from conftest import quick_config
+from easyhard_jax import files
+from easyhard_jax import records
+from easyhard_jax import runner
 from easyhard_jax.report import html as html_lib
 
 
@@ -20,3 +28,60 @@ def test_summary_markdown_escapes_the_workdir_path():
   assert '\\*b\\*\\_\\[l\\]' in text and '\\&amp;' in text
   assert [l for l in lines if l.startswith('# ')] == ['# Title']
   assert os.sep in lines[2]
+
+
+def _copy(quick_study, tmp_path, name='copy'):
+  _, workdir = quick_study
+  copy = str(tmp_path / name)
+  shutil.copytree(workdir, copy)
+  return workdir, copy
+
+
+def _manifest_path(workdir):
+  return os.path.join(workdir, 'records', 'manifest.json')
+
+
+@pytest.mark.parametrize('damage', [
+    {'archs': {'cnn': 5}},
+    {'archs': {}, 'arch_order': ['cnn']},
+    'chunk outside its directory',
+])
+def test_a_manifest_of_the_wrong_shape_is_named_and_rebuilt(
+    quick_study, tmp_path, damage):
+  reference, copy = _copy(quick_study, tmp_path)
+  if damage == 'chunk outside its directory':
+    manifest = records.read_manifest(copy)
+    manifest['archs']['cnn']['chunks']['probe_train']['0']['file'] = (
+        '../../../etc/passwd')
+    damage = manifest
+  files.atomic_write_json(_manifest_path(copy), damage)
+  with pytest.raises(ValueError, match=r'manifest.json is damaged \(not a '
+                     r'records manifest: .*To fix: rerun --mode=record'):
+    records.load(copy, 'train')
+  runner.run(quick_config(), copy, 'record')  # Rebuilt from the chunks.
+  assert os.path.exists(os.path.join(copy, 'records',
+                                     'manifest.damaged.json'))
+  assert_identical_records(reference, copy)
+
+
+@pytest.mark.parametrize('drop', ['probe_test', 'fused_train', 'all'])
+def test_a_complete_manifest_that_lost_chunk_entries_is_recorded_again(
+    quick_study, tmp_path, drop):
+  reference, copy = _copy(quick_study, tmp_path)
+  manifest = records.read_manifest(copy)
+  entry = manifest['archs']['cnn']
+  assert entry['complete']
+  if drop == 'all':
+    entry['chunks'] = {}
+  elif drop == 'probe_test':
+    del entry['chunks']['probe_test']['1']
+  else:
+    last = max(entry['chunks']['fused_train'], key=int)
+    del entry['chunks']['fused_train'][last]
+  files.atomic_write_json(_manifest_path(copy), manifest)
+  with pytest.raises(FileNotFoundError, match='not complete'):
+    records.load(copy, 'train', archs=['cnn'])
+  assert not runner.is_complete(quick_config(), copy, 'record')
+  runner.run(quick_config(), copy, 'record')
+  assert records.read_manifest(copy)['archs']['cnn']['complete']
+  assert_identical_records(reference, copy)

@@ -31,7 +31,10 @@ def logged_groups(workdir: str) -> list[str]:
   if not os.path.exists(os.path.join(records.records_dir(workdir),
                                      'manifest.json')):
     return []
-  manifest = records.read_manifest(workdir)
+  try:
+    manifest = records.read_manifest(workdir)
+  except ValueError:  # Damaged: the record stage rebuilds it from chunks.
+    return []
   return [a for a in manifest['arch_order']
           if (manifest['archs'][a].get('fingerprint') or {}).get(
               'fields', {}).get('origin') == ORIGIN]
