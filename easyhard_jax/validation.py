@@ -83,6 +83,11 @@ def _validate_analysis(config) -> None:
                 'report.examples_per_class', 'report.max_classes'):
     _at_least(config, field)
   _at_least(config, 'analysis.label_issues.top_k', 0)
+  calibration = _field(config, 'analysis.label_issues.calibration')
+  if calibration is not None and calibration not in ('class_threshold',
+                                                     'none'):
+    raise ValueError('config.analysis.label_issues.calibration must be '
+                     f"'class_threshold' or 'none', got {calibration!r}.")
   cutoff = _field(config, 'analysis.similarity.hf_cutoff')
   if cutoff is not None and not 0 < cutoff < math.sqrt(0.5):
     raise ValueError('config.analysis.similarity.hf_cutoff must lie in '

@@ -521,3 +521,12 @@ def test_same_window_scores_use_only_the_window():
   np.testing.assert_array_equal(hard['label_issue[class_threshold]'],
                                 li['score'])
   assert 'variability' not in hard and not any('/' in k for k in hard)
+
+
+def test_validation_refuses_an_unknown_calibration():
+  from easyhard_jax import validation
+  with pytest.raises(ValueError, match='label_issues.calibration must be'):
+    validation.validate(quick_config(
+        **{'analysis.label_issues.calibration': 'cl'}))
+  validation.validate(quick_config(
+      **{'analysis.label_issues.calibration': 'none'}))
