@@ -30,6 +30,7 @@ import os
 import shutil
 import sys
 import tempfile
+import zipfile
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -130,13 +131,62 @@ def atomic_save_npy(path: str, array: np.ndarray) -> None:
   atomic_write_bytes(path, buf.getvalue())
 
 
-def read_json(path: str, fix: str) -> Any:
-  """Reads a JSON file; a damaged one raises naming the file and ``fix``."""
+STAGE_OUTPUT_FIX = ('rerun the same command (--mode=study, or the --mode '
+                    'that wrote it): a damaged stage output counts as '
+                    'unfinished and is made again.')
+
+
+def read_json(path: str, fix: str = STAGE_OUTPUT_FIX) -> Any:
+  """Reads a JSON file; a damaged one raises naming the file and ``fix``.
+
+  The one JSON reader of the workdir's files: a bare JSONDecodeError names
+  no file, so a damaged output would leave the user guessing.
+
+  Args:
+    path: the file.
+    fix: what to do about a damaged one (default: rerun, for stage outputs).
+
+  Returns:
+    The parsed JSON value.
+
+  Raises:
+    FileNotFoundError: no such file.
+    ValueError: the file is not valid UTF-8 JSON; names ``path`` and ``fix``.
+  """
   try:
-    with open(path) as f:
+    with open(path, encoding='utf-8') as f:
       return json.load(f)
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise ValueError(f'{path} is damaged ({e}). To fix: {fix}') from e
+    raise ValueError(f'{path} is damaged ({type(e).__name__}: {e}). To fix: '
+                     f'{fix}') from e
+
+
+def unreadable_outputs(directory: str) -> list[str]:
+  """Files directly in ``directory`` that cannot be read back (empty: none).
+
+  JSON files must parse and npz files must pass their zip CRC checks. The
+  runner counts a stage whose stamp is valid but whose output is unreadable
+  as unfinished, so the study makes it again instead of failing on it later.
+  """
+  bad = []
+  try:
+    names = sorted(os.listdir(directory))
+  except OSError:
+    return bad
+  for name in names:
+    path = os.path.join(directory, name)
+    if name.startswith(TEMP_PREFIX) or not os.path.isfile(path):
+      continue
+    try:
+      if name.endswith('.json'):
+        read_json(path)
+      elif name.endswith('.npz'):
+        with zipfile.ZipFile(path) as z:
+          if z.testzip() is not None:
+            raise ValueError('CRC mismatch')
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError):
+      bad.append(path)
+  return bad
 
 
 def read_csv(path: str) -> list[dict[str, str]]:

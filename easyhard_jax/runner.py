@@ -65,7 +65,14 @@ def is_complete(config, workdir: str, stage: str) -> bool:
   stored = fingerprint.read_stamp(workdir, stages.BY_NAME[stage].out_dir)
   expected = fingerprint.expected_stamp(config, stage, _record_hashes(config),
                                         workdir)
-  return bool(stored) and stored.get('hash') == expected['hash']
+  if not (stored and stored.get('hash') == expected['hash']):
+    return False
+  damaged = files.unreadable_outputs(
+      os.path.join(workdir, stages.BY_NAME[stage].out_dir))
+  if damaged:  # As a missing stamp: the stage runs again.
+    logging.warning('Stage %s: unreadable outputs %s; running it again.',
+                    stage, damaged)
+  return not damaged
 
 
 def enable_compilation_cache(config) -> None:

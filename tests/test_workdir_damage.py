@@ -8,13 +8,16 @@ import os
 import re
 import shutil
 
+import numpy as np
 import pytest
 
 from conftest import assert_identical_records
 from conftest import quick_config
 from easyhard_jax import files
+from easyhard_jax import fingerprint
 from easyhard_jax import records
 from easyhard_jax import runner
+from easyhard_jax.report import build
 from easyhard_jax.report import html as html_lib
 
 
@@ -85,3 +88,50 @@ def test_a_complete_manifest_that_lost_chunk_entries_is_recorded_again(
   runner.run(quick_config(), copy, 'record')
   assert records.read_manifest(copy)['archs']['cnn']['complete']
   assert_identical_records(reference, copy)
+
+
+def test_json_reader_names_the_file_and_the_fix(tmp_path):
+  path = tmp_path / 'analysis.json'
+  path.write_text('{"records": {"train": ')
+  with pytest.raises(ValueError, match=f'{path} is damaged .*To fix: rerun'):
+    files.read_json(str(path))
+  path.write_bytes(b'\xff\xfe{}')
+  with pytest.raises(ValueError, match=f'{path} is damaged'):
+    files.read_json(str(path), 'delete it.')
+
+
+def test_an_unreadable_output_under_a_valid_stamp_counts_as_unfinished(
+    tmp_path):
+  config, workdir = quick_config(), str(tmp_path)
+  out = os.path.join(workdir, 'analysis')
+  files.atomic_write_json(os.path.join(out, 'analysis.json'), {'ok': 1})
+  files.atomic_savez(os.path.join(out, 'means.npz'), {'a': np.arange(100)})
+  fingerprint.commit_stage(workdir, 'analysis', fingerprint.expected_stamp(
+      config, 'analyze', runner._record_hashes(config), workdir))
+  assert runner.is_complete(config, workdir, 'analyze')
+  with open(os.path.join(out, 'analysis.json'), 'w') as f:
+    f.write('{"ok": ')  # Torn by hand; the stamp is still valid.
+  assert not runner.is_complete(config, workdir, 'analyze')
+  files.atomic_write_json(os.path.join(out, 'analysis.json'), {'ok': 1})
+  path = os.path.join(out, 'means.npz')
+  data = bytearray(open(path, 'rb').read())
+  data[len(data) // 3] ^= 0x10  # One bit inside the array's bytes.
+  with open(path, 'wb') as f:
+    f.write(bytes(data))
+  assert files.unreadable_outputs(out) == [path]
+  assert not runner.is_complete(config, workdir, 'analyze')
+
+
+def test_report_names_a_damaged_results_file_and_survives_config_json(
+    tmp_path):
+  workdir = str(tmp_path)
+  for name in ('config.json', os.path.join('removal', 'results.json')):
+    os.makedirs(os.path.dirname(os.path.join(workdir, name)), exist_ok=True)
+    with open(os.path.join(workdir, name), 'w') as f:
+      f.write('{"lr": 0.1')
+  build.build_report(quick_config(), workdir)
+  with open(os.path.join(workdir, 'report', 'index.html')) as f:
+    page = f.read()
+  assert 'results.json is damaged' in page  # The removal section's note.
+  with open(os.path.join(workdir, 'report', 'summary.md')) as f:
+    assert 'dataset digits' in f.read()  # From the running config.

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import os
 import re
@@ -37,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from easyhard_jax import files
 from easyhard_jax.analysis import similarity
 
 METRICS = similarity.METRICS
@@ -203,8 +203,7 @@ def load_window_features(workdir: str, window: Sequence[float],
   manifest_path = os.path.join(root, 'records', 'manifest.json')
   if not (os.path.isdir(directory) and os.path.exists(manifest_path)):
     return None
-  with open(manifest_path) as f:
-    manifest = json.load(f)
+  manifest = files.read_json(manifest_path, 'rerun --mode=probe_checkpoints.')
   names = list(archs or manifest.get('arch_order', []))
   if not names or any(a not in manifest['archs'] for a in names):
     return None

@@ -47,8 +47,7 @@ def _report_options(config: Any) -> dict[str, int]:
 
 
 def _read_json(path: str) -> Any:
-  with open(path) as f:
-    return json.load(f)
+  return files.read_json(path)  # Names the file and the fix when damaged.
 
 
 def read_scores(path: str) -> dict[str, np.ndarray]:
@@ -138,7 +137,10 @@ class Study:
   def _run_config(self) -> Any:
     p = os.path.join(self.workdir, 'config.json')
     if os.path.exists(p):
-      return _read_json(p)
+      try:
+        return _read_json(p)
+      except ValueError as e:  # Damaged: show the running config instead.
+        logging.warning('%s', e)
     if self.config is not None and hasattr(self.config, 'to_json_best_effort'):
       return json.loads(self.config.to_json_best_effort())
     return None

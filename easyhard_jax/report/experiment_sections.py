@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from easyhard_jax import files
 from easyhard_jax.report import figures
 from easyhard_jax.report import html as html_lib
 
@@ -66,8 +67,7 @@ def curves_section(path: str | None, key: str, title: str,
   sec = Section(key, title, explanation)
   if path is None:
     return html_lib.not_run(sec, f'no {key}/results.json')
-  with open(path) as f:
-    data = json.load(f)
+  data = files.read_json(path)
   sec.explanation = data.get('description') or explanation
   raw = html_lib.details('results.json',
                          json.dumps(data, indent=1)[:_RAW_LIMIT])
@@ -244,8 +244,7 @@ def causes_section(path: str | None, key: str, title: str,
   sec = Section(key, title, explanation)
   if path is None:
     return html_lib.not_run(sec, f'no {key}/results.json')
-  with open(path) as f:
-    data = json.load(f)
+  data = files.read_json(path)
   variants = data.get('variants')
   if not isinstance(variants, dict) or not variants:
     return curves_section(path, key, title, explanation)
@@ -338,8 +337,7 @@ def causes_summary(path: str | None) -> list[str]:
   """
   if path is None:
     return []
-  with open(path) as f:
-    data = json.load(f)
+  data = files.read_json(path)
   variants = data.get('variants')
   if not isinstance(variants, dict):
     return []

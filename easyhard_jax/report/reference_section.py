@@ -11,7 +11,6 @@ score, easiness per class). :func:`summary` gives the summary.md lines.
 from __future__ import annotations
 
 import io
-import json
 import os
 from typing import Any, Mapping
 
@@ -23,6 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 import numpy as np
 
+from easyhard_jax import files
 from easyhard_jax.report import figures
 from easyhard_jax.report import html as html_lib
 # pylint: enable=g-import-not-at-top,wrong-import-position
@@ -41,8 +41,7 @@ def _results(workdir: str) -> tuple[dict[str, Any] | None, str | None]:
   path = os.path.join(workdir, 'compare', 'results.json')
   if not os.path.exists(path):
     return None, path
-  with open(path) as f:
-    return json.load(f), path
+  return files.read_json(path), path
 
 
 def _fmt(v: Any, spec: str = '.3f') -> str:
