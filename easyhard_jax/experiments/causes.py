@@ -86,7 +86,11 @@ DESIGN = {
               'sqrt(n / (n - m)): one independent m-member ensemble\'s std',
     'departs': '|probe - control mean| / (spread * sqrt(1 + m / n)) above '
                "the two-sided departure_level quantile of Student's t with "
-               'G (n - 1) degrees of freedom (departure_z)',
+               'G (n - 1) degrees of freedom (departure_z), corrected by '
+               "Holm's step-down over the family of verdicts (verdicts: the "
+               "overall figures of every probe; per-architecture figures a "
+               'family of their own), family-wise error <= 1 - '
+               'departure_level',
 }
 
 
@@ -395,6 +399,7 @@ def run_causes(config, workdir: str) -> dict[str, Any]:
         baseline_cross_arch_easy_ratio_all_members=baseline_cross_all,
         **_test_acc(subdir, archs))
     detail[name] = _with_control(fig, control, m)
+  verdicts = noise_floor.correct_verdicts(detail, CONTROL, control)
   rows = [_row(name, r) for name, r in detail.items()]
   # The study's own members (same architectures) as the reference.
   base = records.load(workdir, 'test', archs=archs).correct[:, -1].mean(1)
@@ -405,7 +410,8 @@ def run_causes(config, workdir: str) -> dict[str, Any]:
                      'subsets': control['subsets'], 'df': control['df'],
                      'departure_level': control['level'],
                      'departure_z': control['threshold']},
-         'design': DESIGN, 'variants': detail, 'rows': rows,
+         'design': DESIGN, 'verdicts': verdicts, 'variants': detail,
+         'rows': rows,
          'baseline': {'epochs': int(config.epochs),
                       'window_probes': study.probes,
                       'members': int(base.shape[0]),

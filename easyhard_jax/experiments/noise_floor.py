@@ -30,6 +30,15 @@ probe is judged against what a change of seeds alone does:
   draw (variance spread^2) and the control mean averages all n members
   (variance about spread^2 m / n). The t quantile, not 2, because the spread
   itself comes from few seeds (df 1: 12.7; df 4: 2.78 at 0.95).
+* The verdicts form a family: 4 figures x every probe (plus the
+  per-architecture figures), each at 5%, would show some probe "departing"
+  in many null studies (46% of simulated ones with 4 probes x 4 figures:
+  the tests share the control). :func:`correct_verdicts` applies Holm's
+  step-down correction within the family of overall verdicts (the ones the
+  report prints) and, separately, within the per-architecture ones, so the
+  family-wise false-departure rate is at most 1 - ``departure_level``
+  (tests/test_verdict_family.py checks it by simulating probes from the
+  control's own distribution).
 
 The study's members enter every figure the same way (all of them, for the
 probe and for each control subset), so its own seed noise is common to both
@@ -305,3 +314,99 @@ def departure(value: float | None, control: dict[str, Any], n: int, m: int,
     return {'z': None, 'departs': None}
   z = (value - mean) / (spread * math.sqrt(1.0 + m / n))
   return {'z': float(z), 'departs': bool(abs(z) > z_limit)}
+
+
+def holm(p_values: Sequence[float], alpha: float) -> tuple[np.ndarray,
+                                                          np.ndarray]:
+  """Holm's step-down correction of a family of p-values.
+
+  The i-th smallest p-value is compared with alpha / (F - i + 1) (F the
+  family size) until the first one that misses; it and every larger one
+  stand. The family-wise error rate is at most alpha under any dependence
+  between the tests (these share the control's mean and spread).
+
+  Args:
+    p_values: the family's p-values.
+    alpha: the family-wise level.
+
+  Returns:
+    (Holm-adjusted p-values, rejected): float64 and bool arrays in the
+    input's order; rejected iff adjusted p <= alpha.
+  """
+  p = np.asarray(p_values, np.float64)
+  f = p.size
+  order = np.argsort(p, kind='stable')
+  adj_sorted = np.minimum(1.0, np.maximum.accumulate(
+      p[order] * (f - np.arange(f))))
+  adj = np.empty(f)
+  adj[order] = adj_sorted
+  return adj, adj <= alpha
+
+
+def _family(entries: list[tuple[str, dict[str, Any], float]],
+            alpha: float) -> dict[str, Any]:
+  """Holm over ``entries`` (label, vs_control dict, df); rewrites each."""
+  decided = [(label, d, df) for label, d, df in entries
+             if d.get('z') is not None]
+  p = 2.0 * stats.t.sf(np.abs([d['z'] for _, d, _ in decided]),
+                       [df for _, _, df in decided]) if decided else []
+  adj, rejected = holm(p, alpha)
+  for (_, d, _), pi, ai, ri in zip(decided, p, adj, rejected):
+    d['departs_uncorrected'] = d.get('departs')
+    d.update(p=float(pi), p_holm=float(ai), departs=bool(ri))
+  f = len(decided)
+  return {'size': f, 'members': [label for label, _, _ in decided],
+          'first_threshold': alpha / f if f else None,
+          'departures': int(np.sum(rejected)),
+          'departures_uncorrected': int(sum(
+              bool(d['departs_uncorrected']) for _, d, _ in decided))}
+
+
+def correct_verdicts(variants: dict[str, dict[str, Any]], control_name: str,
+                     control: dict[str, Any]) -> dict[str, Any]:
+  """Holm-corrects every probe's verdicts within their family (in place).
+
+  Two families, each at family-wise level alpha = 1 - ``level``: the
+  overall figures (:data:`FIGURES`) of every probe but the control, the
+  verdicts the report prints, and the per-architecture figures. A verdict's
+  p-value is two-sided from Student's t with the control summary's df
+  (G (n - 1) overall, n - 1 per architecture). Each ``vs_control`` entry
+  gains ``p``, ``p_holm`` and ``departs_uncorrected``; ``departs`` becomes
+  the corrected verdict and ``departs_from_control`` lists the corrected
+  departures.
+
+  Args:
+    variants: {name: figures with ``vs_control`` and ``per_arch``} (the
+      cause probes' results, the control included).
+    control_name: the control's name (not a member of any family).
+    control: :func:`control_summary`'s output.
+
+  Returns:
+    {'method', 'alpha', 'overall': family, 'per_arch': family}, a family
+    being {'size' F, 'members', 'first_threshold' (alpha / F: the smallest
+    p must reach it for any departure), 'z_first' (the |z| it takes
+    overall), 'departures', 'departures_uncorrected'}.
+  """
+  alpha = 1.0 - float(control['level'])
+  n = int(control['members_per_arch'])
+  overall, per_arch = [], []
+  for name, r in variants.items():
+    if name == control_name:
+      continue
+    overall += [(f'{name}/{f}', r['vs_control'][f], control['df'])
+                for f in FIGURES if f in r.get('vs_control', {})]
+    for a, p in (r.get('per_arch') or {}).items():
+      per_arch += [(f'{name}/{a}/{f}', d, n - 1)
+                   for f, d in (p.get('vs_control') or {}).items()]
+  out = {'method': 'Holm (step-down), family-wise error rate <= alpha',
+         'alpha': alpha, 'overall': _family(overall, alpha),
+         'per_arch': _family(per_arch, alpha)}
+  fam = out['overall']
+  fam['z_first'] = (float(stats.t.ppf(1.0 - fam['first_threshold'] / 2.0,
+                                      control['df']))
+                    if fam['size'] else None)
+  for name, r in variants.items():
+    if name != control_name and 'vs_control' in r:
+      r['departs_from_control'] = [
+          f for f in FIGURES if (r['vs_control'].get(f) or {}).get('departs')]
+  return out

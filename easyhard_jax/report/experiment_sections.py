@@ -119,7 +119,23 @@ def _band(data, r, field):
   n, m = ctl.get('members_per_arch'), data.get('members_per_arch')
   if c.get('spread') is None or not n or not m:
     return None
-  return float(ctl.get('departure_z', 2.0)) * c['spread'] * (1 + m / n) ** 0.5
+  # Holm's first step (alpha / F): a probe outside this band departs.
+  fam = (data.get('verdicts') or {}).get('overall') or {}
+  z = fam.get('z_first') or ctl.get('departure_z', 2.0)
+  return float(z) * c['spread'] * (1 + m / n) ** 0.5
+
+
+def _family_text(data, ctl) -> str:
+  """How the verdicts are judged: the family and its thresholds."""
+  fam = (data.get('verdicts') or {}).get('overall') or {}
+  z, level = ctl.get('departure_z', 2.0), ctl.get('departure_level', 0.95)
+  if not fam.get('size'):
+    return f'|z| > {z:.3g}, a t quantile at level {level:g}, uncorrected'
+  return (f"Holm-corrected over the family of {fam['size']} verdicts of the "
+          f'table, family-wise error <= {1 - level:.2g}: outside the bar '
+          f"(|z| > {fam['z_first']:.3g}, p < {fam['first_threshold']:.2g}) "
+          f'a probe departs; inside it, down to |z| > {z:.3g}, only at a '
+          'later Holm step')
 
 
 def _causes_panels(names, variants, archs, data):
@@ -263,8 +279,7 @@ def causes_section(path: str | None, key: str, title: str,
       + ('; dots: architectures' if len(archs) > 1 else '')
       + ('. The first group is the reseed control (no change, fresh seeds); '
          'its error bar is the band a probe must leave to depart from it '
-         f"beyond the seed spread (|z| > {ctl.get('departure_z', 2.0):.3g}, "
-         f"a t quantile at level {ctl.get('departure_level', 0.95):g}). "
+         f'beyond the seed spread ({_family_text(data, ctl)}). '
          f'Every figure uses {m} member(s) per architecture.'
          if with_control else '.'))
   labels = [f'{n} (control)' if n == ctl.get('name') else n for n in names]
