@@ -1,15 +1,50 @@
-"""orbax checkpointing of member-stacked train states, with automatic resume."""
+"""orbax checkpointing of member-stacked train states, with automatic resume.
+
+Every checkpoint has a SHA-256 of its state's bytes beside it
+(``checksum_{step}.json`` in the manager's directory, written by process 0
+when the save starts), and :meth:`Checkpointer.restore` checks it: orbax
+restores a flipped bit in a data file without a word, and the run would
+then continue from a state no run ever had. A mismatch makes the restore
+fail, so :meth:`Checkpointer.restore_latest` falls back to the previous
+checkpoint with a warning. Checkpoints saved before checksums existed (no
+file) restore as before; states that span processes are not summed (no
+process holds all of them).
+"""
 
 from __future__ import annotations
 
+import glob
 import hashlib
+import json
 import os
+import re
 from typing import Any, Callable
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+
+from easyhard_jax import files
+
+_CHECKSUM = re.compile(r'checksum_(\d+)\.json')
+
+
+def state_checksum(state: Any) -> str | None:
+  """SHA-256 of every leaf's dtype, shape and bytes, in tree order.
+
+  None when a leaf spans processes (no single process can read it).
+  """
+  leaves = jax.tree.leaves(state)
+  if any(isinstance(x, jax.Array) and not x.is_fully_addressable
+         for x in leaves):
+    return None
+  h = hashlib.sha256()
+  for x in jax.device_get(leaves):
+    x = np.ascontiguousarray(np.asarray(x))
+    h.update(f'{x.dtype.str}{x.shape};'.encode())
+    h.update(x.tobytes())
+  return h.hexdigest()
 
 
 class Checkpointer:
@@ -31,9 +66,45 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
+  def _checksum_path(self, step: int) -> str:
+    return os.path.join(self.directory, f'checksum_{int(step)}.json')
+
   def save(self, step: int, state: Any) -> None:
     """Saves ``state`` at ``step`` (asynchronously; see :meth:`wait`)."""
+    digest = state_checksum(state)  # Before the caller donates the state.
+    if digest is not None and jax.process_index() == 0:
+      files.atomic_write_json(self._checksum_path(step),
+                              {'step': int(step), 'sha256': digest})
     self.manager.save(step, args=ocp.args.StandardSave(state))
+    self._prune_checksums(keep=step)
+
+  def _prune_checksums(self, keep: int) -> None:
+    """Removes checksum files of steps orbax no longer holds."""
+    if jax.process_index() != 0:
+      return
+    held = set(self.manager.all_steps()) | {keep}
+    for path in glob.glob(os.path.join(self.directory, 'checksum_*.json')):
+      m = _CHECKSUM.fullmatch(os.path.basename(path))
+      if m and int(m[1]) not in held:
+        try:
+          os.remove(path)
+        except OSError:
+          pass
+
+  def verify(self, step: int, state: Any) -> None:
+    """Raises RuntimeError when ``state`` differs from the saved checksum."""
+    path = self._checksum_path(step)
+    if not os.path.exists(path):
+      return  # Saved before checksums, or by a multi-process run.
+    try:
+      stored = files.read_json(path, f'delete {path}.')['sha256']
+    except (ValueError, KeyError, TypeError) as e:
+      raise RuntimeError(f'its checksum file {path} is damaged ({e})') from e
+    digest = state_checksum(state)
+    if digest is not None and digest != stored:
+      raise RuntimeError(
+          f'its contents differ from the checksum saved with it ({path}): '
+          'a data file was corrupted on disk')
 
   def wait(self) -> None:
     self.manager.wait_until_finished()
@@ -43,8 +114,10 @@ class Checkpointer:
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     path = os.path.join(self.directory, str(step))
     try:
-      return self.manager.restore(step,
-                                  args=ocp.args.StandardRestore(abstract))
+      state = self.manager.restore(step,
+                                   args=ocp.args.StandardRestore(abstract))
+      self.verify(step, state)
+      return state
     except Exception as e:  # orbax raises many types for damaged files.
       others = [s for s in self.manager.all_steps() if s != step]
       fix = (f'delete {path} to resume from step {max(others)}'
@@ -64,6 +137,7 @@ class Checkpointer:
     for s in self.steps():
       if s > step:
         self.manager.delete(s)
+    self._prune_checksums(keep=step)
 
   def restore_latest(self, target: Any, before: int | None = None,
                      check: Callable[[Any], str | None] | None = None
