@@ -143,6 +143,8 @@ def test_analyze_uses_grand_and_window_features(quick_study, tmp_path):
   expected = after_the_fact.window_score(workdir, grand.NAME,
                                          config.analysis.window)[0]
   np.testing.assert_allclose(table['grand'], expected, rtol=1e-6)
+  # One architecture: grand is its expectation, also as grand/cnn.
+  np.testing.assert_allclose(table['grand/cnn'], expected, rtol=1e-6)
   with open(os.path.join(workdir, 'analysis', 'analysis.json')) as f:
     result = json.load(f)
   assert 'penultimate_step8' in result['similarity']['features']

@@ -83,3 +83,63 @@ def test_expected_grand_is_the_member_mean():
   assert out.shape == (3, 4)
   assert out[0, 0] == scores[0, 0, 0]
   np.testing.assert_allclose(out[2], scores[:, 2].mean(0))
+
+
+def test_combine_by_rank_ignores_each_architectures_units():
+  from easyhard_jax.analysis import scores
+  rng = np.random.default_rng(0)
+  a = rng.gamma(2.0, 2.0, 40)
+  b = a * 0.2 + rng.normal(0, 0.05, 40)  # Another network: other units.
+  got = scores.combine_by_rank({'cnn': a, 'vgg11': b})
+  # Normalized ranks, by brute force (no ties in continuous draws).
+  rank = lambda v: np.array([(v <= x).sum() for x in v]) / len(v)
+  np.testing.assert_allclose(got, (rank(a) + rank(b)) / 2, rtol=1e-6)
+  # Rescaling one architecture changes nothing; a raw mean would follow
+  # whichever network has the larger norms.
+  np.testing.assert_allclose(
+      scores.combine_by_rank({'cnn': a, 'vgg11': b * 100.0}), got, rtol=1e-6)
+  # NaN in one architecture: that example takes the other's rank alone,
+  # and that architecture ranks its finite values only.
+  b2 = b.copy()
+  b2[3] = np.nan
+  got = scores.combine_by_rank({'cnn': a, 'vgg11': b2})
+  np.testing.assert_allclose(got[3], rank(a)[3], rtol=1e-6)
+  keep = np.arange(40) != 3
+  np.testing.assert_allclose(
+      got[keep], (rank(a)[keep] + rank(b[keep])) / 2, rtol=1e-6)
+  # One architecture: its expected GraNd as it is.
+  np.testing.assert_array_equal(scores.combine_by_rank({'cnn': a}),
+                                a.astype(np.float32))
+
+
+def test_window_score_by_arch_keeps_each_architecture_apart(tmp_path):
+  from easyhard_jax import records
+  from easyhard_jax import score_store
+  n, spe = 6, 4
+  workdir = str(tmp_path)
+  w = records.RecordWriter(score_store.scores_dir(workdir, grand.NAME))
+  w.write_split_metadata('train', np.zeros(n, np.int32), None)
+  rng = np.random.default_rng(1)
+  values = {'cnn': rng.gamma(2.0, 2.0, (2, 3, n)),  # [members, ckpts, N]
+            'vgg11': rng.gamma(2.0, 0.5, (3, 3, n))}
+  for arch, v in values.items():
+    members = [{'name': f'{arch}/s{i}', 'arch': arch} for i in range(len(v))]
+    w.begin_arch(arch, members, spe, [2, 4, 8], {'hash': arch})
+    for k, step in enumerate([2, 4, 8]):
+      w.write_chunk(arch, 'probe', 'train', k, step,
+                    {grand.NAME: v[:, k].astype(np.float32)})
+    w.finish_arch(arch)
+  per_arch, steps = score_store.window_score_by_arch(workdir, grand.NAME,
+                                                     (0.0, 1.0))
+  assert steps == {'cnn': 4, 'vgg11': 4}  # Epoch 1 = step 4.
+  for arch, v in values.items():
+    np.testing.assert_allclose(per_arch[arch], v[:, 1].mean(0), rtol=1e-6)
+  # The pooled mean (the old column) is over all 5 members of both.
+  pooled, _ = score_store.window_score(workdir, grand.NAME, (0.0, 1.0))
+  np.testing.assert_allclose(
+      pooled, np.concatenate([values['cnn'][:, 1], values['vgg11'][:, 1]])
+      .mean(0), rtol=1e-6)
+  assert score_store.window_score_by_arch(workdir, grand.NAME,
+                                          (3.0, 4.0)) is None
+  assert score_store.window_score_by_arch(str(tmp_path / 'none'), grand.NAME,
+                                          (0.0, 1.0)) is None

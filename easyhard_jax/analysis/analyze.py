@@ -66,6 +66,7 @@ def _csv_bytes(rec: Any, example: Mapping[str, np.ndarray], easy: np.ndarray,
                hard: np.ndarray, archs: list[str]) -> bytes:
   order = np.argsort(np.asarray(rec.example_ids), kind='stable')
   names = list(scores_lib.SCORE_NAMES) + [f'easiness/{a}' for a in archs]
+  names += [k for k in example if k.startswith('grand/')]
   n = len(rec.labels)
   buf = io.StringIO()
   w = csv.writer(buf, lineterminator='\n')
@@ -338,10 +339,14 @@ def run_analysis(config: Any, workdir: str, *, train_images: Any = None,
   sc = scores_lib.compute_scores(train, cfg.window, cfg.dynamics_window,
                                  fused=fused)
   issues = {'train': _add_label_issues(sc, train, config, num_classes)}
-  grand = score_store.window_score(workdir, 'grand', cfg.window)
+  grand = score_store.window_score_by_arch(workdir, 'grand', cfg.window)
   if grand is not None:  # --mode=probe_checkpoints ran: GraNd at step S.
-    sc['example']['grand'] = np.asarray(grand[0], np.float32)
-    logging.info('GraNd from the kept checkpoint at step %d.', grand[1])
+    # One expectation per architecture (norms differ by architecture),
+    # combined by per-architecture rank.
+    for a, v in grand[0].items():
+      sc['example'][f'grand/{a}'] = v
+    sc['example']['grand'] = scores_lib.combine_by_rank(grand[0])
+    logging.info('GraNd from the kept checkpoints at steps %s.', grand[1])
   easy, hard, set_info = _split_sets(sc, labels, rule, num_classes)
   result: dict[str, Any] = {
       'config': cfg.to_dict(),

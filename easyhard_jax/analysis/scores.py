@@ -55,6 +55,12 @@ label_issue              low    probe   mean over the (member, probe) pairs
                                 window  agreed = the most frequent other
                                         class (label_issues.py); over all
                                         members, not a per-member mean
+grand/<arch>             low    checkp. Paul et al. 2021: loss-gradient
+                                window  norm at the window's end, mean over
+                                end     that arch's members (seeds)
+grand                    low    checkp. mean over archs of each arch's
+                                window  grand/<arch> rank / N (norms differ
+                                end     by arch); one arch: its grand/<arch>
 =======================  =====  ======  =====================================
 
 "window" is ``config.analysis.window`` (default epochs (0, 1]) and "dynam."
@@ -68,12 +74,13 @@ from __future__ import annotations
 
 import functools
 import types
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy import stats
 
 from easyhard_jax import records as records_lib
 from easyhard_jax.analysis import score_kernels
@@ -103,7 +110,9 @@ SCORE_ORIENTATION: dict[str, str] = {
     # From the members' predicted classes together (analysis/label_issues.py).
     'label_issue': HIGHER_IS_HARDER,
     # From the kept checkpoints, when --mode=probe_checkpoints ran: GraNd
-    # (Paul et al. 2021) at the window's end, mean over members.
+    # (Paul et al. 2021) at the window's end, the expectation over one
+    # architecture's members ('grand/<arch>'); 'grand' combines them by
+    # rank (combine_by_rank), or is that expectation with one architecture.
     'grand': HIGHER_IS_HARDER,
 }
 SCORE_NAMES = tuple(SCORE_ORIENTATION)
@@ -122,6 +131,37 @@ PROBE_SCORE_NAMES = tuple(
 SCORE_SOURCE = {n: 'fused' if n in FUSED_SCORE_NAMES else
                 'checkpoint' if n in CHECKPOINT_SCORE_NAMES else 'probe'
                 for n in SCORE_NAMES}
+
+
+def combine_by_rank(per_arch: Mapping[str, Any]) -> np.ndarray:
+  """One score from several architectures' scores on their own scales.
+
+  Each architecture's values are ranked (ties share their mean rank, NaNs
+  left out and kept NaN) and divided by its count of finite values, so every
+  architecture spans (0, 1] whatever its units; the result is the mean of
+  these normalized ranks over the architectures with a value (NaN where
+  none has one). With one architecture its values are returned as they are.
+  Ranks keep the orientation (a higher raw value ranks higher).
+
+  Args:
+    per_arch: {arch: float [N]}.
+
+  Returns:
+    float32 [N].
+  """
+  cols = [np.asarray(v, np.float64) for v in per_arch.values()]
+  if len(cols) == 1:
+    return cols[0].astype(np.float32)
+  ranks = np.full((len(cols), cols[0].shape[0]), np.nan)
+  for row, v in zip(ranks, cols):
+    ok = np.isfinite(v)
+    if ok.any():
+      row[ok] = stats.rankdata(v[ok]) / ok.sum()
+  have = np.isfinite(ranks)
+  total = np.where(have, ranks, 0.0).sum(0)
+  count = have.sum(0)
+  return np.where(count > 0, total / np.maximum(count, 1), np.nan).astype(
+      np.float32)
 
 
 def orientation(name: str) -> str:
