@@ -181,8 +181,9 @@ def compare_one(hard: np.ndarray, ref_hard: np.ndarray, labels: np.ndarray,
   n = hard.size
   out: dict[str, Any] = {
       'examples': int(n), 'spearman': spearman(hard, ref_hard),
-      # Under independence rho has sd ~ 1/sqrt(n - 1): the scale of "no
-      # relation".
+      # The scale of "no relation": under independence (all n! orders
+      # equally likely, no ties) Var(rho) = 1 / (n - 1) exactly, as for
+      # Pearson's r of ranks; 1 / sqrt(n) is only its large-n limit.
       'spearman_null_sd': float(1.0 / np.sqrt(max(n - 1, 1))),
       'nonsaturated': {'examples': int(nonsat.sum()),
                        'spearman': spearman(hard[nonsat], ref_hard[nonsat])}}

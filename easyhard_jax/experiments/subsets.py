@@ -3,7 +3,9 @@
 A subset is a bool mask over the stable example index of the training split
 (True = the example is trained on). Every strategy is a pure function of the
 score, the labels, the size and a seed, so a resumed sweep rebuilds identical
-masks. Scores are first oriented so that higher means easier
+masks. The seed is an int or a sequence of ints (the sweeps pass
+``(config.seed, seed index)``, so another root seed draws other random
+subsets and tie-breaks; an int ``s`` and ``(s,)`` give the same masks). Scores are first oriented so that higher means easier
 (``analysis.scores.easier_key``); ties (easiness takes few distinct values)
 break by the early margin (mean eval margin over the window, also oriented;
 the argument is still called ``aum``) and then at random per seed.
@@ -19,15 +21,22 @@ Compression strategies keep ``k`` examples:
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
 from easyhard_jax.analysis import scores as scores_lib
 
 
+Seed = int | Sequence[int]
+
+
+def _entropy(seed: Seed) -> list[int]:
+  return [int(s) for s in np.atleast_1d(np.asarray(seed, np.int64))]
+
+
 def easiness_order(score: np.ndarray, score_name: str,
-                   aum: np.ndarray | None, seed: int) -> np.ndarray:
+                   aum: np.ndarray | None, seed: Seed) -> np.ndarray:
   """Example indices from easiest to hardest (ties: margin, then random)."""
   key = np.asarray(scores_lib.easier_key(np.asarray(score, np.float64),
                                          score_name))
@@ -35,7 +44,7 @@ def easiness_order(score: np.ndarray, score_name: str,
     raise ValueError(f'Score {score_name!r} has non-finite values; pick a '
                      'score the records support (EL2N needs probe records).')
   tiebreak = np.zeros_like(key) if aum is None else np.asarray(aum, np.float64)
-  noise = np.random.default_rng(seed).random(key.shape[0])
+  noise = np.random.default_rng(_entropy(seed)).random(key.shape[0])
   return np.lexsort((noise, -tiebreak, -key))
 
 
@@ -63,12 +72,12 @@ def _take_from_order(order: np.ndarray, k: int, labels: np.ndarray,
   return chosen
 
 
-def _random_order(n: int, seed: int) -> np.ndarray:
-  return np.random.default_rng([seed, 7]).permutation(n)
+def _random_order(n: int, seed: Seed) -> np.ndarray:
+  return np.random.default_rng(_entropy(seed) + [7]).permutation(n)
 
 
 def removal_mask(strategy: str, k: int, *, score: np.ndarray,
-                 score_name: str, labels: np.ndarray, seed: int,
+                 score_name: str, labels: np.ndarray, seed: Seed,
                  aum: np.ndarray | None = None) -> np.ndarray:
   """Training mask after removing k examples with ``strategy``."""
   base, balanced = _parse(strategy, ('easiest', 'hardest', 'random'))
@@ -86,7 +95,7 @@ def removal_mask(strategy: str, k: int, *, score: np.ndarray,
 
 
 def compression_mask(strategy: str, k: int, *, score: np.ndarray,
-                     score_name: str, labels: np.ndarray, seed: int,
+                     score_name: str, labels: np.ndarray, seed: Seed,
                      aum: np.ndarray | None = None) -> np.ndarray:
   """Training mask keeping k examples chosen with ``strategy``."""
   base, balanced = _parse(strategy, ('drop_easiest', 'stratified', 'random'))

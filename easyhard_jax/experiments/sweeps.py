@@ -121,7 +121,8 @@ def _member_plan(kind, cfg, arch, fraction, n, example_scores, labels,
         mask = subsets.MASK_FUNCTIONS[kind](
             strategy, k, score=example_scores.get(score),
             score_name=score if score != 'none' else 'easiness',
-            labels=labels, seed=seed, aum=example_scores.get(TIEBREAK))
+            labels=labels, seed=(root_seed, seed),  # Both: config.seed too.
+            aum=example_scores.get(TIEBREAK))
         members.append({'name': f'{arch}/{strategy}/{score}/s{seed}',
                         'arch': arch, 'seed': seed, 'root_seed': root_seed,
                         'stream': stream, 'strategy': strategy,

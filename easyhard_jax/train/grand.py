@@ -5,7 +5,10 @@ over seeds, of the gradient of its loss with respect to all parameters, at an
 early checkpoint. Here a *seed* is a member: :func:`grand_fn` gives one
 member's norms, the after-the-fact pass (easyhard_jax/after_the_fact.py)
 runs it for every member of every kept analysis checkpoint, and
-:func:`expected_grand` averages over members.
+:func:`expected_grand` averages over members. Raw norms differ between
+architectures, so the analysis takes that expectation within each
+architecture (``grand/<arch>``) and combines architectures by rank
+(score_store.window_score_by_arch, analysis.scores.combine_by_rank).
 
 Per-example gradients are ``jax.vmap`` of ``jax.grad`` of the one-example
 loss over the examples of a batch, in one jitted program per batch (sharded
