@@ -1,0 +1,195 @@
+"""Prints a study workdir's results as the Markdown tables of docs/results.md.
+
+  python launch/results_table.py WORKDIR [--reference_below=0.5]
+
+Reads only what the stages wrote (records, report/summary.md,
+exports/scores_train.npz, analysis/analysis.json, compare/aligned.npz), so a
+table in the docs is regenerated from the code that ships by rerunning its
+study and this script (``launch/results.sh`` does both). Sections, each only
+where its input exists:
+
+1. every member's accuracy at the last probe (train and test), so each
+   table below is read beside the quality of the judges;
+2. the report's headline findings (summary.md);
+3. every score against the published reference of ``--mode=compare``:
+   Spearman, AUROC of hardness for reference < ``--reference_below`` (the
+   C-score's "hard" examples), its per-class range, and the reference's
+   own hard-tail AUROCs from compare/results.csv;
+4. label errors against the known ones (config.train_labels, label_noise):
+   every score's AUROC and precision at k, from analysis.json;
+5. the removal and compression sweeps' test accuracy per strategy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from easyhard_jax import records
+from easyhard_jax.analysis import label_noise
+from easyhard_jax.analysis import scores as scores_lib
+
+
+def _fmt(x, spec='.3f'):
+  return '-' if x is None or not np.isfinite(x) else format(float(x), spec)
+
+
+def members_table(workdir: str) -> list[str]:
+  """Accuracy of every member at its last probe, train and test."""
+  acc = {}
+  for split in ('train', 'test'):
+    try:
+      rec = records.load(workdir, split=split)
+    except (FileNotFoundError, ValueError):
+      continue
+    last = rec.correct[:, -1, :].mean(axis=1)
+    for m, a in zip(rec.members, last):
+      acc.setdefault(m.get('name', str(m)), {})[split] = a
+    epoch = float(rec.probe_epochs[-1])
+  if not acc:
+    return []
+  lines = [f'Members at their last probe (epoch {epoch:g}):', '',
+           '| member | train accuracy | test accuracy |', '|---|---|---|']
+  lines += [f"| {name} | {_fmt(a.get('train'))} | {_fmt(a.get('test'))} |"
+            for name, a in acc.items()]
+  return lines + ['']
+
+
+def findings(workdir: str) -> list[str]:
+  """The report's summary blocks (findings, cause probes, reference, ...)."""
+  path = os.path.join(workdir, 'report', 'summary.md')
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    blocks = f.read().split('\n## ')[1:]
+  lines = []
+  for block in blocks:
+    title, _, body = block.partition('\n')
+    body = body.strip()
+    if title.strip() in ('Later stages', 'Sections') or not body:
+      continue
+    lines += [f'{title.strip()} (report/summary.md):', '', body, '']
+  return lines
+
+
+def _scores(workdir: str) -> dict[str, np.ndarray]:
+  with np.load(os.path.join(workdir, 'exports', 'scores_train.npz'),
+               allow_pickle=False) as z:
+    return {k: z[k] for k in z.files}
+
+
+def _hardness(values: np.ndarray, name: str) -> np.ndarray | None:
+  if scores_lib.orientation(name) == scores_lib.NEITHER:
+    return None
+  return -np.asarray(scores_lib.easier_key(values, name), np.float64)
+
+
+def reference_table(workdir: str, below: float) -> list[str]:
+  """Every score against compare/aligned.npz's reference."""
+  path = os.path.join(workdir, 'compare', 'aligned.npz')
+  if not os.path.exists(path):
+    return []
+  from scipy import stats
+  with np.load(path, allow_pickle=False) as z:
+    ref, labels = z['reference'].astype(np.float64), z['label']
+  scores = _scores(workdir)
+  ok = np.isfinite(ref)
+  hard_ref = ok & (ref < below)
+  lines = [f'Against the published reference ({int(ok.sum())} examples; '
+           f'{int(hard_ref.sum())} with reference < {below:g}, '
+           f'{100 * hard_ref.sum() / ok.sum():.1f}%). Spearman: the score '
+           'oriented easier-is-higher against the reference; AUROC: '
+           f'hardness for reference < {below:g} (chance 0.5), overall and '
+           'the range over classes.', '',
+           '| score | Spearman | AUROC (ref < %g) | per-class AUROC min-max |'
+           % below, '|---|---|---|---|']
+  rows = []
+  for name in scores_lib.SCORE_NAMES:
+    if name not in scores:
+      continue
+    hard = _hardness(scores[name], name)
+    if hard is None:
+      continue
+    use = ok & np.isfinite(hard)
+    if use.sum() < 3:
+      continue
+    rho = stats.spearmanr(-hard[use], ref[use]).statistic
+    auc = label_noise.auroc(hard[use], hard_ref[use])
+    per = [label_noise.auroc(hard[use & (labels == c)],
+                             hard_ref[use & (labels == c)])
+           for c in np.unique(labels)]
+    per = [p for p in per if np.isfinite(p)]
+    rows.append((auc, f'| {name} | {_fmt(rho)} | {_fmt(auc)} | '
+                 f'{_fmt(min(per) if per else None)}-'
+                 f'{_fmt(max(per) if per else None)} |'))
+  rows.sort(key=lambda r: -r[0] if np.isfinite(r[0]) else 1)
+  return lines + [r for _, r in rows] + ['']
+
+
+def label_error_table(workdir: str) -> list[str]:
+  """Every score's AUROC and precision at k for the known label errors."""
+  path = os.path.join(workdir, 'analysis', 'analysis.json')
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    a = json.load(f)
+  noise = a.get('label_noise')
+  if not noise or 'scores' not in noise:
+    return []
+  lines = [f"Known label errors: {noise['known_noisy']} of "
+           f"{noise['examples']} ({noise['source']}); precision at k = "
+           f"{noise['k']} (chance {noise['known_noisy'] / noise['examples']:.3f}"
+           ').', '', '| score | AUROC | precision at k |', '|---|---|---|']
+  rows = sorted(noise['scores'].items(),
+                key=lambda kv: -(kv[1].get('auroc') or 0))
+  lines += [f"| {name} | {_fmt(s.get('auroc'))} | "
+            f"{_fmt(s.get('precision_at_k'))} |" for name, s in rows]
+  return lines + ['']
+
+
+def sweep_tables(workdir: str) -> list[str]:
+  """removal/ and compression/ results.csv: test accuracy per strategy."""
+  from easyhard_jax import files
+  lines = []
+  for stage in ('removal', 'compression'):
+    path = os.path.join(workdir, stage, 'results.csv')
+    if not os.path.exists(path):
+      continue
+    rows = [r for r in files.read_csv(path) if r.get('test_acc_mean')]
+    strategies = list(dict.fromkeys(r['strategy'] for r in rows))
+    fractions = list(dict.fromkeys(r['fraction'] for r in rows))
+    cell = {(r['fraction'], r['strategy']):
+            f"{float(r['test_acc_mean']):.3f} +- "
+            f"{float(r['test_acc_std'] or 'nan'):.3f}" for r in rows}
+    lines += [f'{stage} (test accuracy, mean +- sd over seeds):', '',
+              '| fraction | ' + ' | '.join(strategies) + ' |',
+              '|---' * (len(strategies) + 1) + '|']
+    lines += [f'| {f} | ' + ' | '.join(cell.get((f, s), '-')
+                                       for s in strategies) + ' |'
+              for f in fractions]
+    lines.append('')
+  return lines
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('workdir')
+  parser.add_argument('--reference_below', type=float, default=0.5)
+  args = parser.parse_args(argv)
+  out = (members_table(args.workdir) + findings(args.workdir) +
+         reference_table(args.workdir, args.reference_below) +
+         label_error_table(args.workdir) + sweep_tables(args.workdir))
+  print('\n'.join(out))
+
+
+if __name__ == '__main__':
+  main()
