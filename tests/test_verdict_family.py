@@ -123,3 +123,10 @@ def test_report_names_the_family_and_its_threshold(tmp_path):
       variants[causes.CONTROL], 'spearman_easiness')
   np.testing.assert_allclose(band, fam['z_first'] * control[
       'spearman_easiness']['spread'] * np.sqrt(1 + 2 / 4))
+  # summary.md names the correction where a probe departs.
+  variants['adam']['vs_control']['spearman_easiness']['departs'] = True
+  path.write_text(json.dumps({'control': {'name': causes.CONTROL},
+                              'verdicts': verdicts, 'variants': variants}))
+  (line,) = [x for x in experiment_sections.causes_summary(str(path))
+             if x.startswith('adam')]
+  assert line.endswith('Spearman (Holm-corrected over 16 verdicts).')

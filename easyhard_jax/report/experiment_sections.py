@@ -364,6 +364,7 @@ def causes_summary(path: str | None) -> list[str]:
     refs.append(f"chance {_g(data['chance_test_acc'])}")
   ref = f" ({', '.join(refs)})" if refs else ''
   ctl = (data.get('control') or {}).get('name')
+  fam = (data.get('verdicts') or {}).get('overall') or {}
   out = []
   for name, r in variants.items():
     line = (
@@ -387,7 +388,9 @@ def causes_summary(path: str | None) -> list[str]:
         line += 'no seed spread to judge by.'
       else:
         line += ('departs from the control beyond the seed spread in: '
-                 f'{verdict}.')
+                 f'{verdict}' + ((' (Holm-corrected over '
+                                  f"{fam['size']} verdicts).")
+                                 if fam.get('size') else '.'))
     else:
       line += '.'
     out.append(line)
