@@ -105,8 +105,30 @@ def is_writer() -> bool:
   return jax.process_index() == 0
 
 
+# Decisions and barriers go through jax.distributed's coordination service
+# (its key-value store and barriers), not through a device collective: a
+# collective's first use sets up a gloo context that gives up when the
+# processes arrive more than 30 s apart (as when process 0 alone writes an
+# analysis or compiles late on a loaded machine). Every process makes the
+# same calls in the same order, so a counter makes each key unique.
+COORDINATION_TIMEOUT_S = 3600
+_calls = 0
+
+
+def _coordination_client():
+  # pylint: disable-next=g-import-not-at-top
+  from jax._src import distributed as jax_distributed
+  return getattr(jax_distributed.global_state, 'client', None)
+
+
+def _next_key(name: str) -> str:
+  global _calls
+  _calls += 1
+  return f'easyhard_jax/{_calls}/{name}'
+
+
 def shared_decision(value: bool) -> bool:
-  """Process 0's decision, on every process (one collective).
+  """Process 0's decision, on every process.
 
   Decisions that read the workdir (is this finished? does it match?) are
   taken by process 0 alone: another process reading the same files while
@@ -115,8 +137,15 @@ def shared_decision(value: bool) -> bool:
   """
   if jax.process_count() == 1:
     return bool(value)
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  return bool(multihost_utils.broadcast_one_to_all(np.int32(bool(value))))
+  client, key = _coordination_client(), _next_key('decision')
+  if client is None:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    return bool(multihost_utils.broadcast_one_to_all(np.int32(bool(value))))
+  if jax.process_index() == 0:
+    client.key_value_set(key, '1' if value else '0')
+    return bool(value)
+  return client.blocking_key_value_get(
+      key, COORDINATION_TIMEOUT_S * 1000) == '1'
 
 
 def barrier(name: str) -> None:
@@ -127,8 +156,12 @@ def barrier(name: str) -> None:
   """
   if jax.process_count() == 1:
     return
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  multihost_utils.sync_global_devices(name)
+  client, key = _coordination_client(), _next_key(name)
+  if client is None:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(key)
+    return
+  client.wait_at_barrier(key, COORDINATION_TIMEOUT_S * 1000)
 
 
 def fetch(tree):

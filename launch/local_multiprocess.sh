@@ -23,6 +23,16 @@ for ((i = 0; i < P; i++)); do
     --config.distributed.process_id="$i" "$@" &
   pids+=($!)
 done
+# If one process fails, the others would wait in a collective until XLA's
+# or the coordinator's timeout (minutes): stop them at once.
 status=0
-for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
+for _ in "${pids[@]}"; do
+  rc=0
+  wait -n || rc=$?
+  if [ "$rc" -ne 0 ] && [ "$status" -eq 0 ]; then
+    status=$rc
+    echo "local_multiprocess.sh: a process exited with $rc; stopping the others" >&2
+    kill "${pids[@]}" 2>/dev/null || true
+  fi
+done
 exit $status

@@ -428,4 +428,7 @@ def record_study(config, workdir: str, data=None,
         continue
       logging.warning('%s: re-recording damaged or missing chunks.', arch)
     train_arch(config, data, arch, workdir, writer, probe_until=probe_until)
+  # Callers read the records next (the cause probes): on every process only
+  # once process 0 has written them.
+  distributed.barrier(f'records_written:{workdir}')
   return archs
