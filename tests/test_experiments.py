@@ -284,6 +284,9 @@ def test_probe_causes_end_to_end(study_copy):
     assert np.isfinite(row['easy_overlap_ratio'])
     assert -1 <= row['spearman_easiness'] <= 1
     assert row['members_per_arch'] == 1 and row['paired'] is False
+    # Judged at the control's resolution (causes.match_window_probes).
+    assert row['window_probes'] == result['control']['window_probes'] >= 1
+    assert row['control_window_probes'] == row['window_probes']
     assert row['control_easy_overlap_ratio'] == (
         result['rows'][0]['easy_overlap_ratio'])
   grayscale = result['variants']['grayscale']
