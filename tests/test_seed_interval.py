@@ -105,7 +105,8 @@ class _Study:
   def __init__(self):
     labels = np.repeat(np.arange(C), N // C).astype(np.int32)
     rule = sets.SetRule(fraction=0.1, per_class=True)
-    self.stat_fn = agreement._arch_stat_fn(rule, C)  # pylint: disable=protected-access
+    # pylint: disable-next=protected-access
+    self.stat_fn = agreement._arch_stat_fn(rule, C)
     self.args = {'k': jnp.asarray(rule.resolve_k(labels, C)),
                  'labels': jnp.asarray(labels)}
     self.draw = _generator(123)

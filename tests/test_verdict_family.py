@@ -68,7 +68,8 @@ def test_null_probes_depart_at_most_alpha_family_wise():
   for _ in range(trials):
     control = noise_floor.control_summary(comparer, _ensemble(rng, n), m,
                                           limit=100, level=0.95)
-    detail = {causes.CONTROL: causes._with_control(  # pylint: disable=protected-access
+    # pylint: disable-next=protected-access
+    detail = {causes.CONTROL: causes._with_control(
         comparer.figures(_ensemble(rng, n), np.arange(2 * n)), control, m)}
     for name in PROBES:
       ens = _ensemble(rng, m)
@@ -96,7 +97,8 @@ def test_report_names_the_family_and_its_threshold(tmp_path):
   comparer = _LinearComparer()
   control = noise_floor.control_summary(comparer, _ensemble(rng, 4), 2,
                                         limit=100)
-  variants = {causes.CONTROL: causes._with_control(  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  variants = {causes.CONTROL: causes._with_control(
       comparer.figures(_ensemble(rng, 4), np.arange(8)), control, 2)}
   for name in PROBES:
     ens = _ensemble(rng, 2)

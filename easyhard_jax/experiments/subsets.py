@@ -5,7 +5,8 @@ A subset is a bool mask over the stable example index of the training split
 score, the labels, the size and a seed, so a resumed sweep rebuilds identical
 masks. The seed is an int or a sequence of ints (the sweeps pass
 ``(config.seed, seed index)``, so another root seed draws other random
-subsets and tie-breaks; an int ``s`` and ``(s,)`` give the same masks). Scores are first oriented so that higher means easier
+subsets and tie-breaks; an int ``s`` and ``(s,)`` give the same masks).
+Scores are first oriented so that higher means easier
 (``analysis.scores.easier_key``); ties (easiness takes few distinct values)
 break by the early margin (mean eval margin over the window, also oriented;
 the argument is still called ``aum``) and then at random per seed.
