@@ -16,7 +16,9 @@ where its input exists:
    C-score's "hard" examples), its per-class range, and the reference's
    own hard-tail AUROCs from compare/results.csv;
 4. label errors against the known ones (config.train_labels, label_noise):
-   every score's AUROC and precision at k, from analysis.json;
+   every score's AUROC and precision at k, from analysis.json; with
+   ``--test_label_errors``, the test split against cleanlab's confirmed
+   CIFAR-10 test errors;
 5. the removal and compression sweeps' test accuracy per strategy.
 """
 
@@ -113,8 +115,8 @@ def reference_table(workdir: str, below: float) -> list[str]:
            '| score | Spearman | AUROC (ref < %g) | per-class AUROC min-max |'
            % below, '|---|---|---|---|']
   rows = []
-  for name in scores_lib.SCORE_NAMES:
-    if name not in scores:
+  for name in sorted(scores):
+    if name.split('/')[0] not in scores_lib.SCORE_NAMES:
       continue
     hard = _hardness(scores[name], name)
     if hard is None:
@@ -156,6 +158,45 @@ def label_error_table(workdir: str) -> list[str]:
   return lines + ['']
 
 
+def test_error_table(workdir: str, mturk_json: str) -> list[str]:
+  """Every test-split score against cleanlab's confirmed CIFAR-10 test errors.
+
+  ``mturk_json`` is cleanlab/label-errors' ``mturk/cifar10_mturk.json``: the
+  candidate errors by original test index, each with how many of 5 workers
+  kept the given label; fewer than 3 = a confirmed error (54 of 275).
+  """
+  from easyhard_jax.data import cifar_binary
+  with open(mturk_json) as f:
+    entries = json.load(f)
+  confirmed = np.asarray([e['id'] for e in entries
+                          if e['mturk']['given'] < 3], np.int64)
+  path = os.path.join(workdir, 'exports', 'scores_test.npz')
+  with np.load(path, allow_pickle=False) as z:
+    scores = {k: z[k] for k in z.files}
+  n = scores['label'].size
+  # Original test index -> TFDS's stored position (the records' index).
+  position = np.argsort(cifar_binary.tfds_permutation(n, 'test'))
+  positive = np.zeros(n, bool)
+  positive[position[confirmed]] = True
+  k = int(positive.sum())
+  lines = [f"cleanlab's confirmed test label errors: {k} of {n} (chance "
+           f'{k / n:.4f}); AUROC and precision at k = {k} of every test score '
+           '(hardness = more suspect).', '',
+           '| score | AUROC | precision at k |', '|---|---|---|']
+  rows = []
+  for name in sorted(scores):
+    if name.split('/')[0] not in scores_lib.SCORE_NAMES:
+      continue
+    hard = _hardness(scores[name], name)
+    if hard is None or not np.isfinite(hard).any():
+      continue
+    rows.append((label_noise.auroc(hard, positive),
+                 label_noise.precision_at_k(hard, positive, k), name))
+  rows.sort(key=lambda r: -r[0] if np.isfinite(r[0]) else 1)
+  lines += [f'| {name} | {_fmt(a)} | {_fmt(p)} |' for a, p, name in rows]
+  return lines + ['']
+
+
 def sweep_tables(workdir: str) -> list[str]:
   """removal/ and compression/ results.csv: test accuracy per strategy."""
   from easyhard_jax import files
@@ -184,10 +225,14 @@ def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('workdir')
   parser.add_argument('--reference_below', type=float, default=0.5)
+  parser.add_argument('--test_label_errors', default='',
+                      help="cleanlab's mturk/cifar10_mturk.json (CIFAR-10).")
   args = parser.parse_args(argv)
   out = (members_table(args.workdir) + findings(args.workdir) +
          reference_table(args.workdir, args.reference_below) +
          label_error_table(args.workdir) + sweep_tables(args.workdir))
+  if args.test_label_errors:
+    out += test_error_table(args.workdir, args.test_label_errors)
   print('\n'.join(out))
 
 
