@@ -160,6 +160,10 @@ def get_config() -> ml_collections.ConfigDict:
   # 'class_threshold': a prediction of class k votes only where p(k) reaches
   # the mean p(k) of the examples labelled k (confident learning); 'none'.
   a.label_issues.calibration = 'class_threshold'
+  # Ranking: 'p_given' = -mean p(given label) over the window's pairs (best
+  # measured: docs/label_issues.md); 'agreed_margin' = mean p(agreed class)
+  # on the pairs voting for it minus p(given).
+  a.label_issues.score = 'p_given'
   a.label_issues.top_k = 64       # Suspects shown in the report.
   # A .npy / .txt / .csv of train example indices known to be mislabelled
   # ('' = none; with label_noise.fraction > 0: the flipped ones). The

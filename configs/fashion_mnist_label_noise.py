@@ -15,7 +15,11 @@ Runtime: 10 minutes on 2 shared CPU cores (record 591 s, analyze 6-16 s;
 measured 2026-11-28 with other jobs running). Expected: test accuracy ~86%
 per member; label_issue AUROC 0.9875 (precision 0.755 at k = 1,000, 1.0
 among the top 100 suspects, 0.96 among the top 500); AUM 0.9935 (see the
-README table).
+README table). Those label_issue figures are the agreed_margin score
+without calibration (analysis.label_issues.score='agreed_margin',
+calibration='none'); the default score now is -p(given), 0.994 on this
+run at (1, 8] (docs/label_issues.md). Fresh noise seeds and another 20k
+slice: launch/label_noise_table.sh.
 """
 
 from configs import fashion_mnist

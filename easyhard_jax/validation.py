@@ -88,6 +88,10 @@ def _validate_analysis(config) -> None:
                                                      'none'):
     raise ValueError('config.analysis.label_issues.calibration must be '
                      f"'class_threshold' or 'none', got {calibration!r}.")
+  kind = _field(config, 'analysis.label_issues.score')
+  if kind is not None and kind not in ('p_given', 'agreed_margin'):
+    raise ValueError('config.analysis.label_issues.score must be '
+                     f"'p_given' or 'agreed_margin', got {kind!r}.")
   cutoff = _field(config, 'analysis.similarity.hf_cutoff')
   if cutoff is not None and not 0 < cutoff < math.sqrt(0.5):
     raise ValueError('config.analysis.similarity.hf_cutoff must lie in '

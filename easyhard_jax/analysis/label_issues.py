@@ -17,8 +17,14 @@ empty = every probe after the first epoch and the learning-rate warm-up):
 * **agreed class**: the class with the most votes (ties: the lowest class
   index; -1 when no pair votes for another class);
 * **agreement**: its share of the pairs (count / pairs with a prediction);
-* **score** (``label_issue``, higher = more suspect, i.e. harder): how much
-  more probability the members give the agreed class than the given label,
+* **score** (``label_issue``, higher = more suspect, i.e. harder), by
+  ``label_issues.score``: ``'p_given'`` (the default) = ``-mean_t
+  p_t(given)``, the members' mean probability of the given label, negated
+  (the agreed class then only names the suspect's likely class); it found
+  known flips best in every measurement (docs/label_issues.md: -p(given)
+  ahead of AUM and of the margin below on Fashion-MNIST with fresh noise
+  seeds). ``'agreed_margin'``: how much more probability the members give
+  the agreed class than the given label,
   a confident-learning style margin (Northcutt et al. 2021) in [-1, 1]:
   ``mean_t [1(t votes agreed) p_t(agreed) - p_t(given)]``. The records
   hold p_t(given) = exp(-loss_t), and on a pair predicting the agreed
@@ -26,9 +32,8 @@ empty = every probe after the first epoch and the learning-rate warm-up):
   p_t(agreed) = exp(-loss_t - margin_t) exactly; a pair not voting for the
   agreed class counts 0 for it (a lower bound). The thresholds need only
   p(given) too: p_t(k) of an example labelled k is its p_t(given). The
-  score is
-  therefore near 1 only when every pair puts nearly all its probability on
-  one other class: it ranks "consistently assigned to one other class" by
+  score is therefore near 1 only when every pair puts nearly all its
+  probability on one other class: it ranks "consistently assigned to one other class" by
   both the consistency (a pair that does not vote for the agreed class
   adds nothing) and the confidence of the assignment, where the vote share
   alone ties a confident reassignment with a 51:49 one.
@@ -139,6 +144,7 @@ def vote_counts(pred: jax.Array, margin: jax.Array, loss: jax.Array,
 
 
 CALIBRATIONS = ('class_threshold', 'none')
+SCORE_KINDS = ('p_given', 'agreed_margin')
 
 
 def class_thresholds(loss: np.ndarray, labels: np.ndarray,
@@ -174,7 +180,9 @@ def class_thresholds(loss: np.ndarray, labels: np.ndarray,
 def label_issue_scores(pred: np.ndarray, margin: np.ndarray,
                        loss: np.ndarray, labels: np.ndarray,
                        probe_mask: np.ndarray, num_classes: int,
-                       calibration: str = 'none') -> dict[str, np.ndarray]:
+                       calibration: str = 'none',
+                       score: str = 'agreed_margin'
+                       ) -> dict[str, np.ndarray]:
   """The label-issue statistics of every example (see the module docstring).
 
   Args:
@@ -186,6 +194,7 @@ def label_issue_scores(pred: np.ndarray, margin: np.ndarray,
     num_classes: C.
     calibration: 'class_threshold' (a prediction of another class votes
       only at the class's confident-learning threshold) or 'none'.
+    score: 'agreed_margin' (p_agreed - p_given) or 'p_given' (-p_given).
 
   Returns:
     {'agreed_class' int32 [N], 'agreement' float64 [N] (votes for it per
@@ -193,6 +202,9 @@ def label_issue_scores(pred: np.ndarray, margin: np.ndarray,
     float64 [N] (the two means of the score; NaN without predictions),
     'score' float64 [N] (NaN without predictions), 'pairs' int32 [N]}.
   """
+  if score not in SCORE_KINDS:
+    raise ValueError(f'config.analysis.label_issues.score must be one of '
+                     f'{SCORE_KINDS}, got {score!r}.')
   if calibration not in CALIBRATIONS:
     raise ValueError(f'config.analysis.label_issues.calibration must be one '
                      f'of {CALIBRATIONS}, got {calibration!r}.')
@@ -230,7 +242,8 @@ def label_issue_scores(pred: np.ndarray, margin: np.ndarray,
   out = {'agreed_class': agreed.astype(np.int32), 'agreement': mean(votes),
          'p_agreed': mean(p_agreed), 'p_given': mean(p_given),
          'pairs': total.astype(np.int32)}
-  out['score'] = out['p_agreed'] - out['p_given']
+  out['score'] = (-out['p_given'] if score == 'p_given' else
+                  out['p_agreed'] - out['p_given'])
   return out
 
 
@@ -267,11 +280,19 @@ def window(config: Any) -> tuple[float, float]:
   return tuple(float(x) for x in analysis.window)
 
 
+def _field(config: Any, name: str, default: str) -> str:
+  block = _block(config)[1].get('label_issues')
+  return str(block.get(name, default)) if block is not None else default
+
+
 def calibration(config: Any) -> str:
   """``analysis.label_issues.calibration`` ('none' when absent)."""
-  block = _block(config)[1].get('label_issues')
-  return str(block.get('calibration', 'none')) if block is not None else (
-      'none')
+  return _field(config, 'calibration', 'none')
+
+
+def score_kind(config: Any) -> str:
+  """``analysis.label_issues.score`` ('agreed_margin' when absent)."""
+  return _field(config, 'score', 'agreed_margin')
 
 
 def from_records(rec: Any, config: Any,
@@ -289,7 +310,8 @@ def from_records(rec: Any, config: Any,
     return None
   mask = scores_lib.window_mask(rec.probe_epochs, window(config))
   return label_issue_scores(pred, rec.margin, rec.loss, rec.labels, mask,
-                            num_classes, calibration(config))
+                            num_classes, calibration(config),
+                            score_kind(config))
 
 
 def suspect_shares(given: np.ndarray, agreed: np.ndarray, top_k: int,

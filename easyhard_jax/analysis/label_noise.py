@@ -201,10 +201,11 @@ def same_window_scores(rec: Any, fused: Any, window: Sequence[float],
 
   Returns:
     {name: float64 [N]}, each oriented higher = more suspect (harder):
-    every score with a hard end (per-architecture columns left out), and
-    ``label_issue[<calibration>]`` for each of ``label_issues.CALIBRATIONS``,
-    ``vote_share`` (the uncalibrated agreement) and ``-p(given)`` (the mean
-    p(given label) over the window's pairs, negated).
+    every score with a hard end (per-architecture columns left out),
+    ``label_issue[agreed_margin, <calibration>]`` for each of
+    ``label_issues.CALIBRATIONS``, ``vote_share`` (the uncalibrated
+    agreement) and ``-p(given)`` (the mean p(given label) over the window's
+    pairs, negated: ``label_issue`` with ``score='p_given'``).
   """
   from easyhard_jax.analysis import label_issues  # Its kernels; no cycle.
   window = tuple(float(x) for x in window)
@@ -220,8 +221,9 @@ def same_window_scores(rec: Any, fused: Any, window: Sequence[float],
   mask = scores_lib.window_mask(rec.probe_epochs, window)
   for cal in label_issues.CALIBRATIONS:
     li = label_issues.label_issue_scores(rec.pred, rec.margin, rec.loss,
-                                         rec.labels, mask, num_classes, cal)
-    hard[f'{label_issues.NAME}[{cal}]'] = li['score']
+                                         rec.labels, mask, num_classes, cal,
+                                         'agreed_margin')
+    hard[f'{label_issues.NAME}[agreed_margin, {cal}]'] = li['score']
     if cal == 'none':
       hard['vote_share'] = li['agreement']
       hard['-p(given)'] = -li['p_given']

@@ -116,15 +116,17 @@ def _shares_note(split: str, shares: Mapping[str, Any]) -> str:
 def build(study: Any, sec: html_lib.Section) -> html_lib.Section:
   """Fills in the label-issue section (see the module docstring)."""
   sec.explanation = (
-      'Examples that the members, before they memorise, consistently '
-      'predict as one class other than their given label, most suspect '
-      'first (in brackets: that class\'s share of the (member, probe) '
-      'predictions in the label-issue window). A prediction counts for a '
-      'class only when its probability reaches the mean probability the '
-      'members give that class\'s own examples (confident learning\'s '
-      'per-class threshold; config.analysis.label_issues.calibration). '
-      'Under each image: the given label (red) and the agreed class '
-      '(green).')
+      'Examples whose given label the members, before they memorise, find '
+      'least likely, most suspect first (config.analysis.label_issues.score:'
+      ' p_given ranks by the mean probability of the given label over the '
+      'label-issue window, agreed_margin by how much more probability the '
+      'agreed class gets). The agreed class is the class most (member, '
+      'probe) pairs predict instead (in brackets: its share of the pairs); '
+      'a prediction counts for it only when its probability reaches the '
+      'mean probability the members give that class\'s own examples '
+      '(confident learning\'s per-class threshold; label_issues.calibration).'
+      ' Under each image: the given label (red) and the agreed class '
+      '(green; - = none).')
   adir = os.path.join(study.workdir, 'analysis')
   a = study.analysis
   if a is None:
