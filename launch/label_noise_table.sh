@@ -10,13 +10,15 @@
 # score's AUROC and precision at k on the same records at the same window
 # (epochs (1, $EPOCHS]; launch/label_noise_table.py). Workdirs that already
 # hold finished records are not retrained (the record stage resumes).
-# $EPOCHS (default 3, not the recipe's 8) and probes at whole epochs only
-# (the first epoch's extra probes are outside the window): sized to fit 60
-# minutes on 2 CPU cores shared with other jobs. Runs one at a time, niced.
+# Smaller than the recipe, to fit 60 minutes on 2 CPU cores shared with other
+# jobs: $EPOCHS epochs (default 3, not 8), the CNN at $WIDTH (default 0.25,
+# not 0.5) and probes at whole epochs only (the first epoch's extra probes
+# lie outside the window). Runs one at a time, niced.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-/tmp/eh_label_noise}
 EPOCHS=${EPOCHS:-3}
+WIDTH=${WIDTH:-0.25}
 SEEDS=${SEEDS:-"1 2 3"}
 SLICE_SEED=${SLICE_SEED:-4}
 CFG=configs/fashion_mnist_label_noise.py
@@ -24,7 +26,8 @@ mkdir -p "$OUT"
 record() {  # WORKDIR, then config overrides.
   local wd=$1; shift
   nice -n 19 python -m easyhard_jax.main --config="$CFG" --mode=record \
-      --config.epochs="$EPOCHS" --config.probe.first_epoch_fractions='()' \
+      --config.epochs="$EPOCHS" --config.width="$WIDTH" \
+      --config.probe.first_epoch_fractions='()' \
       "$@" --workdir="$wd" > "$wd.log" 2>&1 \
       || { echo "record failed: see $wd.log" >&2; exit 1; }
 }
