@@ -31,13 +31,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def study_config(base: str = 'default', **fields):
   """``configs/<base>.py``'s config with dotted-name ``fields`` overridden."""
   import importlib  # pylint: disable=g-import-not-at-top
-  c = importlib.import_module(f'configs.{base}').get_config()
+  return with_fields(importlib.import_module(f'configs.{base}').get_config(),
+                     **fields)
+
+
+def with_fields(config, **fields):
+  """``config`` with dotted-name ``fields`` set (in place; returns it)."""
   for key, value in fields.items():
-    target, parts = c, key.split('.')
+    target, parts = config, key.split('.')
     for p in parts[:-1]:
       target = target[p]
     target[parts[-1]] = value
-  return c
+  return config
 
 
 def synthetic_dataset(num_train: int, num_test: int, shape,

@@ -77,13 +77,7 @@ def _trainer(config, data, m: int) -> ensemble.ArchTrainer:
 
 
 def _with(config, **fields):
-  c = config.copy_and_resolve_references()
-  for key, value in fields.items():
-    target, parts = c, key.split('.')
-    for p in parts[:-1]:
-      target = target[p]
-    target[parts[-1]] = value
-  return c
+  return harness.with_fields(config.copy_and_resolve_references(), **fields)
 
 
 def _scaling() -> dict:
