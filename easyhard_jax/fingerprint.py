@@ -243,10 +243,24 @@ def _file_digest(path: str) -> str | None:
 
 def current_stamp(config, stage: str, record_hashes: Mapping[str, str],
                   workdir: str, stage_dir: str) -> str | None:
-  """The hash of ``stage``'s stamp on disk when it is the expected one."""
+  """The hash of ``stage``'s stamp on disk when it is current, else None.
+
+  Current: the expected stamp; or, when this config names none of the
+  stage's files (no config.reference.path: a study run after
+  ``--mode=compare --config.reference.path=...``), a stamp made from the
+  current inputs with whatever own values that run had.
+  """
   stored = read_stamp(workdir, stage_dir)
-  want = expected_stamp(config, stage, record_hashes, workdir)['hash']
-  return want if stored and stored.get('hash') == want else None
+  if not stored:
+    return None
+  want = expected_stamp(config, stage, record_hashes, workdir)
+  if stored.get('hash') == want['hash']:
+    return want['hash']
+  names_files = any(config_fields.get(config, name)
+                    for name in FILE_FIELDS.get(stage, ()))
+  if not names_files and stored.get('inputs') == want['inputs']:
+    return stored.get('hash')
+  return None
 
 
 def expected_stamp(config, stage: str, record_hashes: Mapping[str, str],

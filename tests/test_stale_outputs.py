@@ -6,6 +6,7 @@ another config, a comparison not tied to the analysis, a config.json of a
 failed first run, data overwritten at the same path.
 """
 
+import copy
 import json
 import os
 import shutil
@@ -121,11 +122,19 @@ def test_rerecording_at_a_new_lr_replaces_analysis_states_and_config_json(
 
 
 def test_config_json_is_not_written_by_a_failed_first_run(tmp_path):
+  """A first run that diverges writes no config.json; the recovery does."""
   workdir = str(tmp_path / 'w')
-  typo = quick_config(dataset='npz', npz_path=str(tmp_path / 'typo.npz'))
-  with pytest.raises((FileNotFoundError, ValueError)):
-    runner.run(typo, workdir, 'record')
+  config = quick_config()
+  config.optimizer.schedule = 'step'
+  config.optimizer.decay_epochs = (1,)
+  config.optimizer.decay_factor = 1e30  # Diverges in epoch 2.
+  with pytest.raises(FloatingPointError):
+    runner.run(config, workdir, 'record')
   assert not os.path.exists(os.path.join(workdir, 'config.json'))
+  config.optimizer.decay_factor = 0.1
+  runner.run(config, workdir, 'record')
+  with open(os.path.join(workdir, 'config.json')) as f:
+    assert json.load(f)['optimizer']['decay_factor'] == 0.1
 
 
 def _reference(workdir, path, seed):
@@ -146,6 +155,10 @@ def test_compare_is_stamped_chained_to_the_analysis_and_in_the_report(
   stamp = fingerprint.read_stamp(study_copy, 'compare')
   report = fingerprint.expected_stamp(config, 'report', hashes, study_copy)
   assert report['inputs']['compare'] == stamp['hash']
+  plain = copy.deepcopy(config)  # A study run without the reference flag
+  plain.reference.path = ''       # keeps the comparison made with one.
+  assert fingerprint.expected_stamp(plain, 'report', hashes, study_copy)[
+      'inputs']['compare'] == stamp['hash']
   # The reference file's content is an input of the comparison.
   _reference(study_copy, config.reference.path, seed=1)
   assert not runner.is_complete(config, study_copy, 'compare')
