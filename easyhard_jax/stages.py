@@ -69,6 +69,7 @@ def probe_causes(config, workdir: str) -> None:
 def heldout(config, workdir: str) -> None:
   """Members on random subsets: held-out consistency, C-score, memorization."""
   from easyhard_jax.experiments import heldout as heldout_lib
+  _needs_own_training(config, workdir, 'heldout')
   heldout_lib.run_heldout(config, workdir)
 
 

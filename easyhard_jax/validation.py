@@ -179,9 +179,5 @@ def validate(config, mode: str | None = None,
     _archs(config, 'heldout.archs')
     from easyhard_jax.experiments import heldout
     heldout.heldout_config(config)
-  if config.get('heldout') is not None:
-    _archs(config, 'heldout.archs')
-    from easyhard_jax.experiments import heldout
-    heldout.heldout_config(config)
   config_checks.check_memory(config)
   stage_inputs.check(config, mode, workdir)
