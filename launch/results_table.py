@@ -19,7 +19,8 @@ where its input exists:
    every score's AUROC and precision at k, from analysis.json; with
    ``--test_label_errors``, the test split against cleanlab's confirmed
    CIFAR-10 test errors;
-5. the removal and compression sweeps' test accuracy per strategy.
+5. the cause probes against their reseed control, and the removal and
+   compression sweeps' test accuracy per strategy.
 """
 
 from __future__ import annotations
@@ -197,6 +198,33 @@ def test_error_table(workdir: str, mturk_json: str) -> list[str]:
   return lines + ['']
 
 
+def causes_table(workdir: str) -> list[str]:
+  """causes/results.csv: every probe against the reseed control (z scores)."""
+  from easyhard_jax import files
+  path = os.path.join(workdir, 'causes', 'results.csv')
+  if not os.path.exists(path):
+    return []
+  figures = ('easy_overlap_ratio', 'hard_overlap_ratio', 'spearman_easiness',
+             'cross_arch_easy_ratio')
+  lines = ['Cause probes against the reseed control (value, z; the control: '
+           'mean +- seed spread; departures Holm-corrected over the family '
+           'of verdicts, causes/results.json "verdicts"):', '',
+           '| probe | window probes | easy overlap / chance | hard overlap / '
+           'chance | easiness Spearman | cross-arch easy / chance | test acc '
+           '| departs in |', '|---|---|---|---|---|---|---|---|']
+  for r in files.read_csv(path):
+    if r['variant'] == 'reseed':
+      cells = [f"{float(r['control_' + f]):.2f} +- "
+               f"{float(r['control_' + f + '_spread']):.2f}" for f in figures]
+    else:
+      cells = [f"{float(r[f]):.2f} (z {float(r['z_' + f]):+.2f})"
+               for f in figures]
+    lines.append(f"| {r['variant']} | {r['window_probes']} | "
+                 + ' | '.join(cells) + f" | {float(r['test_acc_mean']):.3f} | "
+                 f"{r['departs_from_control'] or '-'} |")
+  return lines + ['']
+
+
 def sweep_tables(workdir: str) -> list[str]:
   """removal/ and compression/ results.csv: test accuracy per strategy."""
   from easyhard_jax import files
@@ -230,7 +258,8 @@ def main(argv=None) -> None:
   args = parser.parse_args(argv)
   out = (members_table(args.workdir) + findings(args.workdir) +
          reference_table(args.workdir, args.reference_below) +
-         label_error_table(args.workdir) + sweep_tables(args.workdir))
+         label_error_table(args.workdir) + causes_table(args.workdir) +
+         sweep_tables(args.workdir))
   if args.test_label_errors:
     out += test_error_table(args.workdir, args.test_label_errors)
   print('\n'.join(out))
