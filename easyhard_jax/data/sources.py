@@ -140,12 +140,17 @@ def _read_idx(path: str) -> np.ndarray:
   return payload.reshape(shape)
 
 
+def _fashion_mnist_files(config) -> dict[str, str]:
+  """The four Debian IDX files, by kind, in config.fashion_mnist_dir."""
+  root = config.get('fashion_mnist_dir') or DEBIAN_FASHION_MNIST_DIR
+  return {k: os.path.join(root, f'{k}-idx{3 if "images" in k else 1}-ubyte.gz')
+          for k in ('train-images', 'train-labels', 't10k-images',
+                    't10k-labels')}
+
+
 def load_fashion_mnist_debian(config) -> Dataset:
   """Fashion-MNIST from Debian's dataset-fashion-mnist IDX files."""
-  root = config.get('fashion_mnist_dir') or DEBIAN_FASHION_MNIST_DIR
-  files = {k: os.path.join(root, f'{k}-idx{3 if "images" in k else 1}-ubyte.gz')
-           for k in ('train-images', 'train-labels', 't10k-images',
-                     't10k-labels')}
+  files = _fashion_mnist_files(config)
   missing = [p for p in files.values() if not os.path.exists(p)]
   if missing:
     raise FileNotFoundError(
@@ -340,10 +345,7 @@ def data_files(config) -> list[str]:
   elif name in ('fashion_mnist', 'fashion_mnist_debian'):
     root = config.get('fashion_mnist_dir') or DEBIAN_FASHION_MNIST_DIR
     if name == 'fashion_mnist_debian' or os.path.isdir(root):
-      paths += [os.path.join(root, f'{k}-idx{3 if "images" in k else 1}'
-                             '-ubyte.gz')
-                for k in ('train-images', 'train-labels', 't10k-images',
-                          't10k-labels')]
+      paths += list(_fashion_mnist_files(config).values())
   elif name == 'cifar10' and config.get('cifar10_dir'):
     # pylint: disable-next=g-import-not-at-top
     from easyhard_jax.data import cifar_binary
