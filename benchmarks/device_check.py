@@ -18,7 +18,10 @@ it is done, so a run stopped from outside keeps what it measured):
    channels_last + bf16 autocast, ``torch.compile``, eager float32), in a
    worker process that compiles while JAX does.
 4. ``probe``: the probe pass (eval mode, whole train split, 8 members).
-5. ``many_members``: 8, 16, 32, 64 ResNet-18s of width 1/4 in one program.
+5. ``many_members``: 8, 16, 32, 64 ResNet-18s of width 1/4 in one program;
+   ``heldout_members``: 8, 16, 32 of them as the heldout stage trains them,
+   each on its own random half of the training set (subset masks of
+   experiments/heldout.py), so the C-score members' scaling is measured.
 6. ``study``: a CIFAR-10-size study on synthetic uint8 data (50k train, 10k
    test), 8 members, probes as configs/cifar10.py, the record stage's own
    loop (records, checkpoints, metrics), wall time with compilation. It runs
@@ -51,12 +54,13 @@ from benchmarks import torch_peer  # pylint: disable=g-import-not-at-top,wrong-i
 
 FULL = dict(shape=(32, 32, 3), width=1.0, batch=128, members=(1, 4, 8),
             strategies=('vmap', 'unroll'), dtypes=('bfloat16', 'float32'),
-            many=(8, 16, 32, 64), many_width=0.25, train=50_000, test=10_000,
+            many=(8, 16, 32, 64), heldout=(8, 16, 32), many_width=0.25,
+            train=50_000, test=10_000,
             study_members=8, study_epochs=16, model_kwargs={}, matmul=8192,
             round_s=0.3, rounds=3, peer_steps=30, threads=8)
 DRY = dict(shape=(8, 8, 3), width=1 / 16, batch=8, members=(1, 2),
            strategies=('vmap', 'unroll'), dtypes=('float32',),
-           many=(2, 4), many_width=1 / 32, train=96, test=32,
+           many=(2, 4), heldout=(2, 4), many_width=1 / 32, train=96, test=32,
            study_members=2, study_epochs=2,
            model_kwargs={'stage_sizes': (1,), 'stage_widths': (64,)},
            matmul=256, round_s=0.0, rounds=1, peer_steps=2, threads=2)
@@ -171,7 +175,17 @@ def _grid_specs(check: Check) -> list[tuple]:
       specs.append(('grid', big, 'auto', study_dtype, False, s['width']))
       specs += [('many', m, 'vmap', 'bfloat16', True, s['many_width'])
                 for m in s['many']]
+      specs += [('heldout', m, 'vmap', 'bfloat16', True, s['many_width'])
+                for m in s['heldout']]
   return specs
+
+
+def _heldout_plan(config, n: int, m: int):
+  """The heldout stage's first m members at ratio 0.5 and their masks."""
+  from easyhard_jax.experiments import heldout  # pylint: disable=g-import-not-at-top
+  c = harness.with_fields(config, **{'heldout.members': max(m, 2)})
+  members, keep = heldout.member_plan(c, 'resnet18', 0.5, n)
+  return members[:m], keep[:m]
 
 
 def _study_dtype() -> str:
@@ -190,9 +204,12 @@ def _train_grid(check: Check):
   programs = []
   for section, m, strategy, dtype, record, width in _grid_specs(check):
     src = states if section == 'grid' else many_states
+    config = check.config(m, strategy, dtype, width)
+    members, keep = (_heldout_plan(config, s['train'], m)
+                     if section == 'heldout' else (None, None))
     p = harness.TrainProgram(
-        check.config(m, strategy, dtype, width), data, 'resnet18',
-        record=record, states=jax.tree.map(lambda a, m=m: a[:m], src))
+        config, data, 'resnet18', record=record, members=members, keep=keep,
+        states=jax.tree.map(lambda a, m=m: a[:m], src))
     programs.append(((section, m, p.trainer.strategy, dtype, record), p))
   tick = time.perf_counter()
   # Leave time to time the programs, run the peer, the probe and the study.
@@ -203,7 +220,7 @@ def _train_grid(check: Check):
   check.result['compile_threads'] = s['threads']
   if late:
     check.result['compiles_still_running_while_timing'] = len(late)
-  rows = {'grid': [], 'many': []}
+  rows = {'grid': [], 'many': [], 'heldout': []}
   study_program = None
   for (section, m, strategy, dtype, record), p in programs:
     name = f'{section} {m} {strategy} {dtype}{"" if record else " unfused"}'
@@ -222,6 +239,7 @@ def _train_grid(check: Check):
       p.release()
     check.result['train_step'], check.result['many_members'] = (
         rows['grid'], rows['many'])
+    check.result['heldout_members'] = rows['heldout']
     check.save()
   check.result['auto_strategy'] = _suggest(rows['grid'])
   return data, study_program

@@ -116,12 +116,14 @@ def markdown(result: dict) -> str:
             f"({probe['members']} members x {probe['examples']:,} examples in "
             f"{probe['seconds']:.2f} s, eval batch {probe['batch']}; first "
             f"call with compilation {probe['first_call_s']:.1f} s).", '']
-  many = result.get('many_members', [])
-  if many:
-    out += [f"### Many members in one program (width {s.get('many_width')}, "
-            'vmap, bf16)', '']
-    out += _rate_table(many, [('members', lambda r: r['members'])])
-    out.append('')
+  for key, title in (('many_members', 'Many members in one program'),
+                     ('heldout_members', 'Heldout members (each on its own '
+                      'random half) in one program')):
+    rows = result.get(key, [])
+    if rows:
+      out += [f"### {title} (width {s.get('many_width')}, vmap, bf16)", '']
+      out += _rate_table(rows, [('members', lambda r: r['members'])])
+      out.append('')
   study = result.get('study')
   if study:
     out += ['### Study (record stage, synthetic CIFAR-10 size)', '']

@@ -92,11 +92,15 @@ class TrainProgram:
     arch: model name.
     record: scatter the fused per-example outputs (False: benchmark only).
     states: optional initial member-stacked states to copy (skips init).
+    members, keep: the heldout stage's member dicts and subset masks
+      [members, N] (experiments/heldout.member_plan); None: the study's.
   """
 
   def __init__(self, config, data: sources.Dataset, arch: str,
-               record: bool = True, states=None):
-    t = self.trainer = ensemble.ArchTrainer(config, data, arch)
+               record: bool = True, states=None, members=None, keep=None):
+    t = self.trainer = (ensemble.ArchTrainer(config, data, arch)
+                        if members is None else ensemble.ArchTrainer(
+                            config, data, arch, members=members, keep=keep))
     self.members, self.batch_size = t.num_members, config.batch_size
     self.examples_per_step = self.members * self.batch_size
     aug = device_ops.AugmentConfig(config.augment.crop_padding,

@@ -75,13 +75,14 @@ def test_dry_run_measures_every_train_step_variant(dry_run):
   assert got == {(1, 'unroll', 'float32', True), (2, 'vmap', 'float32', True),
                  (2, 'unroll', 'float32', True),
                  (2, 'unroll', 'float32', False)}
-  for row in grid + result['many_members']:
+  for row in grid + result['many_members'] + result['heldout_members']:
     _rate_ok(row)
   # More members, more work per step: the cost analysis sees all of them.
   flops = {(r['members'], r['strategy']): r['flops_per_step'] for r in grid
            if r['fused']}
   assert flops[(2, 'unroll')] > 1.5 * flops[(1, 'unroll')]
   assert [r['members'] for r in result['many_members']] == [2, 4]
+  assert [r['members'] for r in result['heldout_members']] == [2, 4]
   assert result['auto_strategy']['2'] in ('vmap', 'unroll')
 
 
