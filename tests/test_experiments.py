@@ -250,17 +250,16 @@ def test_member_keys_keep_the_study_keys_and_salt_experiments():
   np.testing.assert_array_equal(
       jax.random.key_data(ensemble.member_keys(config, 'cnn', infos)),
       jax.random.key_data(old))
-  with config.unlocked():
-    config.rng_stream = 'causes/adam'
-  salted = ensemble.member_infos(config, 'cnn')
+  salted = ensemble.member_infos(config, 'cnn', stream='causes/adam')
   assert [m['stream'] for m in salted] == ['causes/adam'] * len(infos)
   other = [dict(m, stream='causes/lowpass') for m in salted]
   keys = np.concatenate([jax.random.key_data(ensemble.member_keys(
       config, 'cnn', ms)) for ms in (infos, salted, other)])
   assert len({tuple(k) for k in keys}) == 3 * len(infos)
   # Host crops of the streamed path: the study's entropy is unchanged.
-  assert loader._member_entropy(infos[1]) == loader._member_entropy(1) == [1]
-  assert loader._member_entropy(salted[1]) == [
+  assert loader._member_entropy(infos[1].as_dict()) == loader._member_entropy(
+      1) == [1]
+  assert loader._member_entropy(salted[1].as_dict()) == [
       zlib.crc32(b'causes/adam') & 0x7FFFFFFF, 1]
 
 

@@ -108,7 +108,7 @@ def test_padded_batch_gives_the_unpadded_gradient(trainer):
 
 def test_epoch_records_every_example_exactly_once(trainer):
   t = trainer
-  n, b = t.num_train, t.config.batch_size
+  n, b = t.num_train, t.spec.batch_size
   assert t.spe == 3 and n % b  # The last batch is padded.
   step = jax.jit(functools.partial(
       steps_lib.ensemble_train_step, strategy='unroll', model=t.model,

@@ -119,10 +119,10 @@ def _lowered_text(t, baked: bool = False):
   """
   step = functools.partial(
       steps_lib.ensemble_train_step, strategy=t.strategy, model=t.model,
-      optimizer=t.optimizer, batch_size=t.config.batch_size,
-      augment=device_ops.AugmentConfig(t.config.augment.crop_padding, False),
+      optimizer=t.optimizer, batch_size=t.spec.batch_size,
+      augment=device_ops.AugmentConfig(t.spec.augment.crop_padding, False),
       mean=t.mean, std=t.std, dtype=t.dtype)
-  host = optim.schedule_args(t.config, t.spe, t.total_steps)
+  host = t.spec.schedule
   if baked:
     fn = jax.jit(lambda st, b, k, *data: step(st, b, k, host, *data))
     args = t.feed.args(t.epoch_perms(0))
@@ -150,7 +150,7 @@ def test_subset_size_and_epochs_share_one_program():
     buffers = steps_lib.empty_buffers(t.num_members, t.num_train)
     states, buffers = t.step(states, buffers, next(t.epoch_feed(0)))
     assert np.isfinite(np.asarray(buffers['loss'])).sum() == (
-        t.num_members * t.config.batch_size)
+        t.num_members * t.spec.batch_size)
   assert jitted._cache_size() - before <= 1  # pylint: disable=protected-access
 
 

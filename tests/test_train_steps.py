@@ -62,21 +62,21 @@ def test_fused_outputs_equal_separate_forward_pass(trainer):
   state_m = _member(states, m)
   step = functools.partial(
       steps_lib.member_train_step, model=t.model, tx=t.tx,
-      batch_size=t.config.batch_size, steps_per_epoch=t.spe,
-      augment=device_ops.AugmentConfig(t.config.augment.crop_padding, False),
+      batch_size=t.spec.batch_size, steps_per_epoch=t.spe,
+      augment=device_ops.AugmentConfig(t.spec.augment.crop_padding, False),
       mean=t.mean, std=t.std, dtype=t.dtype)
   _, (idx, fused) = jax.jit(step)(state_m, perms[m], t.aug_keys[m],
                                   t.feed.num_kept[m], t.feed.images['train'],
                                   t.feed.labels['train'])
   # The same batch, rebuilt by hand, through a plain forward pass.
-  idx_ref, valid = device_ops.batch_indices(perms[m], 0, t.config.batch_size,
+  idx_ref, valid = device_ops.batch_indices(perms[m], 0, t.spec.batch_size,
                                             t.feed.num_kept[m])
   assert np.asarray(valid).all()  # The first batch of an epoch is full.
   np.testing.assert_array_equal(idx, idx_ref)
   x = device_ops.augment(jax.random.fold_in(t.aug_keys[m], 0),
                          t.feed.images['train'][idx_ref],
                          device_ops.AugmentConfig(
-                             t.config.augment.crop_padding, False))
+                             t.spec.augment.crop_padding, False))
   x = device_ops.normalize(x, t.mean, t.std)
   logits, _ = t.model.apply({'params': state_m.params,
                              'batch_stats': state_m.batch_stats}, x,
@@ -111,7 +111,7 @@ def test_ensemble_step_scatters_by_example_index(trainer):
   buffers = steps_lib.empty_buffers(t.num_members, n)
   step = jax.jit(functools.partial(
       steps_lib.ensemble_train_step, strategy='unroll', model=t.model,
-      optimizer=t.optimizer, batch_size=t.config.batch_size,
+      optimizer=t.optimizer, batch_size=t.spec.batch_size,
       augment=device_ops.AugmentConfig(), mean=t.mean, std=t.std,
       dtype=t.dtype))
   _, buffers = step(states, buffers, t.aug_keys, t.schedule,
@@ -121,7 +121,7 @@ def test_ensemble_step_scatters_by_example_index(trainer):
   pred = np.asarray(buffers['pred'])
   for m in range(t.num_members):
     expected = np.zeros(n, bool)
-    expected[perms[m, :t.config.batch_size]] = True
+    expected[perms[m, :t.spec.batch_size]] = True
     np.testing.assert_array_equal(seen[m], expected)
     # pred: a class where seen, -1 (the empty buffer) elsewhere.
     np.testing.assert_array_equal(pred[m] >= 0, expected)
@@ -152,7 +152,7 @@ def test_member_strategies_agree(trainer):
   for strategy in steps_lib.STRATEGIES:
     step = jax.jit(functools.partial(
         steps_lib.ensemble_train_step, strategy=strategy, model=t.model,
-        optimizer=t.optimizer, batch_size=t.config.batch_size,
+        optimizer=t.optimizer, batch_size=t.spec.batch_size,
         augment=device_ops.AugmentConfig(1, True), mean=t.mean, std=t.std,
         dtype=t.dtype))
     states = t.init_states()

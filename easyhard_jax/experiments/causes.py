@@ -198,7 +198,8 @@ def window_probe_steps(config, vconfig, num_train: int):
            if window[0] < e <= window[1]], spe, total)
 
 
-def match_window_probes(config, control, vconfig, num_train: int) -> int:
+def match_window_probes(config, control, vconfig, num_train: int,
+                        name: str = '') -> int:
   """Gives ``vconfig`` the control's window probe count; returns the count.
 
   A probe whose own schedule puts another number of probes in its window
@@ -210,6 +211,7 @@ def match_window_probes(config, control, vconfig, num_train: int) -> int:
     control: the control's config (the probes' recipe).
     vconfig: the probe's config, unlocked; changed in place.
     num_train: training examples.
+    name: the probe's name (for the error).
 
   Raises:
     ValueError: the counts cannot be matched (fused records, or too few
@@ -224,7 +226,7 @@ def match_window_probes(config, control, vconfig, num_train: int) -> int:
     own, _, _ = window_probe_steps(config, vconfig, num_train)
   if len(own) != len(ref):
     raise ValueError(
-        f'Cause probe {vconfig.get("rng_stream", "")!r} would judge easiness '
+        f'Cause probe {stream(name)!r} would judge easiness '
         f'on {len(own)} window probes, its control on {len(ref)}: verdicts '
         'would reflect the probe count. With analysis.source='
         f'{config.analysis.source!r} they cannot be matched; use '
@@ -251,16 +253,13 @@ def variant_config(config, cfg, name, archs, seeds, data):
     vconfig.archs = ','.join(archs)
     vconfig.seeds_per_arch = seeds
     vconfig.epochs = cfg.epochs
-    # Its own streams: no member replays a study member's (or another
-    # probe's) init, data order or augmentation (ensemble.member_keys).
-    vconfig.rng_stream = f'causes/{name}'
     # Nothing reads a probe's states after its run: keep none.
     vconfig.analysis_checkpoints = 'none'
     vconfig, vdata = VARIANTS[name](vconfig, data, cfg)
     if name != CONTROL:
       control, _ = variant_config(config, cfg, CONTROL, archs, seeds, data)
       match_window_probes(config, control, vconfig,
-                          len(vdata.train_labels))
+                          len(vdata.train_labels), name)
   return vconfig, vdata
 
 
@@ -268,9 +267,17 @@ def _train(config, cfg, name, archs, seeds, data, subdir):
   """Trains one probe's members on their own random stream."""
   vconfig, vdata = variant_config(config, cfg, name, archs, seeds, data)
   logging.info('Cause probe %s: training %s x %d seeds.', name, archs, seeds)
+  # Its own streams: no member replays a study member's (or another
+  # probe's) init, data order or augmentation (members.Member.key).
   ensemble.record_study(vconfig, subdir, data=vdata,
-                        probe_until=probe_until(config, vconfig))
+                        probe_until=probe_until(config, vconfig),
+                        stream=stream(name))
   return vconfig
+
+
+def stream(name: str) -> str:
+  """The random stream of cause probe ``name``, e.g. 'causes/adam'."""
+  return f'causes/{name}'
 
 
 def probe_until(config, vconfig) -> float:

@@ -87,17 +87,16 @@ def subset_mask(root_seed: int, arch: str, ratio: float, member: int,
 
 
 def member_plan(config, arch: str, ratio: float, n: int
-                ) -> tuple[list[dict[str, Any]], np.ndarray]:
-  """(member dicts, keep [K, n]) of one architecture and ratio."""
+                ) -> tuple[list[ensemble.Member], np.ndarray]:
+  """(members, keep [K, n]) of one architecture and ratio."""
   k = int(round(ratio * n))
   if not 0 < k < n:
     raise ValueError(f'config.heldout.ratios: {ratio} of {n} examples keeps '
                      f'{k}; every member must train on some and miss some.')
   tag = consistency.ratio_tag(ratio)
   seed = int(config.seed)
-  members = [{'name': f'{arch}/{tag}/s{j}', 'arch': arch, 'seed': j,
-              'root_seed': seed, 'stream': f'{OUT_DIR}/{tag}',
-              'ratio': float(ratio), 'kept': k}
+  members = [ensemble.Member.of(f'{arch}/{tag}/s{j}', arch, j, seed,
+                                f'{OUT_DIR}/{tag}', ratio=float(ratio), kept=k)
              for j in range(config.heldout.members)]
   keep = np.stack([subset_mask(seed, arch, ratio, j, n)
                    for j in range(config.heldout.members)])

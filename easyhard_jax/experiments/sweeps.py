@@ -123,11 +123,10 @@ def _member_plan(kind, cfg, arch, fraction, n, example_scores, labels,
             score_name=score if score != 'none' else 'easiness',
             labels=labels, seed=(root_seed, seed),  # Both: config.seed too.
             aum=example_scores.get(TIEBREAK))
-        members.append({'name': f'{arch}/{strategy}/{score}/s{seed}',
-                        'arch': arch, 'seed': seed, 'root_seed': root_seed,
-                        'stream': stream, 'strategy': strategy,
-                        'score': score, 'fraction': fraction,
-                        'kept': int(mask.sum())})
+        members.append(ensemble.Member.of(
+            f'{arch}/{strategy}/{score}/s{seed}', arch, seed, root_seed,
+            stream, strategy=strategy, score=score, fraction=fraction,
+            kept=int(mask.sum())))
         masks.append(mask)
   return members, np.stack(masks)
 
@@ -333,10 +332,9 @@ def run_sweep(config, workdir: str, kind: str) -> dict[str, Any]:
     for name, fraction, _ in groups:
       stream = group_stream(kind, name)
       if name == 'reference':
-        members = [{'name': f'{arch}/full/s{s}', 'arch': arch, 'seed': s,
-                    'root_seed': int(config.seed), 'stream': stream,
-                    'strategy': 'full', 'score': 'none',
-                    'fraction': fraction, 'kept': n}
+        members = [ensemble.Member.of(
+            f'{arch}/full/s{s}', arch, s, int(config.seed), stream,
+            strategy='full', score='none', fraction=fraction, kept=n)
                    for s in range(cfg.seeds)]
         keep = np.ones((cfg.seeds, n), bool)
       else:

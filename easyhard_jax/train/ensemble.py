@@ -10,12 +10,12 @@ checkpoint and rewrites identical records; finished architectures are skipped.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
 import sys
 import time
-import zlib
 from typing import Any
 
 import jax
@@ -36,130 +36,107 @@ from easyhard_jax.data import streaming
 from easyhard_jax.train import analysis_checkpoints
 from easyhard_jax.train import checkpoints
 from easyhard_jax.train import config_checks
+from easyhard_jax.train import members as members_lib
 from easyhard_jax.train import mesh as mesh_lib
 from easyhard_jax.train import optim
 from easyhard_jax.train import probe_schedule
 from easyhard_jax.train import programs
 from easyhard_jax.train import record_guards
+from easyhard_jax.train import run_spec
 from easyhard_jax.train import steps as steps_lib
 
 
-def stream_salt(stream: str) -> int:
-  """The 31-bit salt of a random stream's name (crc32, as for arch names)."""
-  return zlib.crc32(stream.encode()) & 0x7FFFFFFF
+stream_salt = members_lib.stream_salt
+Member = members_lib.Member
 
 
 def member_keys(config, arch: str, members) -> jax.Array:
-  """Per-member base keys, derived from each member dict.
+  """Per-member base keys of ``arch``'s members under ``config.seed``.
 
   A study member: fold_in(fold_in(key(seed), crc32(arch)), member seed). An
-  experiment's member carries a ``'stream'`` name (``'causes/adam'``,
+  experiment's member carries a stream name (``'causes/adam'``,
   ``'removal/frac_0.300'``, ...) that is folded into the root key first, so
   every experiment, variant and group has random streams (init, data order,
-  augmentation) of its own, none a replay of the study's.
+  augmentation) of its own, none a replay of the study's (Member.key).
 
   Args:
     config: the config (``config.seed`` is the root seed).
     arch: the architecture name.
-    members: member dicts ('seed', optional 'stream') or plain int seeds.
+    members: Members, member dicts ('seed', optional 'stream') or int seeds.
 
   Returns:
     Keys [len(members)].
   """
-  keys = []
-  for m in members:
-    m = m if isinstance(m, dict) else {'seed': int(m)}
-    root = jax.random.key(config.seed)
-    if m.get('stream'):
-      root = jax.random.fold_in(root, stream_salt(m['stream']))
-    root = jax.random.fold_in(root, stream_salt(arch))
-    keys.append(jax.random.fold_in(root, int(m['seed'])))
-  return jnp.stack(keys)
+  return members_lib.member_keys([dataclasses.replace(
+      Member.coerce(m, arch, config.seed), arch=arch,
+      root_seed=int(config.seed)) for m in members])
 
 
-def member_infos(config, arch: str) -> list[dict[str, Any]]:
+def member_infos(config, arch: str, stream: str = '') -> list[Member]:
   """The members of ``arch``: seeds 0..seeds_per_arch-1, all data.
 
-  ``config.rng_stream`` (set by the experiments, absent in a study) names
-  the members' random stream; the study's own members carry none, so their
-  keys and records are those of every earlier version.
+  ``stream`` (set by the experiments; '' in a study) names the members'
+  random stream; the study's own members carry none, so their keys and
+  records are those of every earlier version.
   """
-  stream = config.get('rng_stream', '')
-  return [{'name': f'{arch}/s{i}', 'arch': arch, 'seed': i,
-           'root_seed': int(config.seed), **({'stream': stream} if stream
-                                             else {})}
-          for i in range(config.seeds_per_arch)]
+  return list(run_spec.study_members(config, arch, stream))
 
 
 def steps_per_epoch(config, num_examples: int) -> int:
+  """Steps of one epoch of ``num_examples`` at ``config.batch_size``."""
   return math.ceil(num_examples / config.batch_size)
 
 
 class ArchTrainer:
-  """Holds the compiled steps and the data feed of one architecture's members.
+  """Holds the compiled steps and the data feed of one member group.
 
   The steps come from programs.py, shared with every trainer of the same
   static parts; this trainer's run length is ``self.schedule`` (traced).
+  Everything it reads is its ``spec`` (run_spec.RunSpec).
 
   Args:
-    config: the study config.
+    spec: the group's resolved run spec; or a config, resolved here with
+      ``arch`` and ``group`` (members, keep, total_steps; see
+      run_spec.resolve), for entry points that build a trainer directly.
     data: the dataset: a sources.Dataset (uint8, moved to the device) or a
       streaming.StreamedData (read by a grain loader every step); either is
       read through its feed (loader.make_feed), so the trainer has one path.
-    arch: model registry name.
-    members: member dicts (name, arch, seed, ...); default: the study's seeds.
-    keep: optional bool [M, N] training subset per member (all members must
-      keep the same number of examples, which sets the epoch length).
-    total_steps: training length; default ``epochs`` epochs of the subset.
+    arch: model registry name (with a config only).
   """
 
-  def __init__(self, config, data: sources.Dataset | streaming.StreamedData,
-               arch: str,
-               members: list[dict[str, Any]] | None = None,
-               keep: np.ndarray | None = None,
-               total_steps: int | None = None):
-    self.config, self.data, self.arch = config, data, arch
-    self.members = members or member_infos(config, arch)
-    self.num_members = len(self.members)
-    n = self.num_train = len(data.train_labels)
-    keep = (np.ones((self.num_members, n), bool) if keep is None
-            else np.asarray(keep, bool))
-    kept = keep.sum(axis=1)
-    if keep.shape != (self.num_members, n) or (kept != kept[0]).any() or (
-        kept[0] == 0):
-      raise ValueError(f'keep must be bool [members={self.num_members}, '
-                       f'examples={n}] with the same nonzero count per '
-                       f'member; got shape {keep.shape}, counts {kept}.')
-    self.keep = keep
-    self.spe = steps_per_epoch(config, int(kept[0]))
-    self.total_steps = total_steps or config.epochs * self.spe
-    self.dtype = config_checks.compute_dtype(config)
-    self.strategy = config_checks.member_strategy(config)
-    kwargs = dict(config.model_kwargs.get(arch, {}))
-    self.model = models.get_model(arch, num_classes=data.num_classes,
-                                  width=config.width, dtype=self.dtype,
-                                  **kwargs)
-    self.optimizer = optim.Optimizer.from_config(config)
-    sched = optim.schedule_args(config, self.spe, self.total_steps)
+  def __init__(self, spec: run_spec.RunSpec | Any,
+               data: sources.Dataset | streaming.StreamedData,
+               arch: str | None = None, **group):
+    if not isinstance(spec, run_spec.RunSpec):
+      spec = run_spec.resolve(spec, data, arch, **group)
+    self.spec, self.data, self.arch = spec, data, spec.arch
+    self.members = spec.members
+    self.num_members = spec.num_members
+    self.num_train = spec.num_train
+    self.keep = spec.keep
+    self.spe = spec.steps_per_epoch
+    self.total_steps = spec.total_steps
+    self.dtype, self.strategy = spec.dtype, spec.strategy
+    self.model, self.optimizer = spec.model, spec.optimizer
     # The optax chain with this run's schedule as host constants (the train
     # step builds the same chain from the traced self.schedule).
-    self.tx = self.optimizer.tx(sched)
-    self.mesh = mesh_lib.make_mesh(config, self.num_members, self.strategy)
+    self.tx = self.optimizer.tx(spec.schedule)
+    self.mesh = spec.mesh
     rep = self.replicated = mesh_lib.replicated(self.mesh)
     # Every step input is a global array on the mesh (needed multi-process).
-    self.schedule = distributed.put(sched, rep)
-    keys = member_keys(config, arch, self.members)
+    self.schedule = distributed.put(spec.schedule, rep)
+    keys = spec.member_keys()
     self.init_keys, self.perm_keys, self.aug_keys = (
         distributed.put(jax.vmap(lambda k, i=i: jax.random.fold_in(k, i))(
             keys), rep) for i in range(3))
-    member_axis = 'member' if self.mesh.shape['member'] > 1 else None
+    member_axis = spec.member_axis
     self.state_sharding = (mesh_lib.member_sharded(self.mesh) if member_axis
                            else rep)
     self.feed = loader.make_feed(
-        data, self.mesh, member_axis, batch_size=config.batch_size,
-        eval_batch_size=config.eval_batch_size, members=self.members,
-        num_kept=kept, root_seed=config.seed, arch=arch,
-        prefetch_batches=config.stream.prefetch_batches)
+        data, self.mesh, member_axis, batch_size=spec.batch_size,
+        eval_batch_size=spec.eval_batch_size, members=spec.member_dicts(),
+        num_kept=spec.num_kept, root_seed=spec.members[0].root_seed,
+        arch=spec.arch, prefetch_batches=spec.prefetch_batches)
     # numpy mean/std; the programs take them as inputs (self.norm), so data
     # that differ only in their values (a low-pass probe) share programs.
     self.mean, self.std = self.feed.mean, self.feed.std
@@ -167,16 +144,14 @@ class ArchTrainer:
                                          rep),
                  'std': distributed.put(np.asarray(self.std, np.float32), rep)}
     self.probe_batch = self.feed.probe_batch
-    aug = device_ops.AugmentConfig(config.augment.crop_padding,
-                                   bool(config.augment.horizontal_flip))
     static = dict(strategy=self.strategy, model=self.model, dtype=self.dtype,
                   mesh=self.mesh, member_axis=member_axis)
     self.train_step = programs.train_step(
         self.feed.step_kind, tuple(sorted(self.feed.step_kwargs.items())),
-        optimizer=self.optimizer, augment=aug, **static)
+        optimizer=self.optimizer, augment=spec.augment, **static)
     self.probe_step = programs.probe_step(**static)
     self.epoch_perms = functools.partial(
-        programs.epoch_perms, self.perm_keys, distributed.put(keep, rep))
+        programs.epoch_perms, self.perm_keys, distributed.put(self.keep, rep))
 
   def epoch_feed(self, epoch: int, first_step: int = 0):
     """The feed's per-step inputs of ``epoch`` from its step ``first_step`` on.
@@ -231,26 +206,31 @@ class ArchTrainer:
 
 
 def study_fingerprint(config, arch: str, members=None, keep=None,
-                      total_steps=None) -> dict[str, Any]:
+                      total_steps=None, stream: str = '') -> dict[str, Any]:
   """The records fingerprint of a member group (the study's by default)."""
-  return record_guards.group_fingerprint(
-      config, arch, members or member_infos(config, arch), keep, total_steps)
+  return run_spec.fingerprint(
+      config, arch, members or member_infos(config, arch, stream), keep,
+      total_steps)
 
 
 def train_arch(config, data, arch: str, workdir: str,
                writer: records.RecordWriter, program: str | None = None,
-               probe_until: float | None = None, **trainer_kwargs) -> None:
-  """Trains one architecture's members, writing probe and fused records.
+               probe_until: float | None = None, stream: str = '',
+               **group) -> None:
+  """Trains one member group, writing probe and fused records.
+
+  Resolves ``config`` once (run_spec.resolve) and runs train_group.
 
   Args:
-    config, data, arch: as for ArchTrainer.
+    config, data, arch: as for run_spec.resolve.
     workdir: where checkpoints/, metrics.jsonl and tensorboard/ go.
     writer: the records writer of ``workdir``.
     program: name of this group of members in records and checkpoints
       (default: ``arch``); the experiments train one arch in several groups.
     probe_until: probe only up to this epoch (and at the end of training),
       for runs whose later probes nothing reads; None: the whole schedule.
-    **trainer_kwargs: members, keep, total_steps (see ArchTrainer); subsets
+    stream: the random stream of the default (study) members.
+    **group: members, keep, total_steps (see run_spec.resolve); subsets
       and step budgets are how the experiments retrain on part of the data.
 
   Raises:
@@ -258,25 +238,27 @@ def train_arch(config, data, arch: str, workdir: str,
       and the records' manifest marks it, so a rerun with a lower learning
       rate resumes from the last finite checkpoint.
   """
-  t = ArchTrainer(config, data, arch, **trainer_kwargs)
-  schedule = probe_schedule.probe_schedule(config, t.spe, t.total_steps)
-  if probe_until is not None:
-    # s / spe: the probe's epoch exactly as records.load computes it.
-    schedule = [s for s in schedule
-                if s / float(t.spe) <= probe_until or s == t.total_steps]
-  fp = study_fingerprint(config, arch, t.members, trainer_kwargs.get('keep'),
-                         trainer_kwargs.get('total_steps'))
-  arch = program or arch  # From here on: the name of this member group.
-  writer.begin_arch(arch, t.members, t.spe, schedule, fp)
+  spec = run_spec.resolve(config, data, arch, program=program,
+                          probe_until=probe_until, stream=stream, **group)
+  train_group(spec, data, workdir, writer)
+
+
+def train_group(spec: run_spec.RunSpec, data, workdir: str,
+                writer: records.RecordWriter) -> None:
+  """Trains the member group of ``spec``; see train_arch."""
+  t = ArchTrainer(spec, data)
+  schedule = list(spec.probe_steps)
+  fp = spec.fingerprint
+  arch = spec.program  # From here on: the name of this member group.
+  writer.begin_arch(arch, spec.member_dicts(), t.spe, schedule, fp)
   bound = record_guards.resume_bound(writer, arch, schedule, t.spe,
                                      t.total_steps)
   probe_index = {s: k for k, s in enumerate(schedule)}
   ckpt = checkpoints.Checkpointer(
-      os.path.join(workdir, 'checkpoints', arch), config.checkpoints_to_keep)
+      os.path.join(workdir, 'checkpoints', arch), spec.checkpoints_to_keep)
   # States kept for analysis after the run (never deleted; see
-  # probe_schedule.analysis_checkpoint_steps). Sweep groups keep none.
-  keep_steps = set() if program else set(
-      probe_schedule.analysis_checkpoint_steps(config, t.spe, t.total_steps))
+  # probe_schedule.analysis_steps). Sweep groups keep none.
+  keep_steps = set(spec.analysis_steps)
   kept = checkpoints.Checkpointer(
       os.path.join(workdir, 'analysis_checkpoints', arch),
       max_to_keep=None) if keep_steps else None
@@ -302,7 +284,7 @@ def train_arch(config, data, arch: str, workdir: str,
 
   tb = metrics_writer.MetricsWriter(workdir)
   # Drawn on a terminal only (logs and CI get the per-epoch log lines).
-  bar = tqdm.tqdm(total=(t.total_steps - start) * config.batch_size *
+  bar = tqdm.tqdm(total=(t.total_steps - start) * spec.batch_size *
                   t.num_members, desc=arch, unit='img', unit_scale=True,
                   disable=not sys.stderr.isatty(), leave=False)
 
@@ -315,7 +297,7 @@ def train_arch(config, data, arch: str, workdir: str,
     tb.close()
     return record_guards.diverged(arch, t.members[member]['name'], step,
                                   step // t.spe, last_good,
-                                  config.optimizer.learning_rate)
+                                  spec.learning_rate)
 
   # Read once, before any save of this run, so every process of a
   # multi-process run takes the same decisions (a save is a collective).
@@ -362,16 +344,16 @@ def train_arch(config, data, arch: str, workdir: str,
       buffers = distributed.put(
           steps_lib.empty_buffers(t.num_members, t.num_train), t.replicated)
     states, buffers = t.step(states, buffers, next(feed))
-    bar.update(config.batch_size * t.num_members)
+    bar.update(spec.batch_size * t.num_members)
     if in_epoch == t.spe - 1 or step + 1 == t.total_steps:
       fused = distributed.fetch(buffers)
       perms = np.asarray(distributed.fetch(t.epoch_perms(epoch)))
       seen, position = record_guards.presented(
-          perms, t.keep.sum(1), in_epoch + 1, config.batch_size)
+          perms, t.keep.sum(1), in_epoch + 1, spec.batch_size)
       bad = seen & ~np.isfinite(fused['loss'])
       if bad.any():
         m = int(np.flatnonzero(bad.any(axis=1))[0])
-        first = int(position[m][bad[m]].min()) // config.batch_size
+        first = int(position[m][bad[m]].min()) // spec.batch_size
         raise fail(m, epoch * t.spe + first)
       writer.write_chunk(arch, 'fused', 'train', epoch, step + 1, fused)
       dt, tick = time.time() - tick, time.time()
@@ -386,7 +368,7 @@ def train_arch(config, data, arch: str, workdir: str,
       if step + 1 in probe_index:  # Before the checkpoint that marks it done.
         run_probe(step + 1, states)
       keep_state(step + 1, states)
-      if (epoch + 1) % config.checkpoint_every_epochs == 0 or (
+      if (epoch + 1) % spec.checkpoint_every_epochs == 0 or (
           step + 1 == t.total_steps):
         bad_members = nonfinite(states)
         if bad_members:
@@ -402,11 +384,14 @@ def train_arch(config, data, arch: str, workdir: str,
 
 
 def record_study(config, workdir: str, data=None,
-                 probe_until: float | None = None) -> list[str]:
+                 probe_until: float | None = None,
+                 stream: str = '') -> list[str]:
   """The record stage: trains all architectures; returns the finished ones.
 
   ``data`` replaces ``load_dataset(config)`` (the cause probes pass modified
-  copies: shuffled labels, filtered images); ``probe_until`` as train_arch.
+  copies: shuffled labels, filtered images); ``probe_until`` as train_arch;
+  ``stream`` names the members' random stream ('' for the study; a cause
+  probe's own, so no member replays a study member's keys).
   """
   config_checks.validate(config)
   os.makedirs(workdir, exist_ok=True)
@@ -422,12 +407,14 @@ def record_study(config, workdir: str, data=None,
   archs = config_fields.arch_list(config)
   for arch in archs:
     if writer.is_complete(arch):
-      writer.check_fingerprint(arch, study_fingerprint(config, arch))
+      writer.check_fingerprint(arch, study_fingerprint(config, arch,
+                                                          stream=stream))
       if not writer.damaged_chunks(arch):
         logging.info('%s: records complete, skipping.', arch)
         continue
       logging.warning('%s: re-recording damaged or missing chunks.', arch)
-    train_arch(config, data, arch, workdir, writer, probe_until=probe_until)
+    train_arch(config, data, arch, workdir, writer, probe_until=probe_until,
+               stream=stream)
   # Callers read the records next (the cause probes): on every process only
   # once process 0 has written them.
   distributed.barrier(f'records_written:{workdir}')

@@ -50,29 +50,55 @@ class ScheduleArgs(NamedTuple):
   learning_rate: jax.Array
 
 
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  """``config.optimizer``'s schedule numbers, in epochs (resolved once).
+
+  Attributes:
+    learning_rate: the base (peak) learning rate.
+    warmup_epochs: linear warm-up from 0 over this many epochs.
+    decay_epochs: the 'step' schedule's decay epochs (() for the others).
+  """
+  learning_rate: float
+  warmup_epochs: float = 0.0
+  decay_epochs: tuple[float, ...] = ()
+
+  @classmethod
+  def from_config(cls, opt) -> 'Schedule':
+    """``config.optimizer``'s numbers (only 'step' reads decay_epochs)."""
+    return cls(learning_rate=float(opt.learning_rate),
+               warmup_epochs=float(opt.warmup_epochs),
+               decay_epochs=(tuple(opt.decay_epochs)
+                             if opt.schedule == 'step' else ()))
+
+  def args(self, steps_per_epoch: int, total_steps: int) -> ScheduleArgs:
+    """Host (numpy) ScheduleArgs for one run length.
+
+    Warm-up is ``round(warmup_epochs * steps_per_epoch)`` steps; 'step'
+    multiplies by ``decay_factor`` at each epoch of ``decay_epochs``.
+    """
+    warmup = int(round(self.warmup_epochs * steps_per_epoch))
+    # As optax's {boundary: factor} dict: a repeated boundary counts once.
+    bounds = sorted({max(int(e * steps_per_epoch) - warmup, 1)
+                     for e in self.decay_epochs})
+    bounds += [_NEVER] * (len(self.decay_epochs) - len(bounds))
+    return ScheduleArgs(
+        steps_per_epoch=np.int32(steps_per_epoch),
+        warmup_steps=np.int32(warmup),
+        total_steps=np.int32(total_steps),
+        boundaries=np.asarray(bounds, np.int32).reshape(
+            len(self.decay_epochs)),
+        learning_rate=np.float32(self.learning_rate))
+
+
 def schedule_args(config, steps_per_epoch: int,
                   total_steps: int | None = None) -> ScheduleArgs:
-  """Host (numpy) ScheduleArgs of ``config.optimizer`` for one run length.
+  """Host ScheduleArgs of ``config.optimizer`` (see Schedule.args).
 
-  Warm-up is ``round(warmup_epochs * steps_per_epoch)`` steps; 'step'
-  multiplies by ``decay_factor`` at each epoch of ``decay_epochs``.
+  ``total_steps`` defaults to ``config.epochs`` epochs.
   """
-  opt = config.optimizer
-  total = total_steps or config.epochs * steps_per_epoch
-  warmup = int(round(opt.get('warmup_epochs', 0.0) * steps_per_epoch))
-  # Only 'step' reads boundaries (so other schedules ignore decay_epochs).
-  decay_epochs = (tuple(opt.get('decay_epochs', ()))
-                  if opt.get('schedule', 'cosine') == 'step' else ())
-  # As optax's {boundary: factor} dict: a repeated boundary counts once.
-  bounds = sorted({max(int(e * steps_per_epoch) - warmup, 1)
-                   for e in decay_epochs})
-  bounds += [_NEVER] * (len(decay_epochs) - len(bounds))
-  return ScheduleArgs(
-      steps_per_epoch=np.int32(steps_per_epoch),
-      warmup_steps=np.int32(warmup),
-      total_steps=np.int32(total),
-      boundaries=np.asarray(bounds, np.int32).reshape(len(decay_epochs)),
-      learning_rate=np.float32(opt.learning_rate))
+  return Schedule.from_config(config.optimizer).args(
+      steps_per_epoch, total_steps or config.epochs * steps_per_epoch)
 
 
 def _cosine(s: ScheduleArgs) -> optax.Schedule:
@@ -152,7 +178,7 @@ class Optimizer:
   name: str = 'sgd'
   schedule: str = 'cosine'
   momentum: float = 0.9
-  nesterov: bool = False
+  nesterov: bool = True
   b1: float = 0.9
   b2: float = 0.999
   weight_decay: float = 0.0
@@ -166,17 +192,18 @@ class Optimizer:
     if opt.name not in _OPTIMIZERS:
       raise ValueError(f'optimizer.name must be one of {sorted(_OPTIMIZERS)}'
                        f', got {opt.name!r}')
-    name = opt.get('schedule', 'cosine')
-    if name not in SCHEDULES:
+    if opt.schedule not in SCHEDULES:
       raise ValueError(f"optimizer.schedule must be 'cosine', 'constant' or "
-                       f"'step', got {name!r}")
-    return cls(name=opt.name, schedule=name,
-               momentum=float(opt.get('momentum', 0.9) or 0.0),
-               nesterov=bool(opt.get('nesterov', False)),
+                       f"'step', got {opt.schedule!r}")
+    # b1 and b2 are not fields of configs/default.py (a declared one would
+    # change every study's records fingerprint): optax's Adam defaults.
+    return cls(name=opt.name, schedule=opt.schedule,
+               momentum=float(opt.momentum or 0.0),
+               nesterov=bool(opt.nesterov),
                b1=float(opt.get('b1', 0.9)), b2=float(opt.get('b2', 0.999)),
-               weight_decay=float(opt.get('weight_decay', 0.0) or 0.0),
-               grad_clip_norm=float(opt.get('grad_clip_norm', 0.0) or 0.0),
-               decay_factor=float(opt.get('decay_factor', 0.1)))
+               weight_decay=float(opt.weight_decay or 0.0),
+               grad_clip_norm=float(opt.grad_clip_norm or 0.0),
+               decay_factor=float(opt.decay_factor))
 
   def tx(self, s: ScheduleArgs) -> optax.GradientTransformation:
     """The optax chain with the learning rate of ``s`` (traced or host).

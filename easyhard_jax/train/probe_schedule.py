@@ -9,48 +9,80 @@ can be computed after the run at the moments that define easiness.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import Sequence
 
 CHECKPOINT_POLICIES = ('window', 'all_probes', 'none')
 
 
+@dataclasses.dataclass(frozen=True)
+class ProbePlan:
+  """When the probe pass runs, as values (``config.probe`` resolved).
+
+  Attributes:
+    first_epoch_fractions: probes inside epoch 1 at these shares of it.
+    every_epochs: one probe at the end of every k-th epoch.
+    at_init: also probe step 0.
+    at_steps: explicit global steps (set by derived configs, e.g. a cause
+      probe matched to its control by :func:`matched_steps`); when given,
+      they replace the fractions and ``every_epochs``.
+  """
+  first_epoch_fractions: tuple[float, ...] = (0.25, 0.5, 0.75)
+  every_epochs: int = 1
+  at_init: bool = False
+  at_steps: tuple[int, ...] = ()
+
+  def __post_init__(self):
+    for f in self.first_epoch_fractions:
+      if not 0.0 < f < 1.0:
+        raise ValueError(
+            f'probe.first_epoch_fractions must lie strictly between 0 and 1 '
+            f'(got {self.first_epoch_fractions}); the end of epoch 1 is '
+            'probed by every_epochs.')
+    every = self.every_epochs
+    if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+      raise ValueError(f'probe.every_epochs must be an integer >= 1, got '
+                       f'{every!r}.')
+
+  @classmethod
+  def from_config(cls, probe) -> 'ProbePlan':
+    """``config.probe`` as a plan; a bad value raises ValueError naming it.
+
+    ``at_steps`` is not a field of configs/default.py (a declared one would
+    change every study's records fingerprint): only derived configs set it.
+    """
+    return cls(first_epoch_fractions=tuple(
+                   float(f) for f in probe.first_epoch_fractions or ()),
+               every_epochs=probe.every_epochs, at_init=bool(probe.at_init),
+               at_steps=tuple(int(s) for s in probe.get('at_steps', ()) or ()))
+
+  def steps(self, steps_per_epoch: int, total_steps: int) -> list[int]:
+    """Global train steps at which the probe pass runs, sorted and unique.
+
+    The end of training is always probed; steps past it are dropped (a
+    check with another epoch length calls this too).
+    """
+    total = total_steps
+    if self.at_steps:
+      return sorted(s for s in set(self.at_steps) | {total} if 0 <= s <= total)
+    steps = {0} if self.at_init else set()
+    for f in self.first_epoch_fractions:
+      steps.add(max(1, int(round(f * steps_per_epoch))))
+    every = self.every_epochs * steps_per_epoch
+    steps.update(range(every, total + 1, every))
+    steps.add(total)
+    return sorted(s for s in steps if s <= total)
+
+
 def probe_schedule(config, steps_per_epoch: int,
                    total_steps: int | None = None) -> list[int]:
-  """Global train steps at which the probe pass runs, sorted and unique.
+  """Global train steps at which ``config``'s probe pass runs (ProbePlan).
 
-  ``config.probe.first_epoch_fractions`` (e.g. (0.25, 0.5, 0.75)) places probes
-  inside epoch 1; ``every_epochs`` adds one at the end of every k-th epoch;
-  the end of training is always probed; ``at_init`` adds step 0.
-  ``at_steps`` (set by derived configs, e.g. a cause probe matched to its
-  control by :func:`matched_steps`) lists the global steps explicitly and
-  replaces the fractions and ``every_epochs``.
+  ``total_steps`` defaults to ``config.epochs`` epochs.
   """
-  probe = config.probe
-  total = total_steps or config.epochs * steps_per_epoch
-  at_steps = tuple(probe.get('at_steps', ()) or ())
-  if at_steps:
-    # Steps past the end are dropped, as for the other rules (a check with
-    # another epoch length calls this too).
-    return sorted(s for s in {int(s) for s in at_steps} | {total}
-                  if 0 <= s <= total)
-  steps = set()
-  if probe.get('at_init', False):
-    steps.add(0)
-  fractions = tuple(probe.get('first_epoch_fractions', ()) or ())
-  for f in fractions:
-    if not 0.0 < f < 1.0:
-      raise ValueError(
-          f'probe.first_epoch_fractions must lie strictly between 0 and 1 '
-          f'(got {fractions}); the end of epoch 1 is probed by every_epochs.')
-    steps.add(max(1, int(round(f * steps_per_epoch))))
-  every = probe.get('every_epochs', 1)
-  if not isinstance(every, int) or every < 1:
-    raise ValueError(f'probe.every_epochs must be an integer >= 1, got '
-                     f'{every!r}.')
-  steps.update(range(every * steps_per_epoch, total + 1,
-                     every * steps_per_epoch))
-  steps.add(total)
-  return sorted(s for s in steps if s <= total)
+  return ProbePlan.from_config(config.probe).steps(
+      steps_per_epoch, total_steps or config.epochs * steps_per_epoch)
 
 
 def window_steps(config, steps_per_epoch: int, total_steps: int,
@@ -89,17 +121,19 @@ def matched_steps(reference: list[int], reference_total: int,
   return out
 
 
-def analysis_checkpoint_steps(config, steps_per_epoch: int,
-                              total_steps: int | None = None) -> list[int]:
-  """Steps whose states ``config.analysis_checkpoints`` keeps.
+def analysis_steps(policy, window, schedule: Sequence[int],
+                   steps_per_epoch: int, total_steps: int) -> list[int]:
+  """Steps whose states an analysis-checkpoint ``policy`` keeps.
 
-  'window' (default): every probe step inside ``config.analysis.window``
-  (epochs ``(lo, hi]``, as the easiness window) plus the window's end;
-  'all_probes': every probe step; 'none'; or a list of global steps.
+  Args:
+    policy: 'window': every probe step inside ``window`` (epochs
+      ``(lo, hi]``, as the easiness window) plus the window's end;
+      'all_probes': every probe step; 'none'; or a list of global steps.
+    window: the easiness window (``config.analysis.window``).
+    schedule: the probe steps.
+    steps_per_epoch, total_steps: the run's length.
   """
-  policy = config.get('analysis_checkpoints', 'window')
-  total = total_steps or config.epochs * steps_per_epoch
-  schedule = probe_schedule(config, steps_per_epoch, total_steps)
+  total = total_steps
   if isinstance(policy, str):
     if policy not in CHECKPOINT_POLICIES:
       raise ValueError(f'config.analysis_checkpoints must be one of '
@@ -108,8 +142,8 @@ def analysis_checkpoint_steps(config, steps_per_epoch: int,
     if policy == 'none':
       return []
     if policy == 'all_probes':
-      return schedule
-    lo, hi = (float(w) * steps_per_epoch for w in config.analysis.window)
+      return list(schedule)
+    lo, hi = (float(w) * steps_per_epoch for w in window)
     end = min(total, math.ceil(hi))
     return sorted({s for s in schedule if lo < s <= hi} | {end})
   steps = sorted({int(s) for s in policy})
@@ -117,3 +151,13 @@ def analysis_checkpoint_steps(config, steps_per_epoch: int,
     raise ValueError(f'config.analysis_checkpoints steps must lie in '
                      f'1..{total} (total train steps), got {steps}.')
   return steps
+
+
+def analysis_checkpoint_steps(config, steps_per_epoch: int,
+                              total_steps: int | None = None) -> list[int]:
+  """Steps whose states ``config.analysis_checkpoints`` keeps (see
+  :func:`analysis_steps`)."""
+  total = total_steps or config.epochs * steps_per_epoch
+  return analysis_steps(config.analysis_checkpoints, config.analysis.window,
+                        probe_schedule(config, steps_per_epoch, total),
+                        steps_per_epoch, total)

@@ -22,14 +22,18 @@ from easyhard_jax.train import config_checks
 
 
 def group_fingerprint(config, arch: str, members, keep=None,
-                      total_steps=None) -> dict[str, Any]:
-  """The records fingerprint of one member group (see fingerprint.py)."""
+                      total_steps=None, dtype: str | None = None
+                      ) -> dict[str, Any]:
+  """The records fingerprint of one member group (see fingerprint.py).
+
+  ``dtype``: the resolved compute dtype's name (default: the config's).
+  """
   subset = 'all' if keep is None else fingerprint_lib.digest(
       np.packbits(np.asarray(keep, bool), axis=-1).tolist())
+  dtype = dtype or jnp.dtype(config_checks.compute_dtype(config)).name
   return fingerprint_lib.record_fingerprint(
-      config, arch, dtype=jnp.dtype(config_checks.compute_dtype(config)).name,
-      members=members, subset=subset,
-      total_steps=total_steps)
+      config, arch, dtype=dtype, members=[dict(m) for m in members],
+      subset=subset, total_steps=total_steps)
 
 
 def expected_chunks(schedule, spe: int, total_steps: int):
