@@ -2,12 +2,16 @@
 
 Written by the analyze stage into ``WORKDIR/exports/``:
 
-  scores_{split}.npz   example_index, tfds_id (strings; '' where unknown),
-                       label, every score column of the analysis CSV (see
-                       analysis/scores.py: probe scores such as easiness and
-                       early_margin, training-pass scores such as aum and
-                       forgetting_events, NaN on the test split), is_easy,
-                       is_hard; all in example-index order, numpy-only.
+  scores_{split}.npz   a byte copy of the analysis's score artifact
+                       ``analysis/scores_{split}.npz`` (score_store.py):
+                       example_index, tfds_id (strings; '' where unknown),
+                       label, every score as the analysis computed it
+                       (float32; see analysis/scores.py: probe scores such as
+                       easiness and early_margin, training-pass scores such
+                       as aum and forgetting_events, NaN on the test split;
+                       per-architecture columns are named e.g.
+                       ``easiness__cnn``), is_easy, is_hard (bool); all in
+                       example-index order, numpy-only.
   label_issues_{split}.csv
                        suspected label errors, most suspect first: index,
                        tfds_id, given_label, agreed_class (the class the
@@ -20,7 +24,9 @@ Written by the analyze stage into ``WORKDIR/exports/``:
                        the training examples to keep for a compressed subset
                        (columns example_index, tfds_id), for every fraction in
                        ``config.compression.fractions`` and the easiness-based
-                       strategies ``drop_easiest`` and ``stratified``.
+                       strategies ``drop_easiest`` and ``stratified``, chosen
+                       from the artifact's easiness (ties: early_margin) by
+                       the function that chooses the compress stage's masks.
 
 A training script of your own reads a keep-list with e.g.
 ``np.loadtxt(path, delimiter=',', skiprows=1, usecols=0, dtype=int)``.
@@ -34,35 +40,31 @@ import numpy as np
 
 from easyhard_jax import files
 from easyhard_jax import records
+from easyhard_jax import score_store
 from easyhard_jax.experiments import subsets
 
 KEEP_STRATEGIES = ('drop_easiest', 'stratified')
 
 
+def _copy(src: str, dst: str) -> None:
+  """Copies ``src`` to ``dst`` atomically; removes a stale ``dst`` if none."""
+  if os.path.exists(src):
+    with open(src, 'rb') as f:
+      files.atomic_write_bytes(dst, f.read())
+  elif os.path.exists(dst):  # Not made by this analysis: not kept.
+    os.remove(dst)
+
+
 def write_exports(config, workdir: str) -> str:
   """Writes the .npz score tables and keep-lists; returns the export dir."""
   out_dir = os.path.join(workdir, 'exports')
-  scores = {}
   for split in records.SPLITS:
-    path = os.path.join(workdir, 'analysis', f'scores_{split}.csv')
-    if not os.path.exists(path):
-      continue
-    table = files.read_scores_csv(path)
-    scores[split] = table
-    files.atomic_savez(os.path.join(out_dir, f'scores_{split}.npz'),
-                       {k.replace('/', '__'): v for k, v in table.items()})
-  for split in records.SPLITS:  # Ranked by the analysis; copied as is.
-    src = os.path.join(workdir, 'analysis', f'label_issues_{split}.csv')
-    dst = os.path.join(out_dir, f'label_issues_{split}.csv')
-    if os.path.exists(src):
-      with open(src, 'rb') as f:
-        files.atomic_write_bytes(dst, f.read())
-    elif os.path.exists(dst):  # Not made by this analysis: not kept.
-      os.remove(dst)
-  train = scores.get('train')
-  if train is None:
-    raise FileNotFoundError(f'No analysis/scores_train.csv in {workdir}; run '
-                            '--mode=analyze first.')
+    _copy(score_store.analysis_scores_path(workdir, split),
+          os.path.join(out_dir, f'scores_{split}.npz'))
+    # Ranked by the analysis; copied as is.
+    _copy(os.path.join(workdir, 'analysis', f'label_issues_{split}.csv'),
+          os.path.join(out_dir, f'label_issues_{split}.csv'))
+  train = score_store.load_analysis_scores(workdir, 'train')
   n = train['example_index'].shape[0]
   for fraction in config.compression.fractions:
     k = int(round(fraction * n))

@@ -1,7 +1,17 @@
-"""The store of after-the-fact scores: numpy-only reading, no training code.
+"""The stores of per-example scores: numpy-only, no training code.
 
-``after_the_fact.score_checkpoints`` (and ``--mode=probe_checkpoints`` for
-GraNd) writes one score per name as records chunks under
+**The analysis's scores** (:func:`write_analysis_scores`,
+:func:`load_analysis_scores`): the analyze stage writes every score of a
+split once, as computed, into ``WORKDIR/analysis/scores_{split}.npz``
+(losslessly: float32 as the kernels compute them; ``label_issue``, computed
+in float64, stays float64), by example index and TFDS id, with the label and
+the easy/hard sets; ``scores_{split}.csv`` beside it is the same table as
+text for people (``.7g``). Every later reader (the exports and keep-lists,
+the removal and compression masks, --mode=compare) reads the npz.
+
+**After-the-fact scores**: ``after_the_fact.score_checkpoints`` (and
+``--mode=probe_checkpoints`` for GraNd) writes one score per name as records
+chunks under
 ``WORKDIR/checkpoint_probes/scores/{name}/records/``: a manifest (members,
 checkpoint steps, fingerprint per member group) and one chunk
 ``{arch}/probe_{split}_{k:04d}.npz`` per checkpoint holding the array
@@ -12,15 +22,18 @@ importing JAX or train/, so the analysis can use them.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import math
 import os
 import re
 import warnings
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from easyhard_jax import files
 from easyhard_jax import records
 
 _NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]*')
@@ -181,3 +194,117 @@ def window_score_by_arch(
     if step is not None:
       values[a], steps[a] = _member_mean(s.at(step)), step
   return (values, steps) if values else None
+
+
+# ------------------------------------------------------------ analysis scores
+
+META_COLUMNS = ('example_index', 'tfds_id', 'label')
+SET_COLUMNS = ('is_easy', 'is_hard')
+# npz member names hold no '/' (per-architecture columns are 'easiness/cnn'):
+# stored as '__', read back as '/'.
+_SLASH, _STORED_SLASH = '/', '__'
+
+
+def analysis_scores_path(workdir: str, split: str) -> str:
+  """``WORKDIR/analysis/scores_{split}.npz``: the analysis's scores."""
+  return os.path.join(workdir, 'analysis', f'scores_{split}.npz')
+
+
+def score_table(example_ids: np.ndarray, tfds_ids: Sequence[Any] | None,
+                labels: np.ndarray, scores: Mapping[str, np.ndarray],
+                names: Sequence[str], easy: np.ndarray,
+                hard: np.ndarray) -> dict[str, np.ndarray]:
+  """One split's score table in example-index order.
+
+  Args:
+    example_ids: int [N], the stable example index of each input row.
+    tfds_ids: [N] TFDS ids (None entries, or None for all: unknown).
+    labels: int [N].
+    scores: {name: float [N]} as the analysis computed them.
+    names: the score columns in order; one missing from ``scores`` is NaN
+      (the training-pass scores on the test split).
+    easy: bool [N], the easy set.
+    hard: bool [N], the hard set.
+
+  Returns:
+    {column: array}: example_index int64, tfds_id str ('' where unknown),
+    label int64, each score (float32 and float64 kept as computed, any
+    other dtype as float32), is_easy and is_hard bool.
+  """
+  ids = np.asarray(example_ids, np.int64)
+  order = np.argsort(ids, kind='stable')
+  table = {
+      'example_index': ids[order],
+      'tfds_id': np.asarray(
+          ['' if tfds_ids is None or tfds_ids[i] is None else str(tfds_ids[i])
+           for i in order], dtype=str),
+      'label': np.asarray(labels, np.int64)[order]}
+  for name in names:
+    if name not in scores:
+      table[name] = np.full(ids.shape, np.nan, np.float32)
+      continue
+    v = np.asarray(scores[name])
+    if v.dtype not in (np.float32, np.float64):
+      v = v.astype(np.float32)
+    table[name] = v[order]
+  table['is_easy'] = np.asarray(easy, bool)[order]
+  table['is_hard'] = np.asarray(hard, bool)[order]
+  return table
+
+
+def score_names(table: Mapping[str, np.ndarray]) -> list[str]:
+  """The score columns of a table, in order."""
+  return [k for k in table if k not in META_COLUMNS + SET_COLUMNS]
+
+
+def table_csv_bytes(table: Mapping[str, np.ndarray]) -> bytes:
+  """The table as CSV text for people: scores as ``.7g``, sets as 0/1."""
+  names = score_names(table)
+  cols = [np.asarray(table[c], np.float64) for c in names]
+  buf = io.StringIO()
+  w = csv.writer(buf, lineterminator='\n')
+  w.writerow(list(META_COLUMNS) + names + list(SET_COLUMNS))
+  for i in range(table['example_index'].shape[0]):
+    w.writerow([int(table['example_index'][i]), str(table['tfds_id'][i]),
+                int(table['label'][i])] + [f'{c[i]:.7g}' for c in cols] +
+               [int(table['is_easy'][i]), int(table['is_hard'][i])])
+  return buf.getvalue().encode()
+
+
+def write_analysis_scores(workdir: str, split: str,
+                          table: Mapping[str, np.ndarray]) -> str:
+  """Writes ``scores_{split}.npz`` and its CSV atomically; returns the npz."""
+  path = analysis_scores_path(workdir, split)
+  files.atomic_savez(path, {k.replace(_SLASH, _STORED_SLASH): v
+                            for k, v in table.items()})
+  files.atomic_write_bytes(path[:-len('.npz')] + '.csv',
+                           table_csv_bytes(table))
+  return path
+
+
+def load_analysis_scores(workdir: str, split: str = 'train'
+                         ) -> dict[str, np.ndarray]:
+  """The analysis's score table of a split, as written (numpy only).
+
+  Raises:
+    FileNotFoundError: the analyze stage has not written it (an analysis
+      from before the npz existed has only the CSV: run --mode=analyze).
+    ValueError: it lacks a column or its rows are not in index order.
+  """
+  path = analysis_scores_path(workdir, split)
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+        f'No {path}: run --mode=analyze on this workdir first (an analysis '
+        'written before the scores were stored as npz has only the CSV; '
+        '--mode=analyze writes both).')
+  with np.load(path, allow_pickle=False) as z:
+    table = {k.replace(_STORED_SLASH, _SLASH): z[k] for k in z.files}
+  missing = [c for c in META_COLUMNS + SET_COLUMNS if c not in table]
+  if missing:
+    raise ValueError(f'{path} has no columns {missing}; rerun '
+                     '--mode=analyze.')
+  if not np.array_equal(table['example_index'],
+                        np.arange(table['example_index'].shape[0])):
+    raise ValueError(f'{path} is not in example-index order; rerun '
+                     '--mode=analyze.')
+  return table

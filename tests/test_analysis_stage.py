@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 
 from configs import default
+from easyhard_jax import exports
 from easyhard_jax import records
+from easyhard_jax import score_store
 from easyhard_jax.analysis import scores
 from easyhard_jax.analysis import analyze
+from easyhard_jax.experiments import subsets
 
 SPE = 4  # Steps per epoch.
 STEPS = [1, 2, 3, 4, 8, 12]  # Epochs 0.25, 0.5, 0.75, 1, 2, 3.
@@ -108,7 +111,8 @@ def test_stage_writes_every_output(tmp_path):
                               test_images=test_images, features=feats)
   out = os.path.join(workdir, 'analysis')
   assert sorted(os.listdir(out)) == ['analysis.json', 'mean_images.npz',
-                                     'scores_test.csv', 'scores_train.csv']
+                                     'scores_test.csv', 'scores_test.npz',
+                                     'scores_train.csv', 'scores_train.npz']
   with open(os.path.join(out, 'analysis.json')) as f:
     assert json.load(f) == result
 
@@ -208,10 +212,60 @@ def test_stage_with_one_member_and_no_images(tmp_path):
   result = analyze.run_analysis(cfg, workdir)
   assert 'skipped' in result['test']
   assert not os.path.exists(os.path.join(out, 'scores_test.csv'))  # Stale.
+  assert not os.path.exists(os.path.join(out, 'scores_test.npz'))
   rows = _read_csv(os.path.join(out, 'scores_train.csv'))
   for r in rows:
     assert (r['is_easy'] == '1') == (float(r['easiness']) == 1.0)
     assert (r['is_hard'] == '1') == (float(r['easiness']) == 0.0)
+
+
+def test_score_npz_holds_exactly_the_float32_values_the_analysis_computed(
+    tmp_path):
+  """One score artifact: the npz is the computed values, bit for bit.
+
+  The CSV beside it is the same table as text, the export is a byte copy,
+  and the keep-lists are chosen from its values.
+  """
+  workdir = str(tmp_path)
+  _write_study(workdir, [('cnn', 2), ('vgg', 2)])
+  cfg = _config(intervals=False)
+  cfg.compression = default.get_config().compression
+  analyze.run_analysis(cfg, workdir)
+  computed = scores.study_scores(workdir, cfg.analysis)['example']
+  table = score_store.load_analysis_scores(workdir, 'train')
+  assert set(computed) <= set(table)
+  for name, values in computed.items():
+    values = np.asarray(values)
+    assert values.dtype == table[name].dtype == np.float32, name
+    np.testing.assert_array_equal(table[name].view(np.uint32),
+                                  values.view(np.uint32), err_msg=name)
+  assert table['tfds_id'][7] == 'train_00007'
+  assert table['is_easy'].dtype == bool and table['is_easy'].sum() > 0
+  csv_path = os.path.join(workdir, 'analysis', 'scores_train.csv')
+  with open(csv_path, 'rb') as f:
+    assert f.read() == score_store.table_csv_bytes(table)
+  rows = _read_csv(csv_path)
+  assert [float(r['easiness']) for r in rows] == [
+      float(f'{v:.7g}') for v in table['easiness']]
+
+  exports.write_exports(cfg, workdir)
+  for split in ('train', 'test'):
+    with open(score_store.analysis_scores_path(workdir, split), 'rb') as a, \
+        open(os.path.join(workdir, 'exports', f'scores_{split}.npz'),
+             'rb') as b:
+      assert a.read() == b.read()
+  with np.load(os.path.join(workdir, 'exports', 'scores_train.npz')) as z:
+    np.testing.assert_array_equal(z['easiness__cnn'],
+                                  computed['easiness/cnn'])
+  fraction = cfg.compression.fractions[0]
+  keep = subsets.compression_mask(
+      'stratified', int(round(fraction * 60)), score=table['easiness'],
+      score_name='easiness', labels=table['label'], seed=0,
+      aum=table['early_margin'])
+  kept = np.loadtxt(os.path.join(workdir, 'exports', 'keep_lists',
+                                 f'stratified_keep{fraction:.2f}.csv'),
+                    delimiter=',', skiprows=1, usecols=0, dtype=int, ndmin=1)
+  np.testing.assert_array_equal(kept, np.flatnonzero(keep))
 
 
 def test_stage_reports_an_empty_window(tmp_path):

@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 
 from conftest import quick_config
+from easyhard_jax import exports
 from easyhard_jax import records
 from easyhard_jax import runner
+from easyhard_jax import score_store
 from easyhard_jax.data import loader
 from easyhard_jax.data import sources
 from easyhard_jax.experiments import causes
@@ -138,9 +140,11 @@ def test_members_never_train_on_removed_examples():
 
 @pytest.fixture(scope='module')
 def study_copy(quick_study, tmp_path_factory):
+  """The quick study with its analysis (the sweeps read its scores)."""
   config, workdir = quick_study
   copy_dir = str(tmp_path_factory.mktemp('sweeps'))
   shutil.copytree(workdir, copy_dir, dirs_exist_ok=True)
+  runner.run(quick_config(), copy_dir, 'analyze')
   return config, copy_dir
 
 
@@ -323,6 +327,42 @@ def test_analyze_writes_exports_and_keep_lists(study_copy):
     # Dropping the easiest first keeps the hardest: kept easiness is lower.
     dropped = np.setdiff1d(np.arange(n), kept)
     assert z['easiness'][kept].mean() <= z['easiness'][dropped].mean()
+
+
+def test_compress_masks_and_keep_lists_come_from_the_score_file(
+    study_copy, tmp_path):
+  """The compress stage and the keep-lists read analysis/scores_train.npz.
+
+  Its easiness is replaced (the analysis stamp still holds), so masks that
+  follow the file differ from masks recomputed from the records.
+  """
+  _, src = study_copy
+  workdir = str(tmp_path / 'w')
+  shutil.copytree(src, workdir)
+  table = score_store.load_analysis_scores(workdir, 'train')
+  original = table['easiness'].copy()
+  table['easiness'] = (1.0 - original).astype(np.float32)  # Easy <-> hard.
+  score_store.write_analysis_scores(workdir, 'train', table)
+  config = quick_config()
+  config.compression.strategies = ('drop_easiest',)
+  config.compression.epochs = 1
+  runner.run(config, workdir, 'compress')
+  n, k = table['label'].size, int(round(0.5 * table['label'].size))
+  mask = lambda score, seed: subsets.compression_mask(
+      'drop_easiest', k, score=score, score_name='easiness',
+      labels=table['label'], seed=seed, aum=table['early_margin'])
+  keep = np.load(os.path.join(workdir, 'compression', 'frac_0.500',
+                              'masks_cnn.0.npz'))['keep']
+  np.testing.assert_array_equal(keep, [mask(table['easiness'],
+                                            (config.seed, 0))])
+  assert not np.array_equal(keep[0], mask(original, (config.seed, 0)))
+  exports.write_exports(config, workdir)
+  kept = np.loadtxt(os.path.join(workdir, 'exports', 'keep_lists',
+                                 'drop_easiest_keep0.50.csv'),
+                    delimiter=',', skiprows=1, usecols=0, dtype=int)
+  np.testing.assert_array_equal(kept, np.flatnonzero(mask(table['easiness'],
+                                                          0)))
+  assert kept.size == k < n
 
 
 def _toy_ensemble(n_per_arch, archs=('a', 'b'), n=50, probes=4, seed=0):

@@ -17,6 +17,8 @@ import pytest
 from scipy import stats
 
 from easyhard_jax import files
+from easyhard_jax import score_store
+from easyhard_jax.analysis import label_noise
 from easyhard_jax.analysis import reference_compare as rc
 from easyhard_jax.analysis import reference_order as ro
 from easyhard_jax.report import reference_section
@@ -26,12 +28,12 @@ N, CLASSES = 400, 4
 
 
 def _f32(x):
-  """float32-representable float64: the CSV round-trips it exactly."""
+  """float32-representable float64, as the analysis's scores are."""
   return np.asarray(x, np.float32).astype(np.float64)
 
 
 def _study(tmp_path, seed=0):
-  """A workdir with analysis/scores_train.csv, as CIFAR-like TFDS data.
+  """A workdir with the analysis's scores_train.npz, as CIFAR-like TFDS data.
 
   Example i (TFDS's stored order) has id 'train_{k:05d}' where k is the
   original key whose hash puts it at position i, as TFDS's cifar10 does.
@@ -47,16 +49,11 @@ def _study(tmp_path, seed=0):
       'variability': _f32(rng.random(N)),
       'aum': _f32(np.where(np.arange(N) % 10 == 0, np.nan, rng.normal(size=N))),
   }
-  rows = []
-  for i in range(N):
-    rows.append({'example_index': i, 'tfds_id': f'train_{orig[i]:05d}',
-                 'label': int(labels[i]),
-                 **{k: repr(float(v[i])) if np.isfinite(v[i]) else 'nan'
-                    for k, v in cols.items()},
-                 'is_easy': 0, 'is_hard': 0})
   workdir = str(tmp_path)
-  files.atomic_write_csv(os.path.join(workdir, 'analysis',
-                                      'scores_train.csv'), rows)
+  none = np.zeros(N, bool)
+  score_store.write_analysis_scores(workdir, 'train', score_store.score_table(
+      np.arange(N), [f'train_{k:05d}' for k in orig], labels, cols,
+      list(cols), none, none))
   return workdir, cols, labels, orig
 
 
@@ -259,6 +256,38 @@ def test_orderings_give_the_same_result(tmp_path, monkeypatch):
   e = res['scores']['easiness']
   assert abs(e['spearman']) < 4 * e['spearman_null_sd']
   assert abs(e['tails'][1]['auroc'] - 0.5) < 0.2
+
+
+def test_one_auroc_is_nan_for_an_empty_class_null_in_json_empty_in_csv():
+  """One AUROC for compare, label errors and held-out: NaN with no positive
+  or no negative (an empty class), written as null / an empty cell."""
+  assert rc.auroc is label_noise.auroc
+  h = np.array([0.1, 0.5, 0.5, 0.9, np.nan])
+  assert np.isnan(rc.auroc(h, np.zeros(5, bool)))
+  assert np.isnan(rc.auroc(h, np.ones(5, bool)))
+  assert np.isnan(rc.auroc(h[:0], np.zeros(0, bool)))
+  # NaN hardness ranks below every value; ties count one half.
+  assert rc.auroc(h, np.array([0, 1, 0, 1, 0], bool)) == 5.5 / 6
+  rng = np.random.default_rng(3)
+  ties = rng.integers(0, 5, 200).astype(np.float64)
+  pos = rng.random(200) < 0.3
+  from sklearn.metrics import roc_auc_score  # pylint: disable=g-import-not-at-top
+  assert rc.auroc(ties, pos) == pytest.approx(roc_auc_score(pos, ties),
+                                              abs=1e-12)
+  # The reference's hardest 10% all lie in class 0: class 1 has no
+  # positive, so its per-class AUROC is NaN.
+  n = 40
+  labels = np.repeat([0, 1], n // 2)
+  ref_hard = np.where(labels == 0, 1.0, 0.0) + np.arange(n) * 1e-3
+  res = rc.compare_one(rng.random(n), ref_hard, labels, np.ones(n, bool),
+                       fractions=(0.1,), num_classes=2)
+  assert np.isnan(res['per_class'][1]['auroc'][0])
+  assert np.isfinite(res['per_class'][0]['auroc'][0])
+  assert files.to_jsonable(res)['per_class'][1]['auroc'] == [None]
+  _, per_class = rc._rows({'hard_tail_fractions': [0.1],  # pylint: disable=protected-access
+                           'scores': {'easiness': {'orientation': 'x',
+                                                   **res}}})
+  assert per_class[1]['auroc_hardest_0.1'] is None
 
 
 def test_orientation_and_errors(tmp_path):

@@ -50,14 +50,19 @@ def test_sweep_retrains_a_finished_group_whose_masks_changed(study_copy):
   """A group finished under another window is retrained, not reused.
 
   The removal stamp is dropped (a run killed before it), so the runner does
-  not replace the stage's outputs: the sweep itself must compare them.
+  not replace the stage's outputs: the sweep itself must compare them. The
+  sweep reads the analysis's scores, so the new window is analysed first.
   """
+  runner.run(quick_config(), study_copy, 'analyze')
   runner.run(_small_removal(quick_config()), study_copy, 'remove')
   group = os.path.join(study_copy, 'removal', 'frac_0.500')
   old = _keep(os.path.join(group, 'masks_cnn.0.npz'))
   os.remove(fingerprint.stamp_path(study_copy, 'removal'))
   config = _small_removal(quick_config())
   config.analysis.window = (1.0, 2.0)
+  with pytest.raises(FileNotFoundError, match='--mode=analyze'):
+    runner.run(config, study_copy, 'remove')  # The analysis is another's.
+  runner.run(config, study_copy, 'analyze')
   runner.run(config, study_copy, 'remove')
   new = _keep(os.path.join(group, 'masks_cnn.0.npz'))
   assert not np.array_equal(old, new), 'the masks were not chosen again'

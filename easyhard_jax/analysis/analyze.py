@@ -13,9 +13,13 @@ writes, atomically:
   (global top-k), and the test-error section. The probe scores come from
   the probe records, the training-pass scores (Toneva forgetting events,
   AUM, cartography) from the fused records (``scores.SCORE_SOURCE``).
-* ``scores_train.csv`` / ``scores_test.csv``: one row per example in the
-  split's stable index order: example_index, tfds_id (empty where unknown),
-  label, every score, per-architecture easiness, is_easy, is_hard.
+* ``scores_train.npz`` / ``scores_test.npz``: the one score artifact
+  (``score_store.write_analysis_scores``), every score as computed (float32)
+  in the split's stable index order: example_index, tfds_id ('' where
+  unknown), label, every score, per-architecture easiness (and GraNd),
+  is_easy, is_hard. The exports, the removal and compression masks and
+  --mode=compare read it (``score_store.load_analysis_scores``);
+  ``scores_{split}.csv`` beside it is the same table as text for people.
 * ``mean_images.npz``: per-class mean images of the easy, hard and all sets
   (when images are given).
 * ``label_issues_{split}.csv``: suspected label errors, most suspect first
@@ -30,8 +34,6 @@ ones as the strings ``"inf"`` / ``"-inf"`` in the JSON.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from typing import Any, Mapping
 
@@ -54,31 +56,15 @@ from easyhard_jax.analysis import sets as sets_lib
 from easyhard_jax.analysis import similarity as similarity_lib
 
 
-def _column(example: Mapping[str, np.ndarray], name: str,
-            n: int) -> np.ndarray:
-  """A score column; NaN where the split has none (fused on test)."""
-  if name in example:
-    return np.asarray(example[name], np.float64)
-  return np.full((n,), np.nan)
-
-
-def _csv_bytes(rec: Any, example: Mapping[str, np.ndarray], easy: np.ndarray,
-               hard: np.ndarray, archs: list[str]) -> bytes:
-  order = np.argsort(np.asarray(rec.example_ids), kind='stable')
+def _write_scores(workdir: str, rec: Any, example: Mapping[str, np.ndarray],
+                  easy: np.ndarray, hard: np.ndarray,
+                  archs: list[str]) -> None:
+  """Writes the split's score artifact (npz, and its CSV for people)."""
   names = list(scores_lib.SCORE_NAMES) + [f'easiness/{a}' for a in archs]
   names += [k for k in example if k.startswith('grand/')]
-  n = len(rec.labels)
-  buf = io.StringIO()
-  w = csv.writer(buf, lineterminator='\n')
-  w.writerow(['example_index', 'tfds_id', 'label'] + names +
-             ['is_easy', 'is_hard'])
-  ids = rec.tfds_ids
-  cols = [_column(example, c, n) for c in names]
-  for i in order:
-    tid = '' if ids is None or ids[i] is None else str(ids[i])
-    w.writerow([int(rec.example_ids[i]), tid, int(rec.labels[i])] +
-               [f'{c[i]:.7g}' for c in cols] + [int(easy[i]), int(hard[i])])
-  return buf.getvalue().encode()
+  table = score_store.score_table(rec.example_ids, rec.tfds_ids, rec.labels,
+                                  example, names, easy, hard)
+  score_store.write_analysis_scores(workdir, rec.split, table)
 
 
 def _score_summary(example: Mapping[str, np.ndarray]) -> dict[str, Any]:
@@ -381,9 +367,7 @@ def run_analysis(config: Any, workdir: str, *, train_images: Any = None,
   npz = {f'train_{k}': v for k, v in means.items()}
 
   os.makedirs(out_dir, exist_ok=True)
-  files.atomic_write_bytes(
-      os.path.join(out_dir, 'scores_train.csv'),
-      _csv_bytes(train, sc['example'], easy, hard, sc['archs']))
+  _write_scores(workdir, train, sc['example'], easy, hard, sc['archs'])
   if test is not None and rule.score in scores_lib.FUSED_SCORE_NAMES:
     logging.info('sets.score %s is a training-pass score; no test sets.',
                  rule.score)
@@ -404,9 +388,7 @@ def run_analysis(config: Any, workdir: str, *, train_images: Any = None,
     result['records']['test'] = _records_info(test, tsc)
     _, _, result['sets']['test'] = _split_sets(tsc, tlabels, rule, num_classes)
     result['score_summary']['test'] = _score_summary(tsc['example'])
-    files.atomic_write_bytes(
-        os.path.join(out_dir, 'scores_test.csv'),
-        _csv_bytes(test, tsc['example'], teasy, thard, tsc['archs']))
+    _write_scores(workdir, test, tsc['example'], teasy, thard, tsc['archs'])
     if test_images is not None:
       timages, rows = _pixel_sample(test_images,
                                     cfg.similarity.max_streamed_images,
@@ -421,7 +403,8 @@ def run_analysis(config: Any, workdir: str, *, train_images: Any = None,
   result['label_issues'], result['label_noise'] = _label_issue_outputs(
       config, out_dir, issues, {'train': train, 'test': test}, sc['example'])
   # Outputs this run does not produce must not survive from an earlier run.
-  for name, made in (('scores_test.csv', test is not None),
+  for name, made in (('scores_test.npz', test is not None),
+                     ('scores_test.csv', test is not None),
                      ('mean_images.npz', bool(npz)),
                      *((f'label_issues_{s}.csv', issues.get(s) is not None)
                        for s in records_lib.SPLITS)):

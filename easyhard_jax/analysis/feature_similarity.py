@@ -66,24 +66,8 @@ def member_pairwise_distance(features: jax.Array, idx: jax.Array,
       f, idx, valid, metric=metric, block_size=block_size))(x)
 
 
-def _subsample(rng: np.random.Generator, idx: np.ndarray, k: int
-               ) -> np.ndarray:
-  # As similarity._subsample: the same draws for the same seed.
-  if idx.size <= k:
-    return idx
-  return np.sort(rng.choice(idx, size=k, replace=False))
-
-
+# The same sets as the pixel statistics (the same seed draws the same sets).
 choose_sets = similarity.choose_sets
-
-
-def _padded(idx: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
-  # Pads to a multiple of the block, so sets of similar size share one
-  # compilation (as similarity._padded).
-  kp = max(block, -(-idx.size // block) * block)
-  out = np.zeros((kp,), np.int32)
-  out[:idx.size] = idx
-  return out, np.arange(kp) < idx.size
 
 
 def _per_member(features: Sequence[jax.Array], chosen, metrics, block
@@ -93,7 +77,7 @@ def _per_member(features: Sequence[jax.Array], chosen, metrics, block
   for metric in metrics:
     out[metric] = {}
     for name in SET_NAMES:
-      pidx, valid = _padded(chosen[name], block)
+      pidx, valid = similarity.padded_indices(chosen[name], block)
       out[metric][name] = np.concatenate([np.asarray(member_pairwise_distance(
           f, jnp.asarray(pidx), jnp.asarray(valid), metric=metric,
           block_size=block), np.float64) for f in features])

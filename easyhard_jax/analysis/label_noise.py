@@ -17,6 +17,7 @@ import os
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from scipy import stats
 
 from easyhard_jax.analysis import scores as scores_lib
 
@@ -101,9 +102,21 @@ def known_noisy(config: Any, num_examples: int,
 
 
 def auroc(hardness: np.ndarray, positive: np.ndarray) -> float:
-  """P(a positive ranks above a negative); ties count one half.
+  """P(a positive is harder than a negative); ties count one half.
 
-  NaN hardness ranks below everything.
+  The Mann-Whitney U statistic of the positives over ``p * q``, from
+  midranks (``scipy.stats.rankdata``); NaN hardness ranks below every value.
+  The one AUROC of the project: label-error detection, the comparison with
+  a reference (--mode=compare) and the held-out judgement use it.
+
+  Args:
+    hardness: float [n], higher = harder (more suspect).
+    positive: bool [n].
+
+  Returns:
+    The AUROC in [0, 1]; NaN when there is no positive or no negative (an
+    empty class, or a class wholly inside a tail), which the JSON outputs
+    write as null.
   """
   h = np.asarray(hardness, np.float64)
   h = np.where(np.isnan(h), -np.inf, h)
@@ -111,9 +124,7 @@ def auroc(hardness: np.ndarray, positive: np.ndarray) -> float:
   n_pos, n_neg = int(pos.sum()), int((~pos).sum())
   if not n_pos or not n_neg:
     return float('nan')
-  _, inv, counts = np.unique(h, return_inverse=True, return_counts=True)
-  start = np.cumsum(counts) - counts + 1
-  ranks = (start + (counts - 1) / 2.0)[inv]  # Midranks of tied values.
+  ranks = stats.rankdata(h)  # Midranks: tied values share their mean rank.
   return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) /
                (n_pos * n_neg))
 

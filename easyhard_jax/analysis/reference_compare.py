@@ -5,8 +5,10 @@ its score, the score's orientation and how its rows are ordered (``index``,
 ``tfds_id`` or ``original``: see :mod:`reference_order`, which puts the rows
 in example-index order, through TFDS's hash order where needed).
 
-The comparison (:func:`compare`), for every score in
-``WORKDIR/analysis/scores_{split}.csv``, on the examples with both values:
+The comparison (:func:`compare`), for every score of the analysis's score
+artifact ``WORKDIR/analysis/scores_{split}.npz``
+(``score_store.load_analysis_scores``: the float32 values the analysis
+computed), on the examples with both values:
 Spearman (average ranks for ties) over all of them and over the reference's
 non-saturated part (reference strictly between its ``nonsaturated_band``
 quantiles; (0, 1) = strictly inside its min and max); for each
@@ -19,7 +21,10 @@ sets break ties by the early margin, as the analysis's sets do (for a
 heavily tied score such as never_learned the tiebreak then picks most of
 the set); the reference's by the lower example index. Hardness is the score
 oriented so that higher is harder; ``variability`` has no hard end and gets
-Spearman only (raw). Ranks compare values as float32. Outputs:
+Spearman only (raw). Spearman's ranks compare values as float32, the AUROC's
+(``label_noise.auroc``, NaN for a class with no positive or no negative:
+null in the JSON, empty in the CSVs) as float64; on the analysis's float32
+scores both orders are the same. Outputs:
 ``WORKDIR/compare/results.json``, ``results.csv`` (one row per score),
 ``per_class.csv`` and ``aligned.npz`` (the reference in example-index
 order, NaN where it has no row).
@@ -35,14 +40,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from easyhard_jax import files
+from easyhard_jax import score_store
 from easyhard_jax.analysis import agreement
+from easyhard_jax.analysis import label_noise
 from easyhard_jax.analysis import reference_order
 from easyhard_jax.analysis import scores as scores_lib
 from easyhard_jax.analysis import sets as sets_lib
 
 ORDERS = reference_order.ORDERS
 ORIENTATIONS = (scores_lib.HIGHER_IS_EASIER, scores_lib.HIGHER_IS_HARDER)
-_META = ('example_index', 'tfds_id', 'label', 'is_easy', 'is_hard')
+_META = score_store.META_COLUMNS + score_store.SET_COLUMNS
 
 
 # ----------------------------------------------------------------- metrics
@@ -89,14 +96,8 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float | None:
   return float((rx * ry).sum() / den) if den > 0 else None
 
 
-def auroc(hardness: np.ndarray, positive: np.ndarray) -> float | None:
-  """P(hardness of a positive > of a negative), ties counting one half."""
-  p = int(positive.sum())
-  q = positive.size - p
-  if p == 0 or q == 0:
-    return None
-  rank_sum = _ranks(hardness)[positive].sum()
-  return float((rank_sum - p * (p + 1) / 2.0) / (p * q))
+# The one AUROC (NaN for a class with no positive or no negative).
+auroc = label_noise.auroc
 
 
 def _set_overlap(a: np.ndarray, b: np.ndarray, labels: np.ndarray | None,
@@ -224,8 +225,8 @@ def compare(table: Mapping[str, np.ndarray], ref: np.ndarray,
   """Compares every score column of an analysis scores table with ``ref``.
 
   Args:
-    table: columns of ``scores_{split}.csv``
-      (``reference_order.read_scores_table``).
+    table: the analysis's score table of the split
+      (``score_store.load_analysis_scores``).
     ref: float [N] reference in example-index order, NaN where missing.
     orientation: the reference's, one of :data:`ORIENTATIONS`.
     fractions: hard-tail fractions (AUROC positives and top-k sizes).
@@ -280,6 +281,11 @@ def _shard_lengths(config: Any, split_name: str) -> Callable[[], list[int]]:
   return read
 
 
+def _cell(v: Any) -> Any:
+  """A CSV cell: an AUROC's NaN (no positive or no negative) stays empty."""
+  return None if isinstance(v, float) and np.isnan(v) else v
+
+
 def _rows(result: Mapping[str, Any]) -> tuple[list[dict], list[dict]]:
   """results.csv rows (one per score) and per_class.csv rows."""
   rows, per_class = [], []
@@ -291,7 +297,7 @@ def _rows(result: Mapping[str, Any]) -> tuple[list[dict], list[dict]]:
            'examples': s['examples'], 'spearman': s['spearman'],
            'spearman_nonsaturated': s['nonsaturated']['spearman']}
     for f, t in zip(fr, s['tails']):
-      row[f'auroc_hardest_{f:g}'] = t.get('auroc')
+      row[f'auroc_hardest_{f:g}'] = _cell(t.get('auroc'))
       for key in ('top_k', 'top_k_class_balanced'):
         row[f'{key}_ratio_{f:g}'] = (t.get(key) or {}).get('ratio')
     rows.append(row)
@@ -299,7 +305,7 @@ def _rows(result: Mapping[str, Any]) -> tuple[list[dict], list[dict]]:
       pc = {'score': name, 'class': c['class'], 'examples': c['examples'],
             'spearman': c['spearman']}
       for f, a in zip(fr, c.get('auroc') or [None] * len(fr)):
-        pc[f'auroc_hardest_{f:g}'] = a
+        pc[f'auroc_hardest_{f:g}'] = _cell(a)
       per_class.append(pc)
   return rows, per_class
 
@@ -320,8 +326,7 @@ def run_compare(config: Any, workdir: str) -> dict[str, Any]:
                      '--config.reference.path=/path/to/scores.npz (or .csv).')
   split = rc.get('split', 'train')
   split_name = config.get(f'{split}_split') or split
-  table = reference_order.read_scores_table(os.path.join(workdir, 'analysis',
-                                         f'scores_{split}.csv'))
+  table = score_store.load_analysis_scores(workdir, split)
   file = reference_order.read_reference(
       rc.path, rc.key, rc.tfds_id_column if rc.order == 'tfds_id' else None,
       rc.get('label_key') or None)
@@ -368,8 +373,8 @@ def summary_lines(result: Mapping[str, Any]) -> list[str]:
            'the class-balanced top-f overlap / chance.']
   lines.append(f"{'score':<26}{'spearman':>9}{'nonsat':>8}" + ''.join(
       f"{f'auroc@{f:.0%}':>11}{f'top{f:.0%}/ch':>10}" for f in fr))
-  fmt = lambda v, w: (f'{v:>{w}.3f}' if isinstance(v, (int, float))
-                      else f"{'-':>{w}}")
+  fmt = lambda v, w: (f'{v:>{w}.3f}' if isinstance(v, (int, float)) and
+                      np.isfinite(v) else f"{'-':>{w}}")
   for name, s in result['scores'].items():
     if 'skipped' in s:
       lines.append(f"{name:<26}{s['skipped']}")

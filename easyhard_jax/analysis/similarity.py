@@ -251,9 +251,13 @@ def class_mean_images(images: np.ndarray, labels: np.ndarray, mask: Any,
       np.int64)
 
 
-def _padded(idx: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
-  # Pads to a multiple of the block size so sets of similar size share one
-  # compilation.
+def padded_indices(idx: np.ndarray, block: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+  """(int32 indices padded to a multiple of ``block``, bool valid mask).
+
+  Sets of similar size then share one compilation of the distance kernels
+  (here and in feature_similarity); padding rows point at index 0.
+  """
   k = idx.size
   kp = max(block, -(-k // block) * block)
   out = np.zeros((kp,), np.int32)
@@ -273,7 +277,7 @@ def _distances(x, chosen: Mapping[str, np.ndarray], metrics: Sequence[str],
   for metric in metrics:
     res = {}
     for name, idx in chosen.items():
-      pidx, valid = _padded(idx, block)
+      pidx, valid = padded_indices(idx, block)
       res[name] = float(mean_pairwise_distance(
           x, jnp.asarray(pidx), jnp.asarray(valid), metric=metric,
           block_size=block))

@@ -46,6 +46,7 @@ from easyhard_jax import distributed
 from easyhard_jax import files
 from easyhard_jax import fingerprint
 from easyhard_jax import records
+from easyhard_jax import score_store
 from easyhard_jax.analysis import scores as scores_lib
 from easyhard_jax.data import streaming
 from easyhard_jax.experiments import subsets
@@ -77,14 +78,28 @@ def sweep_config(config, kind: str):
 
 
 def study_scores(config, workdir: str) -> dict[str, np.ndarray]:
-  """Per-example scores of the study's train records (analysis definitions)."""
-  try:
-    sc = scores_lib.study_scores(workdir, config.analysis)
-  except FileNotFoundError as e:
+  """The analysis's train scores (``analysis/scores_train.npz``).
+
+  The sweep's stamp chains to the analysis stamp the config expects
+  (fingerprint.STAGES), so the scores are read only when the analysis on
+  disk carries that stamp: masks are never chosen from another analysis's
+  scores (another window, other records).
+
+  Raises:
+    FileNotFoundError: no current analysis; the message says what to run.
+  """
+  hashes = {a: ensemble.study_fingerprint(config, a)['hash']
+            for a in config_fields.arch_list(config)}
+  stored = fingerprint.read_stamp(workdir, 'analysis')
+  expected = fingerprint.expected_stamp(config, 'analyze', hashes)
+  if (stored or {}).get('hash') != expected['hash']:
+    state = ('made with other values or records' if stored else
+             'missing or unfinished (no stamp)')
     raise FileNotFoundError(
-        f'{e} The sweeps choose subsets by easiness: run --mode=record on '
-        'this workdir first (or --mode=study).') from e
-  return sc['example']
+        f"The sweeps choose subsets by the analysis's scores, and "
+        f'{os.path.join(workdir, "analysis")} is {state}: run '
+        '--mode=analyze on this workdir first (or --mode=study).')
+  return score_store.load_analysis_scores(workdir, 'train')
 
 
 def _retrain_config(config, cfg):
