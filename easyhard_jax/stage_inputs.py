@@ -2,10 +2,12 @@
 
 ``validation.validate`` calls :func:`check` with the workdir and the mode, so
 a damaged or missing input (the user's npz, a known-label-errors file, a
-reference score file, a workdir path that is a dangling link) stops the run
-before ``runner.run`` takes the workdir lock or replaces any stage's outputs,
-with a message that names the file and what to do. The stages read the same
-files again later; these checks only make them fail first, and clearly.
+reference score file, the analysis's score artifact that --mode=remove,
+compress and compare read, a workdir path that is a dangling link) stops the
+run before ``runner.run`` takes the workdir lock or replaces any stage's
+outputs, with a message that names the file and what to do. The stages read
+the same files again later; these checks only make them fail first, and
+clearly.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ NPZ_KEYS = ('x_train', 'y_train', 'x_test', 'y_test')
 # Stages that read config.analysis.known_noisy / config.reference.path.
 _KNOWN_NOISY_MODES = ('study', 'analyze')
 _REFERENCE_MODES = ('compare',)
+# Stages run on their own that read analysis/scores_{split}.npz (in a study,
+# the analyze stage before them writes it).
+_SCORE_MODES = ('remove', 'compress', 'compare')
 
 
 def check_workdir(workdir: str) -> None:
@@ -147,6 +152,21 @@ def _check_reference(config) -> None:
                      f'({type(e).__name__}: {e}).') from e
 
 
+def _check_scores(config, mode: str, workdir: str) -> None:
+  """The analysis's score artifact of the split the stage reads exists."""
+  # pylint: disable-next=g-import-not-at-top
+  from easyhard_jax import score_store
+  split = (config.reference.get('split', 'train') if mode == 'compare'
+           else 'train')
+  path = score_store.analysis_scores_path(workdir, split)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(
+        f"--mode={mode} reads the analysis's scores, and {path} does not "
+        'exist: run --mode=analyze on this workdir first (or --mode=study). '
+        'An analysis written before the scores were stored as npz has only '
+        'the CSV; --mode=analyze writes both.')
+
+
 def check(config, mode: str | None = None, workdir: str | None = None
           ) -> None:
   """Checks every file the run in ``mode`` reads (None: every stage's)."""
@@ -161,3 +181,5 @@ def check(config, mode: str | None = None, workdir: str | None = None
     _check_known_noisy(config)
   if mode in _REFERENCE_MODES:
     _check_reference(config)
+  if mode in _SCORE_MODES and workdir is not None:
+    _check_scores(config, mode, workdir)

@@ -106,6 +106,16 @@ def test_analysis_typo_deletes_nothing_and_takes_no_lock(tmp_path, overrides):
   _untouched(workdir)
 
 
+@pytest.mark.parametrize('mode', ['remove', 'compress'])
+def test_a_sweep_without_the_analysis_scores_is_refused_first(tmp_path,
+                                                              mode):
+  workdir = _finished_looking_workdir(tmp_path)
+  with pytest.raises(FileNotFoundError,
+                     match=r'scores_train\.npz does not exist.*--mode=analyze'):
+    runner.run(quick_config(), str(workdir), mode)
+  _untouched(workdir)
+
+
 def test_known_noisy_with_a_non_number_is_refused_first(tmp_path):
   workdir = _finished_looking_workdir(tmp_path)
   bad = tmp_path / 'noisy.txt'

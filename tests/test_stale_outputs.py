@@ -78,6 +78,7 @@ def test_a_symlinked_stage_dir_that_must_be_replaced_stops_the_run(
   outside.mkdir()
   (outside / 'stamp.json').write_text(json.dumps({'hash': 'other values'}))
   (outside / 'results.json').write_text('{}')
+  runner.run(quick_config(), study_copy, 'analyze')  # The sweep's input.
   os.symlink(outside, os.path.join(study_copy, 'removal'))
   with pytest.raises(RuntimeError, match='symbolic link'):
     runner.run(_small_removal(quick_config()), study_copy, 'remove')
