@@ -15,6 +15,7 @@ import ml_collections
 import numpy as np
 import pytest
 from scipy import stats
+from sklearn import metrics
 
 from easyhard_jax import files
 from easyhard_jax import score_store
@@ -271,9 +272,8 @@ def test_one_auroc_is_nan_for_an_empty_class_null_in_json_empty_in_csv():
   rng = np.random.default_rng(3)
   ties = rng.integers(0, 5, 200).astype(np.float64)
   pos = rng.random(200) < 0.3
-  from sklearn.metrics import roc_auc_score  # pylint: disable=g-import-not-at-top
-  assert rc.auroc(ties, pos) == pytest.approx(roc_auc_score(pos, ties),
-                                              abs=1e-12)
+  assert rc.auroc(ties, pos) == pytest.approx(
+      metrics.roc_auc_score(pos, ties), abs=1e-12)
   # The reference's hardest 10% all lie in class 0: class 1 has no
   # positive, so its per-class AUROC is NaN.
   n = 40
@@ -284,9 +284,9 @@ def test_one_auroc_is_nan_for_an_empty_class_null_in_json_empty_in_csv():
   assert np.isnan(res['per_class'][1]['auroc'][0])
   assert np.isfinite(res['per_class'][0]['auroc'][0])
   assert files.to_jsonable(res)['per_class'][1]['auroc'] == [None]
-  _, per_class = rc._rows({'hard_tail_fractions': [0.1],  # pylint: disable=protected-access
-                           'scores': {'easiness': {'orientation': 'x',
-                                                   **res}}})
+  result = {'hard_tail_fractions': [0.1],
+            'scores': {'easiness': {'orientation': 'x', **res}}}
+  _, per_class = rc._rows(result)  # pylint: disable=protected-access
   assert per_class[1]['auroc_hardest_0.1'] is None
 
 
