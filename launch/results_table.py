@@ -43,7 +43,11 @@ from easyhard_jax.analysis import scores as scores_lib
 
 
 def _fmt(x, spec='.3f'):
-  return '-' if x is None or not np.isfinite(x) else format(float(x), spec)
+  """x formatted, '-' for None, '' (an empty CSV cell), NaN or inf."""
+  if x is None or x == '':
+    return '-'
+  x = float(x)
+  return '-' if not np.isfinite(x) else format(x, spec)
 
 
 def members_table(workdir: str) -> list[str]:
@@ -214,13 +218,14 @@ def causes_table(workdir: str) -> list[str]:
            '| departs in |', '|---|---|---|---|---|---|---|---|']
   for r in files.read_csv(path):
     if r['variant'] == 'reseed':
-      cells = [f"{float(r['control_' + f]):.2f} +- "
-               f"{float(r['control_' + f + '_spread']):.2f}" for f in figures]
+      cells = [f"{_fmt(r['control_' + f], '.2f')} +- "
+               f"{_fmt(r['control_' + f + '_spread'], '.2f')}"
+               for f in figures]
     else:
-      cells = [f"{float(r[f]):.2f} (z {float(r['z_' + f]):+.2f})"
+      cells = [f"{_fmt(r[f], '.2f')} (z {_fmt(r['z_' + f], '+.2f')})"
                for f in figures]
     lines.append(f"| {r['variant']} | {r['window_probes']} | "
-                 + ' | '.join(cells) + f" | {float(r['test_acc_mean']):.3f} | "
+                 + ' | '.join(cells) + f" | {_fmt(r['test_acc_mean'])} | "
                  f"{r['departs_from_control'] or '-'} |")
   return lines + ['']
 
@@ -249,6 +254,102 @@ def sweep_tables(workdir: str) -> list[str]:
   return lines
 
 
+def _tail(res, i=0):
+  """(AUROC, top-k overlap / chance) of a compare_one tail, as text."""
+  tails = res.get('tails') or []
+  if len(tails) <= i:
+    return '-', '-'
+  t = tails[i]
+  return _fmt(t.get('auroc')), _fmt((t.get('top_k') or {}).get('ratio'), '.2f')
+
+
+def heldout_table(workdir: str) -> list[str]:
+  """heldout/results.json: the estimate, its ceiling, proxies, reference."""
+  path = os.path.join(workdir, 'heldout', 'results.json')
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    r = json.load(f)
+  frac = (r.get('hard_tail_fractions') or [0.05])[0]
+  lines = [f"Held-out ground truth: {', '.join(r['archs'])}, "
+           f"{r['members_per_ratio_and_arch']} members per ratio, "
+           f"{r['epochs']} epochs, {r['num_train']} training examples "
+           '(heldout/results.json).', '',
+           '| ratio | members | held out per example (expected / mean / '
+           'min) | never held out | mean consistency | mean se | members\' '
+           'test acc |', '|---|---|---|---|---|---|---|']
+  for c in r['counts']:
+    tag = next((t for t in r['test_accuracy']
+                if abs(float(t[1:]) - c['ratio']) < 1e-9), None)
+    lines.append(
+        f"| {c['ratio']:g} | {c['members']} | "
+        f"{c['expected_heldout_per_example']:.1f} / "
+        f"{c['heldout_count_mean']:.2f} / {c['heldout_count_min']} | "
+        f"{c['never_heldout']} | {_fmt(c['consistency_mean'])} | "
+        f"{_fmt(c['consistency_se_mean'])} | "
+        f"{_fmt(r['test_accuracy'].get(tag)) if tag else '-'} |")
+  cs, ceil = r['cscore'], r['ceiling']
+  lines += ['', f"C-score estimate: {cs['examples']} examples "
+            f"({cs['missing']} never held out), mean {_fmt(cs['mean'])}, "
+            f"{cs['below_half']} below 0.5, mean se {_fmt(cs['se_mean'])}; "
+            f"memorization mean {_fmt(r.get('memorization_mean'))}.", '']
+  if 'skipped' not in ceil:
+    auc, ovl = _tail(ceil)
+    lines += [f"Ceiling (one half of the members against the other): "
+              f"Spearman {_fmt(ceil.get('spearman'))}, Spearman-Brown "
+              f"{_fmt(ceil.get('spearman_brown'))}, a perfect proxy's "
+              f"Spearman {_fmt(ceil.get('perfect_proxy_spearman'))}; AUROC "
+              f"for C-score < 0.5 "
+              f"{_fmt((ceil.get('below_half') or {}).get('auroc'))}; "
+              f"hardest {frac:g}: AUROC {auc}, top-k overlap {ovl}x chance.",
+              '']
+  proxies = r.get('proxies') or {}
+  if 'scores' in proxies:
+    lines += [f'Every proxy against the held-out C-score estimate (Spearman '
+              'easier-is-higher; AUROC of the hardness for C-score < 0.5, '
+              f'and for the hardest {frac:g}; top-k overlap / chance):', '',
+              '| score | Spearman | AUROC (C < 0.5) | per-class AUROC min-max '
+              f'| AUROC (hardest {frac:g}) | top-k / chance |',
+              '|---|---|---|---|---|---|']
+    rows = []
+    for name, s in proxies['scores'].items():
+      if 'below_half' not in s:
+        continue
+      bh = s['below_half']
+      per = [c['auroc'] for c in bh['per_class'] if c['auroc'] is not None
+             and np.isfinite(c['auroc'])]
+      auc, ovl = _tail(s)
+      rows.append((s.get('spearman') or -2, f"| {name} | "
+                   f"{_fmt(s.get('spearman'))} | {_fmt(bh.get('auroc'))} | "
+                   f"{_fmt(min(per) if per else None)}-"
+                   f"{_fmt(max(per) if per else None)} | {auc} | {ovl} |"))
+    rows.sort(key=lambda x: -x[0])
+    lines += [row for _, row in rows] + ['']
+  elif proxies:
+    lines += [f"Proxies not judged: {proxies.get('skipped')}", '']
+  ref = r.get('reference')
+  if ref:
+    src = ref['reference']['path']
+    lines += [f'Against the published reference ({src}): Spearman over '
+              'every example and over those with a '
+              'published value < 1, AUROC for a published value < 0.5, the '
+              "estimate's mean standard error.", '',
+              '| estimate | examples | Spearman | Spearman (published < 1) | '
+              'AUROC (published < 0.5) | mean se |', '|---|---|---|---|---|---|']
+    for name, s in ref['columns'].items():
+      if 'skipped' in s:
+        lines.append(f"| {name} | {s['examples']} | {s['skipped']} |")
+        continue
+      lines.append(
+          f"| {name} | {s['examples']} | {_fmt(s.get('spearman'))} | "
+          f"{_fmt(s.get('spearman_reference_below_one'))} "
+          f"({s.get('reference_below_one')} examples) | "
+          f"{_fmt((s.get('below_half') or {}).get('auroc'))} | "
+          f"{_fmt(s.get('mean_se'))} |")
+    lines.append('')
+  return lines
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('workdir')
@@ -259,7 +360,7 @@ def main(argv=None) -> None:
   out = (members_table(args.workdir) + findings(args.workdir) +
          reference_table(args.workdir, args.reference_below) +
          label_error_table(args.workdir) + causes_table(args.workdir) +
-         sweep_tables(args.workdir))
+         sweep_tables(args.workdir) + heldout_table(args.workdir))
   if args.test_label_errors:
     out += test_error_table(args.workdir, args.test_label_errors)
   print('\n'.join(out))
