@@ -67,8 +67,14 @@ def is_complete(config, workdir: str, stage: str) -> bool:
                                         workdir)
   if not (stored and stored.get('hash') == expected['hash']):
     return False
-  damaged = files.unreadable_outputs(
-      os.path.join(workdir, stages.BY_NAME[stage].out_dir))
+  out_dir = os.path.join(workdir, stages.BY_NAME[stage].out_dir)
+  missing = [f for f in stages.BY_NAME[stage].required
+             if not os.path.exists(os.path.join(out_dir, f))]
+  if missing:  # Written by an older version: the stage runs again.
+    logging.warning('Stage %s: no %s (an older version\'s output); running '
+                    'it again.', stage, missing)
+    return False
+  damaged = files.unreadable_outputs(out_dir)
   if damaged:  # As a missing stamp: the stage runs again.
     logging.warning('Stage %s: unreadable outputs %s; running it again.',
                     stage, damaged)

@@ -108,6 +108,8 @@ class Stage:
     stamped: its outputs carry a stamp (records carry fingerprints).
     writer_only: host-only work: process 0 runs it, the others skip it.
     also_writes: directories besides ``out_dir``, replaced along with it.
+    required: files under ``out_dir`` without which a stamped output counts
+      as unfinished (an older version's output lacks them: the stage reruns).
   """
   name: str
   run: Callable[[Any, str], None]
@@ -116,12 +118,13 @@ class Stage:
   stamped: bool = True
   writer_only: bool = False
   also_writes: tuple[str, ...] = ()
+  required: tuple[str, ...] = ()
 
 
 STAGES: tuple[Stage, ...] = (
     Stage('record', record, 'records', stamped=False),
     Stage('analyze', analyze, 'analysis', writer_only=True,
-          also_writes=('exports', 'compare')),
+          also_writes=('exports', 'compare'), required=('scores_train.npz',)),
     Stage('remove', remove, 'removal'),
     Stage('compress', compress, 'compression'),
     Stage('probe_causes', probe_causes, 'causes'),

@@ -243,3 +243,24 @@ def test_records_from_before_the_data_hash_are_adopted_once():
   assert not fingerprint.adopts_legacy({'fields': {'width': 2}}, new)
   assert not fingerprint.adopts_legacy(
       {'fields': {'width': 1, fingerprint.DATA_FIELD: 'xyz'}}, new)
+
+
+def test_an_analysis_without_the_score_file_runs_again(study_copy):
+  """An analysis stamped by an older version (CSV only) is not current.
+
+  Its stamp still matches, but the later stages read analysis/
+  scores_train.npz: the study must rerun analyze rather than skip it and
+  stop at the sweeps.
+  """
+  config = quick_config()
+  runner.run(config, study_copy, 'analyze')
+  npz = os.path.join(study_copy, 'analysis', 'scores_train.npz')
+  with np.load(npz, allow_pickle=False) as z:
+    before = z['easiness'].copy()
+  assert runner.is_complete(config, study_copy, 'analyze')
+  os.remove(npz)
+  assert not runner.is_complete(config, study_copy, 'analyze')
+  runner.run(config, study_copy, 'analyze')
+  assert runner.is_complete(config, study_copy, 'analyze')
+  with np.load(npz, allow_pickle=False) as z:
+    np.testing.assert_array_equal(z['easiness'], before)

@@ -41,6 +41,7 @@ from easyhard_jax import config_fields
 from easyhard_jax import files
 from easyhard_jax import fingerprint
 from easyhard_jax import records
+from easyhard_jax import score_store
 from easyhard_jax.analysis import consistency
 from easyhard_jax.analysis import reference_compare
 from easyhard_jax.analysis import reference_order
@@ -204,11 +205,11 @@ def _write_scores(out_dir: str, est, labels, tfds_ids) -> None:
 
 
 def _judge(workdir, cscore, fractions) -> dict[str, Any]:
-  path = os.path.join(workdir, 'analysis', 'scores_train.csv')
-  if not os.path.exists(path):
-    return {'skipped': 'no analysis/scores_train.csv: run --mode=analyze, '
+  try:
+    table = score_store.load_analysis_scores(workdir, 'train')
+  except FileNotFoundError:
+    return {'skipped': 'no analysis/scores_train.npz: run --mode=analyze, '
                        'then --mode=heldout again (training is kept)'}
-  table = files.read_scores_csv(path)
   if table['label'].size != cscore.size:
     return {'skipped': f"analysis has {table['label'].size} examples, the "
                        f'held-out estimate {cscore.size}'}

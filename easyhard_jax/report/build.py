@@ -23,6 +23,7 @@ import numpy as np
 from easyhard_jax import config_fields
 from easyhard_jax import files
 from easyhard_jax import records as records_lib
+from easyhard_jax import score_store
 from easyhard_jax.report import experiment_sections
 from easyhard_jax.report import heldout_section
 from easyhard_jax.report import html as html_lib
@@ -116,11 +117,15 @@ class Study:
     path = os.path.join(adir, 'analysis.json')
     if os.path.exists(path):
       self.analysis = _read_json(path)
-      for attr, name in (('scores', 'scores_train.csv'),
-                         ('scores_test', 'scores_test.csv')):
-        p = os.path.join(adir, name)
-        if os.path.exists(p):
-          setattr(self, attr, read_scores(p))
+      # The one score artifact (score_store); an analysis written before it
+      # existed has only the CSV, which is shown as it is.
+      for attr, split in (('scores', 'train'), ('scores_test', 'test')):
+        if os.path.exists(score_store.analysis_scores_path(workdir, split)):
+          setattr(self, attr, score_store.load_analysis_scores(workdir,
+                                                               split))
+        elif os.path.exists(os.path.join(adir, f'scores_{split}.csv')):
+          setattr(self, attr, read_scores(
+              os.path.join(adir, f'scores_{split}.csv')))
       p = os.path.join(adir, 'mean_images.npz')
       if os.path.exists(p):
         with np.load(p, allow_pickle=False) as z:
