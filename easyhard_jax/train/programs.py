@@ -1,6 +1,6 @@
 """Compiled programs of the record stage, shared by every trainer.
 
-An ArchTrainer (ensemble.py) asks here for its train step, probe step, init
+An ArchTrainer (trainer.py) asks here for its train step, probe step, init
 and epoch permutations. Each is jitted once per process for its static parts
 (model, member strategy, optimizer kind, augmentation, mesh; the feed kind
 and batch size), never per trainer: trainers that differ only in subset,

@@ -1,6 +1,6 @@
 """What keeps the record loop honest: fingerprints, resume points, checks.
 
-Used by ``ensemble.train_arch``: the records fingerprint of a member group,
+Used by the train loop (loop.py): the records fingerprint of a member group,
 the step a run must resume before (so lost or damaged chunks are recorded
 again), which examples a (possibly partial) epoch presented, and the checks
 that keep non-finite values out of records and checkpoints.
