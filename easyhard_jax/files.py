@@ -1,5 +1,15 @@
 """Crash-safe files: atomic writes, readers, stage commits, workdir lock.
 
+Paths are local paths or object-store URLs (``gs://bucket/dir``; any scheme
+``etils.epath`` knows, through its fsspec backend: ``gcsfs`` for ``gs://``).
+The helpers below (:func:`exists`, :func:`listdir`, :func:`open_file`, ...)
+take either; a local path takes the same ``os`` calls as before, an object
+store goes through ``epath``. What differs on an object store is said where
+it differs: there is no rename and no ``flock``, so a write is one object
+upload (atomic there: a reader sees the old object or the new one, and an
+upload cut short leaves no object) and the lock is a lease object
+(:class:`WorkdirLock`).
+
 Every file the study writes goes through here (bytes, JSON, CSV, npz, npy),
 and the readers of files more than one stage reads (JSON, CSV, the analysis
 stage's scores CSV). A file is written to a temp
@@ -27,17 +37,172 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import tempfile
 import zipfile
-from typing import Any, Mapping, Sequence
+from typing import IO, Any, Mapping, Sequence
 
 import numpy as np
+
+from easyhard_jax import lease
 
 TEMP_PREFIX = '.tmp-'
 LOCK_NAME = '.lock'
 _writer = True
+_URL = re.compile(r'[A-Za-z][A-Za-z0-9+.-]*://')
+
+
+def is_remote(path: Any) -> bool:
+  """Whether ``path`` is an object-store URL (``gs://...``), not a local path.
+
+  ``file://`` URLs count as remote too: epath handles them, not ``os``.
+  """
+  return bool(_URL.match(os.fspath(path) if hasattr(path, '__fspath__')
+                         else str(path)))
+
+
+def object_store_refusal(workdir: str) -> str:
+  """Why a study cannot run in an object-store workdir yet, and what to do.
+
+  The file layer here (records, metrics, checkpoints, stage stamps, the
+  workdir lock) works on ``gs://``; the stages around it (the runner's
+  logs, analysis, exports, sweeps, report) still write with local-file
+  calls, so a study there would fail part way, after hours of training.
+  """
+  return (f'--workdir {workdir}: a study cannot run in an object-store '
+          'workdir yet. Records, metrics, checkpoints, stage stamps and the '
+          'workdir lock work there, but the runner, analysis, exports, sweeps '
+          'and report still write local files. To fix: use a local disk, or '
+          'for several hosts a shared POSIX filesystem (NFS, Filestore) '
+          'mounted at the same path on every host, and copy the finished '
+          'workdir to the bucket (gcloud storage rsync -r WORKDIR gs://...).')
+
+
+def epath_of(path: Any):
+  """``path`` as an ``etils.epath.Path`` (imported only when needed)."""
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  return epath.Path(path)
+
+
+def exists(path: str) -> bool:
+  """Whether a file or directory (an object or a prefix) is at ``path``."""
+  if is_remote(path):
+    return epath_of(path).exists()
+  return os.path.exists(path)
+
+
+def lexists(path: str) -> bool:
+  """:func:`exists` that counts a dangling local symbolic link as present."""
+  return exists(path) if is_remote(path) else os.path.lexists(path)
+
+
+def isdir(path: str) -> bool:
+  """A directory (on an object store: a prefix that holds objects)."""
+  if is_remote(path):
+    return epath_of(path).is_dir()
+  return os.path.isdir(path)
+
+
+def isfile(path: str) -> bool:
+  if is_remote(path):
+    return epath_of(path).is_file()
+  return os.path.isfile(path)
+
+
+def islink(path: str) -> bool:
+  """A local symbolic link; an object store has none."""
+  return False if is_remote(path) else os.path.islink(path)
+
+
+def listdir(path: str) -> list[str]:
+  """Names directly in ``path`` (unsorted, as ``os.listdir``).
+
+  Raises:
+    FileNotFoundError: no such directory (on an object store: no object
+      under the prefix).
+  """
+  if is_remote(path):
+    p = epath_of(path)
+    if not p.is_dir():
+      raise FileNotFoundError(errno.ENOENT, 'No such directory', path)
+    return [c.name for c in p.iterdir()]
+  return os.listdir(path)
+
+
+def makedirs(path: str) -> None:
+  """``os.makedirs(path, exist_ok=True)``; nothing to do on an object store.
+
+  An object store has no directories: a prefix exists once an object is
+  written under it.
+  """
+  if is_remote(path):
+    return
+  os.makedirs(path, exist_ok=True)
+
+
+def remove(path: str) -> None:
+  """Removes one file (object); FileNotFoundError when there is none."""
+  if is_remote(path):
+    epath_of(path).unlink()
+  else:
+    os.remove(path)
+
+
+def rmtree(path: str) -> None:
+  """Removes a directory tree (every object under a prefix)."""
+  if is_remote(path):
+    epath_of(path).rmtree()
+  else:
+    shutil.rmtree(path)
+
+
+def rename(src: str, dst: str) -> None:
+  """``os.replace`` locally; copy then delete on an object store.
+
+  Not atomic on an object store (it has no rename): use it only where a
+  kill between the two steps leaves both files, never neither.
+  """
+  if is_remote(src) or is_remote(dst):
+    epath_of(src).copy(epath_of(dst), overwrite=True)
+    epath_of(src).unlink()
+  else:
+    os.replace(src, dst)
+
+
+def open_file(path: str, mode: str = 'r', **kwargs) -> IO[Any]:
+  """``open`` for a local path or an object-store URL.
+
+  On an object store a reading handle is the whole object read into memory
+  (one request, then seeks are free: numpy's zip reader seeks a lot), and
+  only ``'w'``/``'wb'`` writes (no append: an object is written whole).
+  """
+  if not is_remote(path):
+    return open(path, mode, **kwargs)  # pylint: disable=unspecified-encoding
+  if 'r' in mode:
+    data = epath_of(path).read_bytes()
+    if 'b' in mode:
+      return io.BytesIO(data)
+    return io.TextIOWrapper(io.BytesIO(data),
+                            encoding=kwargs.get('encoding') or 'utf-8',
+                            errors=kwargs.get('errors'),
+                            newline=kwargs.get('newline'))
+  if 'a' in mode or '+' in mode:
+    raise ValueError(f'{path}: an object store cannot append or update in '
+                     'place; write the whole file with atomic_write_bytes.')
+  return epath_of(path).open(mode, **kwargs)
+
+
+def readable(path: str) -> Any:
+  """What ``np.load`` and ``zipfile`` should read: a local path as it is, an
+  object as an in-memory file of its bytes."""
+  return open_file(path, 'rb') if is_remote(path) else path
+
+
+def read_bytes(path: str) -> bytes:
+  with open_file(path, 'rb') as f:
+    return f.read()
 
 
 def set_writer(enabled: bool) -> None:
@@ -52,6 +217,8 @@ def set_writer(enabled: bool) -> None:
 
 def fsync_dir(directory: str) -> None:
   """Makes renames inside ``directory`` durable (a no-op where unsupported)."""
+  if is_remote(directory):
+    return  # An object store has no directory entries to sync.
   try:
     fd = os.open(directory or '.', os.O_RDONLY)
   except OSError:
@@ -65,8 +232,16 @@ def fsync_dir(directory: str) -> None:
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
-  """Writes ``data`` to ``path`` via a temp file in the same dir + rename."""
+  """Writes ``data`` to ``path`` via a temp file in the same dir + rename.
+
+  On an object store the write is one upload, which the store commits as a
+  whole (an object store has no rename, and needs none: a reader sees the
+  old object or the new one, and an upload cut short leaves no object).
+  """
   if not _writer:
+    return
+  if is_remote(path):
+    epath_of(path).write_bytes(bytes(data))
     return
   directory = os.path.dirname(path) or '.'
   os.makedirs(directory, exist_ok=True)
@@ -154,7 +329,7 @@ def read_json(path: str, fix: str = STAGE_OUTPUT_FIX) -> Any:
     ValueError: the file is not valid UTF-8 JSON; names ``path`` and ``fix``.
   """
   try:
-    with open(path, encoding='utf-8') as f:
+    with open_file(path, encoding='utf-8') as f:
       return json.load(f)
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise ValueError(f'{path} is damaged ({type(e).__name__}: {e}). To fix: '
@@ -170,18 +345,18 @@ def unreadable_outputs(directory: str) -> list[str]:
   """
   bad = []
   try:
-    names = sorted(os.listdir(directory))
+    names = sorted(listdir(directory))
   except OSError:
     return bad
   for name in names:
     path = os.path.join(directory, name)
-    if name.startswith(TEMP_PREFIX) or not os.path.isfile(path):
+    if name.startswith(TEMP_PREFIX) or not isfile(path):
       continue
     try:
       if name.endswith('.json'):
         read_json(path)
       elif name.endswith('.npz'):
-        with zipfile.ZipFile(path) as z:
+        with zipfile.ZipFile(readable(path)) as z:
           if z.testzip() is not None:
             raise ValueError('CRC mismatch')
     except (OSError, ValueError, zipfile.BadZipFile, EOFError):
@@ -191,7 +366,7 @@ def unreadable_outputs(directory: str) -> list[str]:
 
 def read_csv(path: str) -> list[dict[str, str]]:
   """Rows of a CSV written by :func:`atomic_write_csv`, as string dicts."""
-  with open(path, newline='') as f:
+  with open_file(path, newline='') as f:
     return list(csv.DictReader(f))
 
 
@@ -213,7 +388,7 @@ def read_scores_csv(path: str, strict: bool = True) -> dict[str, np.ndarray]:
     {column: array}: :data:`SCORES_INT_COLUMNS` int64, ``tfds_id`` str
     ('' where unknown), every other column float64 (``nan`` and '' -> NaN).
   """
-  with open(path, newline='') as f:
+  with open_file(path, newline='') as f:
     reader = csv.reader(f)
     header = next(reader)
     rows = list(reader)
@@ -241,7 +416,12 @@ def clear_stale_temp(root: str, skip: Sequence[str] = ('checkpoints',)) -> int:
 
   Call only while holding the workdir lock: then no live writer owns them.
   Directories named in ``skip`` (orbax manages its own temporaries) are left.
+  Nothing is written through temp files on an object store
+  (:func:`atomic_write_bytes` uploads each file whole), so there is none to
+  remove there.
   """
+  if is_remote(root):
+    return 0
   removed = 0
   for directory, dirs, names in os.walk(root):
     dirs[:] = [d for d in dirs if d not in skip]
@@ -258,23 +438,31 @@ def clear_stale_temp(root: str, skip: Sequence[str] = ('checkpoints',)) -> int:
   return removed
 
 
-class WorkdirBusyError(RuntimeError):
-  """Another live process holds the workdir lock."""
+WorkdirBusyError = lease.WorkdirBusyError
+LEASE_SECONDS = lease.LEASE_SECONDS
 
 
 class WorkdirLock:
-  """An exclusive ``fcntl.flock`` on ``WORKDIR/.lock`` for one invocation.
+  """One invocation's exclusive hold on a workdir.
 
-  The kernel drops the lock when its process dies, however it dies, so a
-  lock file left by a killed run never blocks the next one; the file's
-  contents (pid, start time, command) only serve the error message.
+  Locally, an exclusive ``fcntl.flock`` on ``WORKDIR/.lock``: the kernel
+  drops it when its process dies, however it dies, so a lock file left by a
+  killed run never blocks the next one; the file's contents (pid, start
+  time, command) only serve the error message.
+
+  On an object store (no ``flock``) it is a lease object (``lease.Lease``).
   """
 
-  def __init__(self, workdir: str):
+  def __init__(self, workdir: str, lease_seconds: float | None = None):
     self.path = os.path.join(workdir, LOCK_NAME)
     self._fd = None
+    self._lease = lease.Lease(self.path, lease_seconds) if is_remote(
+        workdir) else None
 
   def acquire(self) -> 'WorkdirLock':
+    if self._lease is not None:
+      self._lease.acquire()
+      return self
     os.makedirs(os.path.dirname(self.path), exist_ok=True)
     fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -297,6 +485,8 @@ class WorkdirLock:
     return self
 
   def release(self) -> None:
+    if self._lease is not None:
+      self._lease.release()
     if self._fd is not None:
       fcntl.flock(self._fd, fcntl.LOCK_UN)
       os.close(self._fd)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from typing import Any, Mapping, Sequence
 
 from absl import logging
@@ -297,7 +296,7 @@ def read_stamp(workdir: str, stage_dir: str) -> dict[str, Any] | None:
   """The stamp in ``WORKDIR/stage_dir``, or None when absent or damaged."""
   path = stamp_path(workdir, stage_dir)
   try:
-    with open(path) as f:
+    with files.open_file(path) as f:
       return json.load(f)
   except (OSError, ValueError):
     return None
@@ -307,7 +306,7 @@ def commit_stage(workdir: str, stage_dir: str, stamp: Mapping[str, Any]
                  ) -> None:
   """Marks ``stage_dir``'s outputs complete: fsync the dir, stamp it last."""
   directory = os.path.join(workdir, stage_dir)
-  os.makedirs(directory, exist_ok=True)
+  files.makedirs(directory)
   files.fsync_dir(directory)
   files.atomic_write_json(stamp_path(workdir, stage_dir), dict(stamp))
 
@@ -326,19 +325,19 @@ def remove_outputs(path: str) -> None:
   Raises:
     RuntimeError: ``path`` is a symbolic link or could not be removed.
   """
-  if os.path.islink(path):
+  if files.islink(path):
     raise RuntimeError(
         f'{path} must be replaced (it holds outputs of other config values or '
         f'inputs) but it is a symbolic link to {os.readlink(path)!r}; nothing '
         'outside the workdir is deleted. To fix: remove the link (and its '
         'target if unwanted) and rerun, or use a fresh --workdir.')
-  if not os.path.lexists(path):
+  if not files.lexists(path):
     return
   try:
-    if os.path.isdir(path):
-      shutil.rmtree(path)
+    if files.isdir(path):
+      files.rmtree(path)
     else:
-      os.remove(path)
+      files.remove(path)
   except OSError as e:
     raise RuntimeError(
         f'{path} must be replaced (it holds outputs of other config values or '
@@ -350,6 +349,6 @@ def remove_outputs(path: str) -> None:
 def invalidate(workdir: str, stage_dir: str) -> None:
   """Removes a stage's stamp before it rewrites its outputs."""
   path = stamp_path(workdir, stage_dir)
-  if os.path.exists(path):
-    os.remove(path)
+  if files.exists(path):
+    files.remove(path)
     files.fsync_dir(os.path.dirname(path))

@@ -21,6 +21,14 @@ A resumed run redoes the steps after its last checkpoint: a row whose
 rewritten atomically), so ``metrics.jsonl`` holds one row per (arch, kind,
 step). A torn last line left by a killed run is dropped when a writer opens
 the file.
+
+On an object store (``gs://`` workdir), which cannot append, every write
+uploads the whole file (one object, so never torn). The TensorBoard events
+are written to a local temporary directory and uploaded whole into
+``WORKDIR/tensorboard/`` by :meth:`MetricsWriter.flush` and
+:meth:`MetricsWriter.close` and after a write that comes 30 s after the last
+upload (the event file's own flush interval), so a killed run loses at most
+30 s of TensorBoard points; ``metrics.jsonl`` loses none.
 """
 
 from __future__ import annotations
@@ -28,6 +36,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+import tempfile
 import time
 from typing import Any, Mapping
 
@@ -66,24 +76,34 @@ class MetricsWriter:
     self.jsonl_path = os.path.join(workdir, 'metrics.jsonl')
     self.tensorboard_dir = os.path.join(workdir, 'tensorboard')
     self._jsonl = self._tb = None
+    self._remote = files.is_remote(workdir)
+    self._tb_local = None  # Local staging of the events on an object store.
+    self._uploaded = 0.0
+    self._open = False
     self._rows: dict[tuple[Any, Any, Any], str] = {}
     if not self.enabled:
       return
-    os.makedirs(os.path.dirname(self.jsonl_path), exist_ok=True)
+    files.makedirs(os.path.dirname(self.jsonl_path))
     # Imported here: workers that never write need not pay for it.
     import tensorboardX  # pylint: disable=g-import-not-at-top
-    self._tb = tensorboardX.SummaryWriter(logdir=self.tensorboard_dir,
-                                          flush_secs=30)
+    if self._remote:
+      self._tb_local = tempfile.mkdtemp(prefix='easyhard-tensorboard-')
+      self._uploaded = time.time()
+    self._tb = tensorboardX.SummaryWriter(
+        logdir=self._tb_local or self.tensorboard_dir, flush_secs=30)
     if self._load_rows():
       self._rewrite()
-    self._jsonl = open(self.jsonl_path, 'a', encoding='utf-8')
+    self._open = True
+    if not self._remote:
+      self._jsonl = open(self.jsonl_path, 'a', encoding='utf-8')
 
   def _load_rows(self) -> bool:
     """Reads the rows already in the file; True when it needs a rewrite."""
-    if not os.path.exists(self.jsonl_path):
+    if not files.exists(self.jsonl_path):
       return False
     clean = True
-    with open(self.jsonl_path, encoding='utf-8', errors='replace') as f:
+    with files.open_file(self.jsonl_path, encoding='utf-8',
+                         errors='replace') as f:
       for line in f:
         try:
           row = json.loads(line)
@@ -120,7 +140,7 @@ class MetricsWriter:
     """
     if not self.enabled:
       return
-    if self._jsonl is None:
+    if not self._open:
       raise ValueError(f'MetricsWriter for {self.jsonl_path} is closed.')
     step = int(step)
     values = {_tag(prefix, k): float(v) for k, v in scalars.items()}
@@ -136,13 +156,32 @@ class MetricsWriter:
       self._rewrite()
       return
     self._rows[key] = line
+    if self._remote:  # No append on an object store: the whole file.
+      self._rewrite()
+      if time.time() - self._uploaded > 30:
+        self._tb.flush()
+        self._upload_events()
+      return
     self._jsonl.write(line)
     self._jsonl.flush()
 
+  def _upload_events(self) -> None:
+    """Copies the locally staged event files into the object store."""
+    for directory, _, names in os.walk(self._tb_local):
+      for name in names:
+        local = os.path.join(directory, name)
+        with open(local, 'rb') as f:
+          files.atomic_write_bytes(os.path.join(
+              self.tensorboard_dir, os.path.relpath(local, self._tb_local)),
+                                   f.read())
+    self._uploaded = time.time()
+
   def flush(self) -> None:
-    """Pushes buffered events to disk."""
+    """Pushes buffered events to disk (to the object store)."""
     if self._tb is not None:
       self._tb.flush()
+      if self._tb_local:
+        self._upload_events()
     if self._jsonl is not None:
       self._jsonl.flush()
 
@@ -150,10 +189,16 @@ class MetricsWriter:
     """Flushes and closes the files; later calls to close() do nothing."""
     if self._tb is not None:
       self._tb.close()
+      if self._tb_local:
+        self._upload_events()
       self._tb = None
+    if self._tb_local:
+      shutil.rmtree(self._tb_local, ignore_errors=True)
+      self._tb_local = None
     if self._jsonl is not None:
       self._jsonl.close()
       self._jsonl = None
+    self._open = False
 
   def __enter__(self) -> 'MetricsWriter':
     return self

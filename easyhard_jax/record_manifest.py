@@ -16,6 +16,8 @@ import os
 import re
 from typing import Any, Mapping
 
+from easyhard_jax import files
+
 CHUNK_KEY = re.compile(r'(probe|fused)_(train|test)')
 CHUNK_NAME = re.compile(r'(probe|fused)_(train|test)_(\d{4})\.npz')
 
@@ -113,5 +115,5 @@ def missing_chunks(entry: Mapping[str, Any], directory: str | None = None
     out += [f'{key} {i}' for i in gaps]
     if directory is not None:
       out += [f'{key} {i} (file {c["file"]})' for i, c in by_index.items()
-              if not os.path.exists(os.path.join(directory, c['file']))]
+              if not files.exists(os.path.join(directory, c['file']))]
   return out

@@ -106,7 +106,7 @@ def _empty_manifest() -> dict[str, Any]:
 def read_manifest(workdir: str) -> dict[str, Any]:
   """Returns the records manifest, or an empty one when none exists yet."""
   path = os.path.join(records_dir(workdir), 'manifest.json')
-  if not os.path.exists(path):
+  if not files.exists(path):
     return _empty_manifest()
   manifest = files.read_json(path, REPAIR + '.')
   error = record_manifest.structure_error(manifest)
@@ -136,7 +136,7 @@ def arch_complete(manifest: Mapping[str, Any], arch: str, root: str) -> bool:
 def read_chunk(path: str) -> dict[str, np.ndarray]:
   """Every array of one chunk (reading each checks the zip CRC)."""
   try:
-    with np.load(path, allow_pickle=False) as z:
+    with np.load(files.readable(path), allow_pickle=False) as z:
       return {k: z[k] for k in z.files}
   except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
     raise ValueError(f'Record chunk {path} is unreadable ({e}). To fix: '
@@ -160,14 +160,14 @@ class RecordWriter:
     self.workdir = workdir
     self.root = records_dir(workdir)
     if enabled:
-      os.makedirs(self.root, exist_ok=True)
+      files.makedirs(self.root)
     try:
       self.manifest = read_manifest(workdir)
     except ValueError as e:
       logging.warning('%s Rebuilding the manifest from the chunk files.', e)
       path = os.path.join(self.root, 'manifest.json')
       if enabled:
-        os.replace(path, os.path.join(self.root, 'manifest.damaged.json'))
+        files.rename(path, os.path.join(self.root, 'manifest.damaged.json'))
       self.manifest = _empty_manifest()
 
   def _flush_manifest(self) -> None:
@@ -186,9 +186,9 @@ class RecordWriter:
     path = os.path.join(self.root, f'labels_{split}.npy')
     ids_path = os.path.join(self.root, f'ids_{split}.json')
     old = None  # Checked on every process, so each stops with this error.
-    if os.path.exists(path):
+    if files.exists(path):
       try:
-        old = np.load(path, allow_pickle=False)
+        old = np.load(files.readable(path), allow_pickle=False)
       except (OSError, ValueError) as e:
         logging.warning('Rewriting damaged %s (%s).', path, e)
     if old is not None:
@@ -203,7 +203,7 @@ class RecordWriter:
       files.atomic_save_npy(path, labels)
     ids = None if tfds_ids is None else list(map(str, tfds_ids))
     try:
-      with open(ids_path) as f:
+      with files.open_file(ids_path) as f:
         ids_ok = json.load(f) == ids
     except (OSError, ValueError):
       ids_ok = False
@@ -285,9 +285,9 @@ class RecordWriter:
     """Chunks on disk of this fingerprint (a manifest rebuilt after damage)."""
     chunks: dict[str, Any] = {}
     directory = os.path.join(self.root, arch)
-    if not os.path.isdir(directory):
+    if not files.isdir(directory):
       return chunks
-    for name in sorted(os.listdir(directory)):
+    for name in sorted(files.listdir(directory)):
       m = _CHUNK_NAME.fullmatch(name)
       if not m:
         continue
@@ -368,13 +368,13 @@ class RecordWriter:
 
 def _load_labels(root: str, split: str) -> tuple[np.ndarray, list[str] | None]:
   path = os.path.join(root, f'labels_{split}.npy')
-  if not os.path.exists(path):
+  if not files.exists(path):
     raise FileNotFoundError(
         f'No {split} records in {root}: run --mode=record first.')
   ids_path = os.path.join(root, f'ids_{split}.json')
   try:
-    labels = np.load(path, allow_pickle=False)
-    with open(ids_path) as f:
+    labels = np.load(files.readable(path), allow_pickle=False)
+    with files.open_file(ids_path) as f:
       ids = json.load(f)
   except (OSError, ValueError) as e:
     raise ValueError(f'The {split} metadata in {root} is missing or damaged '

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Cloud TPU pod slice: the same command on every worker; jax.distributed
 # detects the pod from the TPU environment. Each worker streams its share of
-# every global batch (config.stream.enabled). The workdir and the TFDS
-# data_dir must be shared (a gs:// bucket or a shared filesystem); extra
-# arguments are passed on to main.py, each quoted for the workers' shell
-# (spaces and shell characters arrive unchanged).
+# every global batch (config.stream.enabled). The workdir must be a shared
+# POSIX filesystem (NFS, Filestore) mounted at the same path on every worker:
+# all workers save and restore checkpoints there. A gs:// workdir is refused
+# (the file layer works on gs://, the runner, analysis and report do not yet:
+# easyhard_jax/files.py, object_store_refusal); copy the finished workdir to
+# a bucket with `gcloud storage rsync -r`. The TFDS data_dir must be shared
+# too. Extra arguments are passed on to main.py, each quoted for the
+# workers' shell (spaces and shell characters arrive unchanged).
 #
-#   launch/tpu_pod.sh TPU_NAME ZONE configs/imagenet.py gs://BUCKET/eh_imagenet \
-#       --config.data_dir=gs://BUCKET/tfds
+#   launch/tpu_pod.sh TPU_NAME ZONE configs/imagenet.py /mnt/shared/eh_imagenet \
+#       --config.data_dir=/mnt/shared/tfds
 set -euo pipefail
 TPU=${1:?tpu name}; ZONE=${2:?zone}; CONFIG=${3:?config}; WORKDIR=${4:?workdir}
 shift 4

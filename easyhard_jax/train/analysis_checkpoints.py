@@ -34,7 +34,7 @@ STAMP_NAME = 'records_fingerprint.json'
 def read_stamp(directory: str) -> dict[str, Any] | None:
   """The records fingerprint stored with the states (None: absent/damaged)."""
   try:
-    with open(os.path.join(directory, STAMP_NAME)) as f:
+    with files.open_file(os.path.join(directory, STAMP_NAME)) as f:
       stamp = json.load(f)
   except (OSError, ValueError):
     return None

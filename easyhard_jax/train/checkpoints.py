@@ -13,7 +13,6 @@ process holds all of them).
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import os
@@ -51,7 +50,10 @@ class Checkpointer:
   """A thin CheckpointManager wrapper: save by step, restore the latest."""
 
   def __init__(self, directory: str, max_to_keep: int | None = 2):
-    self.directory = os.path.abspath(directory)
+    # An object-store URL stays as it is (abspath would make gs://b/x a
+    # local path); orbax writes there through tensorstore and epath.
+    self.directory = (directory.rstrip('/') if files.is_remote(directory)
+                      else os.path.abspath(directory))
     # Multi-process saves meet at barriers named by step; two managers that
     # save the same step (resume and analysis checkpoints) need their own
     # names, or the second finds the first's barrier "already ongoing".
@@ -83,18 +85,22 @@ class Checkpointer:
     if jax.process_index() != 0:
       return
     held = set(self.manager.all_steps()) | {keep}
-    for path in glob.glob(os.path.join(self.directory, 'checksum_*.json')):
-      m = _CHECKSUM.fullmatch(os.path.basename(path))
+    try:
+      names = sorted(files.listdir(self.directory))
+    except OSError:
+      return
+    for name in names:
+      m = _CHECKSUM.fullmatch(name)
       if m and int(m[1]) not in held:
         try:
-          os.remove(path)
+          files.remove(os.path.join(self.directory, name))
         except OSError:
           pass
 
   def verify(self, step: int, state: Any) -> None:
     """Raises RuntimeError when ``state`` differs from the saved checksum."""
     path = self._checksum_path(step)
-    if not os.path.exists(path):
+    if not files.exists(path):
       return  # Saved before checksums, or by a multi-process run.
     try:
       stored = files.read_json(path, f'delete {path}.')['sha256']
