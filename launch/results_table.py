@@ -276,8 +276,8 @@ def heldout_table(workdir: str) -> list[str]:
            f"{r['epochs']} epochs, {r['num_train']} training examples "
            '(heldout/results.json).', '',
            '| ratio | members | held out per example (expected / mean / '
-           'min) | never held out | mean consistency | mean se | members\' '
-           'test acc |', '|---|---|---|---|---|---|---|']
+           'min) | never held out | mean consistency | mean se (plug-in / '
+           "worst case) | members' test acc |", '|---|---|---|---|---|---|---|']
   for c in r['counts']:
     tag = next((t for t in r['test_accuracy']
                 if abs(float(t[1:]) - c['ratio']) < 1e-9), None)
@@ -286,7 +286,8 @@ def heldout_table(workdir: str) -> list[str]:
         f"{c['expected_heldout_per_example']:.1f} / "
         f"{c['heldout_count_mean']:.2f} / {c['heldout_count_min']} | "
         f"{c['never_heldout']} | {_fmt(c['consistency_mean'])} | "
-        f"{_fmt(c['consistency_se_mean'])} | "
+        f"{_fmt(c['consistency_se_mean'])} / "
+        f"{_fmt(c['worst_case_se_mean'])} | "
         f"{_fmt(r['test_accuracy'].get(tag)) if tag else '-'} |")
   cs, ceil = r['cscore'], r['ceiling']
   lines += ['', f"C-score estimate: {cs['examples']} examples "
