@@ -268,3 +268,16 @@ def test_heldout_stage_end_to_end(tmp_path):
   runner.run(config, workdir, 'heldout')
   with np.load(os.path.join(out, 'scores_train.npz')) as z:
     np.testing.assert_array_equal(z['cscore'], table['cscore'])
+
+
+def test_a_bad_reference_fails_before_any_training(tmp_path):
+  """A wrong key in config.reference stops the stage before it trains."""
+  ref = str(tmp_path / 'cscores.npz')
+  np.savez(ref, scores=np.zeros(512, np.float32))
+  workdir = str(tmp_path / 'w')
+  os.makedirs(workdir)
+  config = quick_config(**{'heldout.members': 2, 'heldout.epochs': 1,
+                           'reference.path': ref, 'reference.key': 'score'})
+  with pytest.raises(KeyError, match=r"no arrays \['score'\]"):
+    heldout.run_heldout(config, workdir)
+  assert not os.path.exists(os.path.join(workdir, 'heldout'))

@@ -219,13 +219,21 @@ def _judge(workdir, cscore, fractions) -> dict[str, Any]:
   return res
 
 
-def _reference(config, est, labels, tfds_ids, fractions) -> dict[str, Any]:
+def _read_reference(config) -> dict[str, Any] | None:
+  """config.reference's file when the stage compares with it, else None."""
+  rc = config.reference
+  if not (rc.path and rc.split == 'train'):
+    return None
+  return reference_order.read_reference(
+      rc.path, rc.key, rc.tfds_id_column if rc.order == 'tfds_id' else None,
+      rc.get('label_key') or None)
+
+
+def _reference(config, file, est, labels, tfds_ids, fractions
+               ) -> dict[str, Any]:
   """The estimates against config.reference (a published C-score file)."""
   rc = config.reference
   split_name = config.get('train_split') or 'train'
-  file = reference_order.read_reference(
-      rc.path, rc.key, rc.tfds_id_column if rc.order == 'tfds_id' else None,
-      rc.get('label_key') or None)
   ids = np.asarray(tfds_ids if tfds_ids is not None else [''] * labels.size,
                    str)
   values = file['values']
@@ -258,6 +266,8 @@ def run_heldout(config, workdir: str, data=None) -> dict[str, Any]:
   cfg = heldout_config(config)
   ratios = [float(r) for r in cfg.ratios]
   fractions = tuple(float(f) for f in cfg.hard_tail_fractions)
+  # A wrong key or path fails now, not after hours of training.
+  reference = _read_reference(config)
   t = train_members(config, workdir, data)
   members, keep, labels = t['members'], t['keep'], t['labels']
   final = np.concatenate([c[:, -1] for c in t['correct']])
@@ -308,9 +318,9 @@ def run_heldout(config, workdir: str, data=None) -> dict[str, Any]:
   if cfg.along_training:
     result['curves'] = _curves(t['correct'], keep, member_ratio, ratios,
                                t['probe_epochs'])
-  if config.reference.path and config.reference.split == 'train':
-    result['reference'] = _reference(config, est, labels, t['tfds_ids'],
-                                     fractions)
+  if reference is not None:
+    result['reference'] = _reference(config, reference, est, labels,
+                                     t['tfds_ids'], fractions)
   result = files.to_jsonable(result)
   files.atomic_write_json(os.path.join(out_dir, 'results.json'), result)
   c = result['cscore']
