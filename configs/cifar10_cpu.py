@@ -10,6 +10,14 @@ Human label noise (CIFAR-10N, the label-issue analysis on real errors):
       --config.train_labels=$HOME/.cache/easyhard_jax/cifar10/CIFAR-10_human.pt:aggre_label \
       --config.train_labels_order=original --workdir=/tmp/eh_cifar10n_aggre
 
+Held-out consistency (C-score) estimates, judged against the published
+C-scores (docs/heldout.md):
+
+  python -m easyhard_jax.main --config=configs/cifar10_cpu.py --mode=heldout \
+      --config.reference.path=cifar10-cscores-orig-order.npz \
+      --config.reference.key=scores --config.reference.label_key=labels \
+      --config.reference.order=original --workdir=/tmp/eh_cifar10_cpu
+
 Sized by measurement for a CPU (docs/results.md, "CIFAR-10"): two cheap
 architectures at ~200 train images/s each on one core, two epochs, three
 probe points (epoch 0.5, 1, 2) over all 60,000 images; record + analyze +
@@ -57,4 +65,12 @@ def get_config():
     sweep.seeds = 2
     sweep.epochs = 2
   c.compression.fractions = (0.3, 0.5, 0.7)
+  # Held-out ground truth on request (--mode=heldout, 62 minutes on one
+  # core): 16 cnn members, each on its own random half, 2 epochs, so each
+  # image is held out by 8 of them (docs/heldout.md, "CIFAR-10").
+  c.heldout.archs = 'cnn'
+  c.heldout.members = 16
+  c.heldout.ratios = (0.5,)
+  c.heldout.epochs = 2
+  c.heldout.members_per_program = 4
   return c

@@ -5,6 +5,8 @@
 #   digits         the default digits study (configs/digits.py)
 #   cifar10        real CIFAR-10 on a CPU (configs/cifar10_cpu.py), compared
 #                  with the published C-scores (set CSCORES, below)
+#   cifar10_heldout the cifar10 study's workdir, then --mode=heldout: 16 cnn
+#                  members on random halves, judged against the C-scores
 #   cifar10n_aggre CIFAR-10N human labels, aggregate (9.0% noisy), cnn x 3
 #   cifar10n_worse CIFAR-10N human labels, worst of three (40.2% noisy)
 #   label_noise    Fashion-MNIST synthetic label noise over fresh noise seeds
@@ -24,6 +26,7 @@ TABLE="${1:?usage: launch/results.sh TABLE [WORKROOT]}"
 ROOT="${2:-/tmp/eh_results}"
 CIFAR10_DIR="${CIFAR10_DIR:-$HOME/.cache/easyhard_jax/cifar10}"
 W="$ROOT/$TABLE"
+[ "$TABLE" = cifar10_heldout ] && W="$ROOT/cifar10"
 RUN=(python -m easyhard_jax.main)
 
 cifar_n() {  # key
@@ -44,6 +47,14 @@ case "$TABLE" in
       --workdir="$W"
     "${RUN[@]}" --config=configs/cifar10_cpu.py --config.cifar10_dir="$CIFAR10_DIR" \
       --workdir="$W" --mode=compare --config.reference.path="$CSCORES" \
+      --config.reference.key=scores --config.reference.label_key=labels \
+      --config.reference.order=original ;;
+  cifar10_heldout)
+    : "${CSCORES:?set CSCORES=/path/to/cifar10-cscores-orig-order.npz}"
+    "${RUN[@]}" --config=configs/cifar10_cpu.py --config.cifar10_dir="$CIFAR10_DIR" \
+      --workdir="$W"
+    "${RUN[@]}" --config=configs/cifar10_cpu.py --config.cifar10_dir="$CIFAR10_DIR" \
+      --workdir="$W" --mode=heldout --config.reference.path="$CSCORES" \
       --config.reference.key=scores --config.reference.label_key=labels \
       --config.reference.order=original ;;
   cifar10n_aggre) cifar_n aggre_label ;;
