@@ -36,27 +36,25 @@ cifar_n() {  # key
     --config.train_labels_order=original --workdir="$W"
 }
 
+cifar_against_cscores() {  # mode: the study, then MODE against the C-scores
+  : "${CSCORES:?set CSCORES=/path/to/cifar10-cscores-orig-order.npz}"
+  echo "0f8b3e219fd37867fc1ef532335b6169f8109d137275ae53b802bb8177556ac8  $CSCORES" \
+    | sha256sum -c --quiet
+  "${RUN[@]}" --config=configs/cifar10_cpu.py --config.cifar10_dir="$CIFAR10_DIR" \
+    --workdir="$W"
+  "${RUN[@]}" --config=configs/cifar10_cpu.py --config.cifar10_dir="$CIFAR10_DIR" \
+    --workdir="$W" --mode="$1" --config.reference.path="$CSCORES" \
+    --config.reference.key=scores --config.reference.label_key=labels \
+    --config.reference.order=original
+}
+
 case "$TABLE" in
   digits)
     "${RUN[@]}" --config=configs/digits.py --workdir="$W" ;;
   cifar10)
-    : "${CSCORES:?set CSCORES=/path/to/cifar10-cscores-orig-order.npz}"
-    echo "0f8b3e219fd37867fc1ef532335b6169f8109d137275ae53b802bb8177556ac8  $CSCORES" \
-      | sha256sum -c --quiet
-    "${RUN[@]}" --config=configs/cifar10_cpu.py --config.cifar10_dir="$CIFAR10_DIR" \
-      --workdir="$W"
-    "${RUN[@]}" --config=configs/cifar10_cpu.py --config.cifar10_dir="$CIFAR10_DIR" \
-      --workdir="$W" --mode=compare --config.reference.path="$CSCORES" \
-      --config.reference.key=scores --config.reference.label_key=labels \
-      --config.reference.order=original ;;
+    cifar_against_cscores compare ;;
   cifar10_heldout)
-    : "${CSCORES:?set CSCORES=/path/to/cifar10-cscores-orig-order.npz}"
-    "${RUN[@]}" --config=configs/cifar10_cpu.py --config.cifar10_dir="$CIFAR10_DIR" \
-      --workdir="$W"
-    "${RUN[@]}" --config=configs/cifar10_cpu.py --config.cifar10_dir="$CIFAR10_DIR" \
-      --workdir="$W" --mode=heldout --config.reference.path="$CSCORES" \
-      --config.reference.key=scores --config.reference.label_key=labels \
-      --config.reference.order=original ;;
+    cifar_against_cscores heldout ;;
   cifar10n_aggre) cifar_n aggre_label ;;
   cifar10n_worse) cifar_n worse_label ;;
   label_noise)

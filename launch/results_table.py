@@ -50,6 +50,15 @@ def _fmt(x, spec='.3f'):
   return '-' if not np.isfinite(x) else format(x, spec)
 
 
+def _read_json(workdir: str, *parts: str):
+  """The JSON file WORKDIR/parts..., or None when it is absent."""
+  path = os.path.join(workdir, *parts)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
 def members_table(workdir: str) -> list[str]:
   """Accuracy of every member at its last probe, train and test."""
   acc = {}
@@ -144,11 +153,9 @@ def reference_table(workdir: str, below: float) -> list[str]:
 
 def label_error_table(workdir: str) -> list[str]:
   """Every score's AUROC and precision at k for the known label errors."""
-  path = os.path.join(workdir, 'analysis', 'analysis.json')
-  if not os.path.exists(path):
+  a = _read_json(workdir, 'analysis', 'analysis.json')
+  if a is None:
     return []
-  with open(path) as f:
-    a = json.load(f)
   noise = a.get('label_noise')
   if not noise or 'scores' not in noise:
     return []
@@ -265,11 +272,9 @@ def _tail(res, i=0):
 
 def heldout_table(workdir: str) -> list[str]:
   """heldout/results.json: the estimate, its ceiling, proxies, reference."""
-  path = os.path.join(workdir, 'heldout', 'results.json')
-  if not os.path.exists(path):
+  r = _read_json(workdir, 'heldout', 'results.json')
+  if r is None:
     return []
-  with open(path) as f:
-    r = json.load(f)
   frac = (r.get('hard_tail_fractions') or [0.05])[0]
   lines = [f"Held-out ground truth: {', '.join(r['archs'])}, "
            f"{r['members_per_ratio_and_arch']} members per ratio, "
