@@ -1,6 +1,6 @@
 """GraNd throughput against the plain probe pass, side by side in one run.
 
-  python launch/grand_benchmark.py --config=configs/digits.py \
+  python -m benchmarks.grand_cost --config=configs/digits.py \
       --archs=cnn,resnet18 --repeats=3
 
 For each architecture of the config (the digits default: its cnn and

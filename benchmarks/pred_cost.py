@@ -1,6 +1,6 @@
 """Cost of recording the predicted class (``pred``) in the fused train step.
 
-  python launch/pred_cost.py [--steps=100] [--rounds=10] [--archs=cnn,resnet18]
+  python -m benchmarks.pred_cost [--steps=100] [--rounds=10] [--archs=cnn,resnet18]
 
 The record stage's train step (``ensemble.ArchTrainer.train_step``: the
 digits study's members, model, optimizer and augmentation) is compiled
