@@ -10,7 +10,9 @@ writes, atomically:
   statistics (when images or features are given), all under the configured
   set rule (class-balanced top-k by default); ``other_rule`` repeats the
   sets, agreement (without intervals) and similarity under the other rule
-  (global top-k), and the test-error section. The probe scores come from
+  (global top-k), and the test-error section. Each part is a dataclass of
+  analysis/results.py, registered by its key; the file is written from
+  them (``results.Analysis``). The probe scores come from
   the probe records, the training-pass scores (Toneva forgetting events,
   AUM, cartography) from the fused records (``scores.SCORE_SOURCE``).
 * ``scores_train.npz`` / ``scores_test.npz``: the one score artifact
@@ -51,6 +53,7 @@ from easyhard_jax.analysis import feature_similarity
 from easyhard_jax.analysis import heldout_errors
 from easyhard_jax.analysis import label_issues
 from easyhard_jax.analysis import label_noise
+from easyhard_jax.analysis import results as results_lib
 from easyhard_jax.analysis import scores as scores_lib
 from easyhard_jax.analysis import sets as sets_lib
 from easyhard_jax.analysis import similarity as similarity_lib
@@ -67,7 +70,8 @@ def _write_scores(workdir: str, rec: Any, example: Mapping[str, np.ndarray],
   score_store.write_analysis_scores(workdir, rec.split, table)
 
 
-def _score_summary(example: Mapping[str, np.ndarray]) -> dict[str, Any]:
+def _score_summary(example: Mapping[str, np.ndarray]
+                   ) -> dict[str, results_lib.ScoreStats | None]:
   out = {}
   for name in scores_lib.SCORE_NAMES:
     if name not in example:
@@ -75,13 +79,14 @@ def _score_summary(example: Mapping[str, np.ndarray]) -> dict[str, Any]:
       continue
     v = np.asarray(example[name], np.float64)
     fin = v[np.isfinite(v)]
-    out[name] = None if not fin.size else {
-        'mean': float(fin.mean()), 'std': float(fin.std()),
-        'min': float(fin.min()), 'max': float(fin.max())}
+    out[name] = None if not fin.size else results_lib.ScoreStats(
+        mean=float(fin.mean()), std=float(fin.std()),
+        min=float(fin.min()), max=float(fin.max()))
   return out
 
 
-def _score_correlation(example: Mapping[str, np.ndarray]) -> dict[str, Any]:
+def _score_correlation(example: Mapping[str, np.ndarray]
+                       ) -> results_lib.ScoreCorrelation | results_lib.Skipped:
   """Spearman between scores, each oriented high = easy (variability raw)."""
   names, rows = [], []
   for name in scores_lib.SCORE_NAMES:
@@ -95,15 +100,17 @@ def _score_correlation(example: Mapping[str, np.ndarray]) -> dict[str, Any]:
     rows.append(v if o == scores_lib.NEITHER else
                 scores_lib.easier_key(v, name))
   if len(rows) < 2:
-    return {'skipped': 'fewer than two finite scores'}
-  return {'scores': names, 'oriented': 'higher_is_easier (variability raw)',
-          'spearman': np.asarray(agreement_lib.spearman_matrix(
-              jnp.asarray(np.stack(rows))))}
+    return results_lib.Skipped('fewer than two finite scores')
+  return results_lib.ScoreCorrelation(
+      scores=names, oriented='higher_is_easier (variability raw)',
+      spearman=np.asarray(agreement_lib.spearman_matrix(
+          jnp.asarray(np.stack(rows)))))
 
 
 def _split_sets(sc: dict[str, Any], labels: np.ndarray,
                 rule: sets_lib.SetRule,
-                num_classes: int) -> tuple[np.ndarray, np.ndarray, dict]:
+                num_classes: int
+                ) -> tuple[np.ndarray, np.ndarray, results_lib.SetInfo]:
   score = sc['example'][rule.score]
   sets_lib.check_finite(score, rule.score)
   k = rule.resolve_k(labels, num_classes) if rule.method == 'top_k' else None
@@ -125,19 +132,19 @@ def _split_sets(sc: dict[str, Any], labels: np.ndarray,
     info[f'{name}_largest_class'] = int(np.argmax(per))
     info[f'{name}_largest_class_share'] = (float(per.max() / size) if size
                                            else None)
-  return easy, hard, info
+  return easy, hard, results_lib.SetInfo(**info)
 
 
-def _records_info(rec: Any, sc: dict[str, Any]) -> dict[str, Any]:
-  return {'members': rec.num_members, 'probes': int(rec.correct.shape[1]),
-          'fused_epochs': sc.get('fused_epochs'),
-          'examples': int(rec.correct.shape[2]), 'archs': sc['archs'],
-          'member_names': [m.get('name') for m in rec.members],
-          'probe_epochs': np.asarray(rec.probe_epochs),
-          'window_probe_epochs': np.asarray(rec.probe_epochs)[
-              sc['window_mask']],
-          'dynamics_probe_epochs': np.asarray(rec.probe_epochs)[
-              sc['dynamics_mask']]}
+def _records_info(rec: Any, sc: dict[str, Any]) -> results_lib.RecordsInfo:
+  return results_lib.RecordsInfo(
+      members=rec.num_members, probes=int(rec.correct.shape[1]),
+      fused_epochs=sc.get('fused_epochs'),
+      examples=int(rec.correct.shape[2]), archs=sc['archs'],
+      member_names=[m.get('name') for m in rec.members],
+      probe_epochs=np.asarray(rec.probe_epochs),
+      window_probe_epochs=np.asarray(rec.probe_epochs)[sc['window_mask']],
+      dynamics_probe_epochs=np.asarray(rec.probe_epochs)[
+          sc['dynamics_mask']])
 
 
 def _pixel_sample(images: Any, cap: int, seed: int):
@@ -159,7 +166,8 @@ def _similarity(cfg: Any, labels: np.ndarray, easy: np.ndarray,
                 hard: np.ndarray, images: Any, features: Any,
                 num_classes: int, class_balanced: bool,
                 with_means: bool = True, window_features: Any = None
-                ) -> tuple[dict[str, Any], dict[str, Any]]:
+                ) -> tuple[results_lib.Similarity | results_lib.Skipped,
+                           dict[str, Any]]:
   s = cfg.similarity
   kw = dict(seed=s.seed, max_set_size=s.max_set_size, per_class=s.per_class,
             block_size=s.block_size, class_balanced=class_balanced)
@@ -167,7 +175,8 @@ def _similarity(cfg: Any, labels: np.ndarray, easy: np.ndarray,
   means: dict[str, Any] = {}
   every_example = labels, easy, hard  # Features cover all, pixels a sample.
   if images is None and features is None and window_features is None:
-    return {'skipped': 'no images or features passed to run_analysis'}, means
+    return (results_lib.Skipped('no images or features passed to '
+                                'run_analysis'), means)
   if images is not None:
     if images.shape[0] != labels.shape[0]:
       raise ValueError(f'train_images has {images.shape[0]} rows but the '
@@ -213,17 +222,19 @@ def _similarity(cfg: Any, labels: np.ndarray, easy: np.ndarray,
         f'penultimate_step{window_features.step}'] = (
             feature_similarity.feature_set_distances(
                 window_features.features, easy, hard, labels, **kw))
-  return out, means
+  return results_lib.Similarity(**out), means
 
 
 def _other_rule(cfg: Any, rule: sets_lib.SetRule, sc: dict[str, Any],
                 train: Any, labels: np.ndarray, num_classes: int,
                 train_images: Any, features: Any,
-                window_features: Any = None) -> dict[str, Any]:
+                window_features: Any = None
+                ) -> results_lib.OtherRule | results_lib.Skipped:
   """Sets, agreement and similarity under the other class rule (top_k)."""
   other = rule.other()
   if other is None:
-    return {'skipped': f'sets.method={rule.method!r} has no class rule'}
+    return results_lib.Skipped(f'sets.method={rule.method!r} has no class '
+                               'rule')
   easy, hard, info = _split_sets(sc, labels, other, num_classes)
   agree = agreement_lib.agreement_report(
       sc['member'], [m.get('name', str(i)) for i, m in enumerate(
@@ -232,8 +243,10 @@ def _other_rule(cfg: Any, rule: sets_lib.SetRule, sc: dict[str, Any],
   sim, _ = _similarity(cfg, labels, easy, hard, train_images, features,
                        num_classes, other.name == 'class_balanced',
                        with_means=False, window_features=window_features)
-  return {'class_rule': other.name, 'sets': info, 'agreement': agree,
-          'similarity': sim}
+  return results_lib.OtherRule(
+      class_rule=other.name, sets=info,
+      agreement=results_lib.Agreement.from_json(agree, strict=True),
+      similarity=sim)
 
 
 def _add_label_issues(sc: dict[str, Any], rec: Any, cfg: Any,
@@ -251,37 +264,42 @@ def _add_label_issues(sc: dict[str, Any], rec: Any, cfg: Any,
 def _label_issue_outputs(config: Any, out_dir: str,
                          issues: Mapping[str, Any], recs: Mapping[str, Any],
                          example: Mapping[str, np.ndarray]
-                         ) -> tuple[dict[str, Any], dict[str, Any]]:
-  """Writes label_issues_{split}.csv; (label_issues, label_noise) JSON."""
+                         ) -> tuple[results_lib.LabelIssues,
+                                    results_lib.LabelNoise |
+                                    results_lib.Skipped]:
+  """Writes label_issues_{split}.csv; (label_issues, label_noise) parts."""
   cfg = config.analysis
   info: dict[str, Any] = {'window': label_issues.window(config)}
   for split, li in issues.items():
     rec = recs[split]
     if li is None:
-      info[split] = {'skipped': 'the records hold no predictions (pred)'}
+      info[split] = results_lib.Skipped(
+          'the records hold no predictions (pred)')
       continue
     files.atomic_write_bytes(
         os.path.join(out_dir, f'label_issues_{split}.csv'),
         label_issues.table_csv_bytes(rec, li))
-    info[split] = {
-        'pairs': int(li['pairs'].max()),
-        'window_probe_epochs': np.asarray(rec.probe_epochs)[
+    info[split] = results_lib.LabelIssueSplit(
+        pairs=int(li['pairs'].max()),
+        window_probe_epochs=np.asarray(rec.probe_epochs)[
             scores_lib.window_mask(rec.probe_epochs, info['window'])],
-        'majority_other_class': int(np.sum(li['agreement'] > 0.5)),
-        'unanimous_other_class': int(np.sum(li['agreement'] >= 1.0)),
-        'agreed_class_shares': label_issues.suspect_shares(
+        majority_other_class=int(np.sum(li['agreement'] > 0.5)),
+        unanimous_other_class=int(np.sum(li['agreement'] >= 1.0)),
+        agreed_class_shares=label_issues.suspect_shares(
             rec.labels, li['agreed_class'], cfg.label_issues.get('top_k', 64),
-            score=li['score'])}
+            score=li['score']))
   n = len(recs['train'].labels)
   noisy, source = label_noise.known_noisy(config, n)
   if noisy is None:
-    noise = {'skipped': 'no known label errors (config.analysis.known_noisy '
-             "is '' and config.label_noise.fraction is 0)"}
+    noise = results_lib.Skipped(
+        "no known label errors (config.analysis.known_noisy is '' and "
+        'config.label_noise.fraction is 0)')
   else:
-    noise = label_noise.detection_report(example, noisy, n, source)
+    noise = results_lib.LabelNoise.from_json(
+        label_noise.detection_report(example, noisy, n, source), strict=True)
     logging.info('Known label errors (%s): label_issue AUROC %s.', source,
-                 noise['scores'].get(label_issues.NAME, {}).get('auroc'))
-  return info, noise
+                 noise.scores.get(label_issues.NAME, {}).get('auroc'))
+  return results_lib.LabelIssues(**info), noise
 
 
 def run_analysis(config: Any, workdir: str, *, train_images: Any = None,
@@ -299,7 +317,8 @@ def run_analysis(config: Any, workdir: str, *, train_images: Any = None,
       or {name: [N, D]}, for the same distance statistics.
 
   Returns:
-    The dict written to ``WORKDIR/analysis/analysis.json``.
+    The dict written to ``WORKDIR/analysis/analysis.json`` (the JSON of a
+    ``results.Analysis``; ``results.Analysis.from_json`` types it).
   """
   cfg = config.analysis
   out_dir = os.path.join(workdir, 'analysis')
@@ -334,34 +353,39 @@ def run_analysis(config: Any, workdir: str, *, train_images: Any = None,
     sc['example']['grand'] = scores_lib.combine_by_rank(grand[0])
     logging.info('GraNd from the kept checkpoints at steps %s.', grand[1])
   easy, hard, set_info = _split_sets(sc, labels, rule, num_classes)
-  result: dict[str, Any] = {
+  # The parts of analysis.json by name (results.PARTS), filled in below.
+  part: dict[str, Any] = {
       'config': cfg.to_dict(),
       'score_orientation': scores_lib.SCORE_ORIENTATION,
       'score_source': scores_lib.SCORE_SOURCE,
-      'records': {'train': _records_info(train, sc), 'source': cfg.source,
-                  'fused': fused is not None},
-      'sets': {'train': set_info},
-      'score_summary': {'train': _score_summary(sc['example'])},
-      'score_correlation': {'train': _score_correlation(sc['example'])},
+      'records': results_lib.Records(train=_records_info(train, sc),
+                                     source=cfg.source,
+                                     fused=fused is not None),
+      'sets': results_lib.Sets(train=set_info),
+      'score_summary': results_lib.ScoreSummary(
+          train=_score_summary(sc['example'])),
+      'score_correlation': results_lib.ScoreCorrelations(
+          train=_score_correlation(sc['example'])),
   }
   logging.info('Agreement between %d members.', train.num_members)
-  result['agreement'] = agreement_lib.agreement_report(
-      sc['member'], [m.get('name', str(i)) for i, m in enumerate(
-          train.members)], sc['group_ids'], sc['archs'], rule, labels,
-      num_classes, jax.random.key(cfg.agreement.seed),
-      intervals=cfg.agreement.intervals,
-      ci_level=cfg.agreement.ci_level)
+  part['agreement'] = results_lib.Agreement.from_json(
+      agreement_lib.agreement_report(
+          sc['member'], [m.get('name', str(i)) for i, m in enumerate(
+              train.members)], sc['group_ids'], sc['archs'], rule, labels,
+          num_classes, jax.random.key(cfg.agreement.seed),
+          intervals=cfg.agreement.intervals,
+          ci_level=cfg.agreement.ci_level), strict=True)
   # Penultimate features saved by --mode=probe_checkpoints at the end of
   # the easiness window (None when it has not run).
   window_features = feature_similarity.load_window_features(workdir,
                                                             cfg.window)
-  result['similarity'], means = _similarity(
+  part['similarity'], means = _similarity(
       cfg, labels, easy, hard, train_images, features, num_classes,
       rule.name == 'class_balanced', window_features=window_features)
-  if window_features is not None:
-    result['similarity']['feature_checkpoint'] = {
+  if window_features is not None:  # Only the configured rule's says so.
+    part['similarity'].feature_checkpoint = {
         'step': window_features.step, 'epoch': window_features.epoch}
-  result['other_rule'] = _other_rule(cfg, rule, sc, train, labels,
+  part['other_rule'] = _other_rule(cfg, rule, sc, train, labels,
                                      num_classes, train_images, features,
                                      window_features)
   npz = {f'train_{k}': v for k, v in means.items()}
@@ -372,11 +396,13 @@ def run_analysis(config: Any, workdir: str, *, train_images: Any = None,
     logging.info('sets.score %s is a training-pass score; no test sets.',
                  rule.score)
     test = None
-    result['test'] = {'skipped': f'sets.score {rule.score!r} comes from '
-                      'training passes; the test split has none'}
+    part['test'] = results_lib.Skipped(
+        f'sets.score {rule.score!r} comes from training passes; the test '
+        'split has none')
   elif test is None:
-    result['test'] = {'skipped': 'no test records' if cfg.test.enabled
-                      else 'config.analysis.test.enabled is False'}
+    part['test'] = results_lib.Skipped(
+        'no test records' if cfg.test.enabled
+        else 'config.analysis.test.enabled is False')
   else:
     tsc = scores_lib.compute_scores(test, cfg.window, cfg.dynamics_window)
     issues['test'] = _add_label_issues(tsc, test, config, num_classes)
@@ -384,10 +410,10 @@ def run_analysis(config: Any, workdir: str, *, train_images: Any = None,
     report, teasy, thard = heldout_errors.heldout_error_report(
         tsc, np.asarray(test.correct[:, -1, :]), tlabels, rule, num_classes)
     report['final_probe_epoch'] = float(test.probe_epochs[-1])
-    result['test'] = report
-    result['records']['test'] = _records_info(test, tsc)
-    _, _, result['sets']['test'] = _split_sets(tsc, tlabels, rule, num_classes)
-    result['score_summary']['test'] = _score_summary(tsc['example'])
+    part['test'] = results_lib.TestErrors.from_json(report, strict=True)
+    part['records'].test = _records_info(test, tsc)
+    _, _, part['sets'].test = _split_sets(tsc, tlabels, rule, num_classes)
+    part['score_summary'].test = _score_summary(tsc['example'])
     _write_scores(workdir, test, tsc['example'], teasy, thard, tsc['archs'])
     if test_images is not None:
       timages, rows = _pixel_sample(test_images,
@@ -400,7 +426,7 @@ def run_analysis(config: Any, workdir: str, *, train_images: Any = None,
         m, c = similarity_lib.class_mean_images(timages, tlabels, mask,
                                                 num_classes)
         npz[f'test_{name}_mean'], npz[f'test_{name}_count'] = m, c
-  result['label_issues'], result['label_noise'] = _label_issue_outputs(
+  part['label_issues'], part['label_noise'] = _label_issue_outputs(
       config, out_dir, issues, {'train': train, 'test': test}, sc['example'])
   # Outputs this run does not produce must not survive from an earlier run.
   for name, made in (('scores_test.npz', test is not None),
@@ -415,8 +441,9 @@ def run_analysis(config: Any, workdir: str, *, train_images: Any = None,
   if npz:
     files.atomic_savez(os.path.join(out_dir, 'mean_images.npz'), npz)
   else:
-    result['mean_images'] = {'skipped': 'no images passed to run_analysis'}
-  result = files.to_jsonable(result)
+    part['mean_images'] = results_lib.Skipped(
+        'no images passed to run_analysis')
+  result = results_lib.Analysis(**part).to_json()
   files.atomic_write_json(os.path.join(out_dir, 'analysis.json'), result)
   logging.info('Wrote %s', out_dir)
   return result

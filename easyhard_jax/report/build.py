@@ -24,6 +24,7 @@ from easyhard_jax import config_fields
 from easyhard_jax import files
 from easyhard_jax import records as records_lib
 from easyhard_jax import score_store
+from easyhard_jax.analysis import results as results_lib
 from easyhard_jax.report import experiment_sections
 from easyhard_jax.report import heldout_section
 from easyhard_jax.report import html as html_lib
@@ -116,7 +117,7 @@ class Study:
     self.scores_test = self.means = None
     path = os.path.join(adir, 'analysis.json')
     if os.path.exists(path):
-      self.analysis = _read_json(path)
+      self.analysis = results_lib.Analysis.from_json(_read_json(path))
       # The one score artifact (score_store); an analysis written before it
       # existed has only the CSV, which is shown as it is.
       for attr, split in (('scores', 'train'), ('scores_test', 'test')):
@@ -171,11 +172,10 @@ class Study:
   def subtitle(self) -> str:
     c = self.run_config or {}
     parts = [f"dataset {c.get('dataset', '?')}"]
-    if self.analysis:
-      r = self.analysis.get('records', {}).get('train', {})
-      parts.append(f"{r.get('members', '?')} members "
-                   f"({', '.join(r.get('archs', []))})")
-      parts.append(f"{r.get('examples', '?')} train examples")
+    r = self.analysis and self.analysis.records
+    if r:
+      parts.append(f"{r.train.members} members ({', '.join(r.train.archs)})")
+      parts.append(f'{r.train.examples} train examples')
     parts.append(f'workdir {self.workdir}')
     parts.append(time.strftime('built %Y-%m-%d %H:%M'))
     return ' | '.join(parts)
@@ -215,40 +215,43 @@ def summary_blocks(study: Study) -> list[tuple[str, list[str]]]:
   if a is None:
     return [('Findings', ['The analysis stage has not run: no easiness, '
                           'sets or agreement yet.'])]
-  sets = a['sets']['train']
-  out = [f"Train: {sets['easy_size']} easy and {sets['hard_size']} hard of "
-         f"{sum(sets['class_sizes'])} examples "
-         f"({set_rules.rule_text(sets)})."]
-  other = a.get('other_rule') or {}
-  if other.get('sets'):
-    o = other['sets']
+  sets = a.sets.train
+  out = [f'Train: {sets.easy_size} easy and {sets.hard_size} hard of '
+         f'{sum(sets.class_sizes)} examples '
+         f'({set_rules.rule_text(sets)}).']
+  other = None if results_lib.skipped(a.other_rule) else a.other_rule
+  if other and other.sets:
+    o = other.sets
     out.append('For comparison, the other set rule '
                f'({set_rules.rule_text(o)}): the largest class holds '
-               f"{_fmt(100 * (o.get('easy_largest_class_share') or 0), '.0f')}"
-               f"% of the easy set (class {o.get('easy_largest_class')}) and "
-               f"{_fmt(100 * (o.get('hard_largest_class_share') or 0), '.0f')}"
-               f"% of the hard set (class {o.get('hard_largest_class')}).")
-  ag = a['agreement']
-  ap = ag.get('arch_pairs', {})
-  if 'skipped' not in ap:
-    k = len(ag['archs'])
+               f"{_fmt(100 * (o.easy_largest_class_share or 0), '.0f')}"
+               f'% of the easy set (class {o.easy_largest_class}) and '
+               f"{_fmt(100 * (o.hard_largest_class_share or 0), '.0f')}"
+               f'% of the hard set (class {o.hard_largest_class}).')
+  ag = a.agreement
+  ap = ag.arch_pairs
+  if not results_lib.skipped(ap):
+    k = len(ag.archs)
     off = ~np.eye(k, dtype=bool)
-    alt = (set_rules.rule_summary(other['agreement'])
-           if other.get('agreement') else {})
+    alt = (set_rules.rule_summary(other.agreement)
+           if other and other.agreement else {})
     for which in ('easy', 'hard'):
-      r = np.asarray(ap[f'{which}_sets']['ratio'], np.float64)[off]
-      chance = set_rules.chance_text(ap[f'{which}_sets'])
+      sets_w = getattr(ap, f'{which}_sets')
+      r = np.asarray(sets_w.ratio, np.float64)[off]
+      chance = set_rules.chance_text(sets_w)
       also = (f"; {alt['rule']} sets: {_fmt(alt.get(f'arch_{which}'))}x"
               if alt.get(f'arch_{which}') is not None else '')
       out.append(f'{which.capitalize()} sets of different architectures '
                  f'overlap {_fmt(np.nanmean(r))}x chance on average '
                  f'(chance overlap {chance}{also}).')
-  summ = ag['member_pairs'].get('summary', {}).get('spearman_easiness')
+  mp = ag.member_pairs
+  summ = (None if results_lib.skipped(mp) else
+          (mp.summary or {}).get('spearman_easiness'))
   if summ:
     out.append(f"Easiness Spearman between members: same architecture "
                f"{_fmt(summ.get('same_arch'))}, across architectures "
                f"{_fmt(summ.get('cross_arch'))}.")
-  lv = ((ag.get('ceiling') or {}).get('levels') or [None])[-1]
+  lv = ((ag.ceiling and ag.ceiling.levels) or [None])[-1]
   if lv and lv['summary']['easy_ratio']['cross_arch'] is not None:
     e, r = lv['summary']['easy_ratio'], lv['summary']['spearman_easiness']
     out.append(f"At {lv['members']} member(s) per group, easy sets of "
@@ -257,26 +260,28 @@ def summary_blocks(study: Study) -> list[tuple[str, list[str]]]:
                f"{_fmt(e['ceiling_sd'])}) between disjoint seed groups of one "
                f"architecture; easiness Spearman {_fmt(r['cross_arch'])} "
                f"against {_fmt(r['ceiling'])}.")
-  pix = (a.get('similarity') or {}).get('pixels')
+  sim = None if results_lib.skipped(a.similarity) else a.similarity
+  pix = sim and sim.pixels
   if pix:
     if 'l2' in pix['global']:
       g = pix['global']['l2']
       word = ('class-balanced (equal class composition)'
               if pix['global'].get('class_balanced') else 'global')
-      alt = ((other.get('similarity') or {}).get('pixels') or {}).get(
-          'global', {}).get('l2')
+      osim = (None if not other or results_lib.skipped(other.similarity)
+              else other.similarity)
+      alt = ((osim and osim.pixels) or {}).get('global', {}).get('l2')
       also = (f" (global sets: easy {_fmt(alt['easy'])}, hard "
               f"{_fmt(alt['hard'])}, random {_fmt(alt['random'])})"
               if alt and pix['global'].get('class_balanced') else '')
       out.append(f'Mean pixel L2 distance within {word} sets: easy '
                  f"{_fmt(g['easy'])}, hard {_fmt(g['hard'])}, random "
                  f"{_fmt(g['random'])}{also}.")
-  t = a.get('test') or {}
-  if t.get('errors_in_hard'):
-    r = t['errors_in_hard']
-    out.append(f"{_fmt(100 * float(r['pooled_fraction']), '.1f')}% of test "
+  t = a.test
+  if not results_lib.skipped(t) and t.errors_in_hard:
+    r = t.errors_in_hard
+    out.append(f"{_fmt(100 * float(r.pooled_fraction), '.1f')}% of test "
                f"errors are in the hard test set, which holds "
-               f"{_fmt(100 * float(r['set_share']), '.1f')}% of the split.")
+               f"{_fmt(100 * float(r.set_share), '.1f')}% of the split.")
   ran = [f"{name}: {'ran' if path else 'not run'}"
          for name, path in study.later.items()]
   try:

@@ -22,6 +22,7 @@ import numpy as np
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 from easyhard_jax import files
+from easyhard_jax.analysis import results as results_lib
 from easyhard_jax.report import html as html_lib
 
 _COLS = 8  # Tiles per row.
@@ -79,15 +80,15 @@ def suspects_grid(images: Any, rows: Sequence[Mapping[str, str]],
   return buf.getvalue()
 
 
-def _detection_table(noise: Mapping[str, Any]) -> str:
+def _detection_table(noise: results_lib.LabelNoise) -> str:
   rows = sorted(((name, v.get('auroc'), v.get('precision_at_k'),
                   v.get('oriented'))
-                 for name, v in noise.get('scores', {}).items()),
+                 for name, v in (noise.scores or {}).items()),
                 key=lambda r: -(r[1] if r[1] is not None else -1.0))
   return html_lib.table(
-      ['score', 'AUROC', f"precision at k = {noise.get('k')}", 'oriented'],
-      rows, f"Finding the {noise.get('known_noisy')} known label errors of "
-      f"{noise.get('examples')} train examples ({noise.get('source')}); each "
+      ['score', 'AUROC', f'precision at k = {noise.k}', 'oriented'],
+      rows, f'Finding the {noise.known_noisy} known label errors of '
+      f'{noise.examples} train examples ({noise.source}); each '
       'score oriented harder = more suspect')
 
 
@@ -146,30 +147,32 @@ def build(study: Any, sec: html_lib.Section) -> html_lib.Section:
       continue
     rows = files.read_csv(path)  # Ranked: most suspect first.
     made = True
-    info = (a.get('label_issues') or {}).get(split) or {}
+    info = getattr(a.label_issues, split, None) if a.label_issues else None
+    if results_lib.skipped(info):
+      info = results_lib.LabelIssueSplit(*(('?',) * 4), None)
     body.append(html_lib.paragraph(
-        f"{split}: {info.get('majority_other_class', '?')} examples with more "
-        f"than half of their {info.get('pairs', '?')} (member, probe) "
+        f'{split}: {info.majority_other_class} examples with more '
+        f'than half of their {info.pairs} (member, probe) '
         'predictions in the label-issue window on one other class '
-        f"({info.get('unanimous_other_class', '?')} unanimous)."))
-    if info.get('agreed_class_shares'):
+        f'({info.unanimous_other_class} unanimous).'))
+    if info.agreed_class_shares:
       body.append(html_lib.paragraph(_shares_note(
-          split, info['agreed_class_shares'])))
+          split, info.agreed_class_shares)))
     if images is not None and rows:
       shown = rows[:top]
       sec.figures.append(html_lib.FigureItem(
           f'label_issues_{split}', suspects_grid(
               images, shown, f'{split}: top {len(shown)} suspects'),
           f'{split.capitalize()} split: the {len(shown)} most suspect '
-          f"examples (window {(a.get('label_issues') or {}).get('window')} "
+          f'examples (window {a.label_issues and a.label_issues.window} '
           'epochs).'))
   if not made:
     return html_lib.not_run(sec, 'no label_issues_*.csv: the records hold '
                             'no predictions (recorded before pred existed)')
-  noise = a.get('label_noise') or {}
-  if 'scores' in noise:
+  noise = a.label_noise
+  if isinstance(noise, results_lib.LabelNoise):
     body.append(_detection_table(noise))
-  elif noise.get('skipped'):
-    body.append(html_lib.paragraph(f"Known label errors: {noise['skipped']}."))
+  elif isinstance(noise, results_lib.Skipped):
+    body.append(html_lib.paragraph(f'Known label errors: {noise.reason}.'))
   sec.body_html = '\n'.join(body)
   return sec

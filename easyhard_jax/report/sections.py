@@ -4,7 +4,7 @@
 builder): the key is the HTML id (for a later stage, also its directory:
 ``WORKDIR/<key>/results.json``), the title its heading. :func:`build_section`
 gives a builder the loaded study (:class:`easyhard_jax.report.build.Study`:
-``analysis``, ``scores``, ``scores_test``, ``means``, ``metrics``, images,
+``analysis`` (a typed ``results.Analysis``), ``scores``, ``scores_test``, ``means``, ``metrics``, images,
 ``run_config``, ``timings``, ``opts``, ``later``) and an empty section with
 that key and title; the builder fills in the explanation, figures and tables.
 One whose inputs are missing marks it "not run" with the reason
@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from easyhard_jax.analysis import results as results_lib
 from easyhard_jax.report import experiment_sections
 from easyhard_jax.report import figures
 from easyhard_jax.report import heldout_section
@@ -43,37 +44,39 @@ def _overview(s: Any, sec: Section) -> Section:
       'can all be one class).')
   if s.analysis is None:
     return html_lib.not_run(sec, _NO_ANALYSIS)
-  a, rec = s.analysis, s.analysis['records']
-  tr, rule = rec['train'], s.analysis['sets']['train']
-  rows = [('members', f"{tr['members']} ({', '.join(tr['member_names'])})"),
+  a, rec = s.analysis, s.analysis.records
+  tr, rule = rec.train, s.analysis.sets.train
+  rows = [('members', f"{tr.members} ({', '.join(tr.member_names)})"),
           ('probes (epochs)', ', '.join(f'{e:.3g}' for e in
-                                        tr['probe_epochs'])),
+                                        tr.probe_epochs)),
           ('easiness window (probe epochs)', ', '.join(
-              f'{e:.3g}' for e in tr['window_probe_epochs'])),
-          ('records source', rec.get('source')),
+              f'{e:.3g}' for e in tr.window_probe_epochs)),
+          ('records source', rec.source),
           ('training-pass epochs (fused scores)',
-           ', '.join(f'{e:.3g}' for e in tr.get('fused_epochs') or [])
+           ', '.join(f'{e:.3g}' for e in tr.fused_epochs or [])
            or 'none'),
           ('set rule', set_rules.rule_text(rule))]
-  for split, st in a['sets'].items():
-    rows.append((f'{split}: easy / hard / examples',
-                 f"{st['easy_size']} / {st['hard_size']} / "
-                 f"{sum(st['class_sizes'])}"))
-  other = (a.get('other_rule') or {}).get('sets')
+  for split in ('test', 'train'):  # The file's (sorted) order.
+    st = getattr(a.sets, split)
+    if st is not None:
+      rows.append((f'{split}: easy / hard / examples',
+                   f'{st.easy_size} / {st.hard_size} / '
+                   f'{sum(st.class_sizes)}'))
+  other = None if results_lib.skipped(a.other_rule) else a.other_rule.sets
   if other:
     rows.append(('other rule (shown for comparison)',
                  set_rules.rule_text(other)))
     for st in (rule, other):
-      word = set_rules.RULE_WORD.get(st.get('class_rule'), '')
+      word = set_rules.RULE_WORD.get(st.class_rule, '')
       rows.append((f'{word}: largest class share of the easy / hard set',
                    f"{set_rules.share(st, 'easy')} / "
                    f"{set_rules.share(st, 'hard')}"))
   head = ['class', 'train examples', 'easy', 'hard']
-  cols = [rule['class_sizes'], rule['easy_per_class'], rule['hard_per_class']]
+  cols = [rule.class_sizes, rule.easy_per_class, rule.hard_per_class]
   if other:
-    word = set_rules.RULE_WORD.get(other.get('class_rule'), 'other rule')
+    word = set_rules.RULE_WORD.get(other.class_rule, 'other rule')
     head += [f'easy ({word})', f'hard ({word})']
-    cols += [other['easy_per_class'], other['hard_per_class']]
+    cols += [other.easy_per_class, other.hard_per_class]
   per_class = [(c, *v) for c, v in enumerate(zip(*cols))]
   sec.body_html = (html_lib.table(None, rows) + html_lib.table(
       head, per_class, 'Train set sizes per class'))
@@ -172,12 +175,12 @@ def _histogram(s: Any, sec: Section) -> Section:
     marks[f'hard set <= {e[hard].max():.3g}'] = float(e[hard].max())
   sec.figures.append(Figure('easiness_histogram',
                             figures.score_histogram(vals, marks)))
-  summ = s.analysis.get('score_summary', {}).get('train', {})
-  orient = s.analysis.get('score_orientation', {})
-  source = s.analysis.get('score_source', {})
+  summ = (s.analysis.score_summary.train
+          if s.analysis.score_summary else {})
+  orient = s.analysis.score_orientation or {}
+  source = s.analysis.score_source or {}
   rows = [(n, orient.get(n, ''), source.get(n, ''),
-           *((None,) * 4 if v is None else (v[k] for k in
-                                            ('mean', 'std', 'min', 'max'))))
+           *((None,) * 4 if v is None else (v.mean, v.std, v.min, v.max)))
           for n, v in summ.items()]
   sec.body_html = html_lib.table(
       ['score', 'orientation', 'records', 'mean', 'std', 'min', 'max'], rows,
@@ -199,19 +202,19 @@ def _agreement(s: Any, sec: Section) -> Section:
       'against groups of two architectures, with chance as the floor.')
   if s.analysis is None:
     return html_lib.not_run(sec, _NO_ANALYSIS)
-  ag = s.analysis['agreement']
-  ap = ag.get('arch_pairs', {})
-  if 'skipped' in ap:
-    sec.body_html += html_lib.paragraph(f"Architecture pairs: {ap['skipped']}.")
+  ag = s.analysis.agreement
+  ap = ag.arch_pairs
+  if isinstance(ap, results_lib.Skipped):
+    sec.body_html += html_lib.paragraph(f'Architecture pairs: {ap.reason}.')
   else:
-    si = ap.get('seed_interval') or {}
+    si = ap.seed_interval or {}
     iv, level = si.get('intervals', {}), si.get('level')
     for which in ('easy', 'hard'):
-      sets = ap[f'{which}_sets']
+      sets = getattr(ap, f'{which}_sets')
       ci = iv.get(f'{which}_ratio')
       chance = set_rules.chance_text(sets)
       png = figures.heatmap(
-          sets['ratio'], ag['archs'], f'{which} sets: overlap / chance',
+          sets.ratio, ag.archs, f'{which} sets: overlap / chance',
           cbar_label='overlap ratio to chance (1 = chance)', center=1.0,
           vmin=0.0,
           mask_diagonal=True,
@@ -225,17 +228,17 @@ def _agreement(s: Any, sec: Section) -> Section:
              'what fresh seeds would change, not example sampling; none '
              'for an architecture with one member.'
              if ci is not None and level else '.')))
-  mp = ag['member_pairs']
+  mp = ag.member_pairs
   sec.figures.append(Figure('member_spearman', figures.heatmap(
-      mp['spearman_easiness'], ag['members'], 'member easiness Spearman',
+      mp.spearman_easiness, ag.members, 'member easiness Spearman',
       cbar_label='Spearman rho', center=0.0, mask_diagonal=True,
-      groups=ag.get('member_arch')), 'Spearman rank correlation of the '
+      groups=ag.member_arch), 'Spearman rank correlation of the '
       'per-member easiness; lines separate architectures.'))
   rows = [(k, v.get('same_arch'), v.get('cross_arch'))
-          for k, v in mp.get('summary', {}).items()]
+          for k, v in (mp.summary or {}).items()]
   rows.append(('chance overlap (easy / hard)',
-               set_rules.chance_text(mp['easy_sets']),
-               set_rules.chance_text(mp['hard_sets'])))
+               set_rules.chance_text(mp.easy_sets),
+               set_rules.chance_text(mp.hard_sets)))
   sec.body_html += html_lib.table(['member pairs', 'same arch', 'cross arch'],
                                   rows, 'Mean over member pairs')
   sec.body_html += set_rules.rules_table(s.analysis)
@@ -262,30 +265,33 @@ def _dist_panels(st: Mapping[str, Any], prefix: str) -> dict[str, Any]:
   return panels
 
 
+def _distance_sources(sim: results_lib.Similarity
+                      ) -> list[tuple[str, Mapping[str, Any]]]:
+  return ([('pixels', sim.pixels)] if sim.pixels is not None else []) + [
+      (f'features/{k}', v) for k, v in (sim.features or {}).items()]
+
+
 def _distances(s: Any, sec: Section) -> Section:
   sec.explanation = (
       'Mean pairwise distance inside equal-size easy, hard and '
       'random sets (lower = more alike); within-class bars are the '
       'mean over classes with the std across classes as error bar '
       'and one dot per class.')
-  sim = (s.analysis or {}).get('similarity')
-  if sim is None or 'skipped' in sim:
-    return html_lib.not_run(sec, _NO_ANALYSIS if sim is None
-                            else sim['skipped'])
-  sources = ([('pixels', sim['pixels'])] if 'pixels' in sim else []) + [
-      (f'features/{k}', v) for k, v in sim.get('features', {}).items()]
+  sim = s.analysis and s.analysis.similarity
+  if results_lib.skipped(sim):
+    return html_lib.not_run(sec, sim.reason if sim else _NO_ANALYSIS)
+  sources = _distance_sources(sim)
   rows = []
   for name, st in sources:
     sec.figures.append(Figure(f"distances_{name.replace('/', '_')}",
                               figures.set_bars(_dist_panels(st, name),
                                                'mean pairwise distance')))
-  other = (s.analysis.get('other_rule') or {}).get('similarity') or {}
-  for label, sim_r in ((None, sim), ('other', other)):
-    if 'skipped' in sim_r or not sim_r:
+  o = s.analysis.other_rule
+  other = None if results_lib.skipped(o) else o.similarity
+  for sim_r in (sim, other):
+    if results_lib.skipped(sim_r):
       continue
-    srcs = ([('pixels', sim_r['pixels'])] if 'pixels' in sim_r else []) + [
-        (f'features/{k}', v) for k, v in sim_r.get('features', {}).items()]
-    for name, st in srcs:
+    for name, st in _distance_sources(sim_r):
       g = st['global']
       if 'skipped' in g:
         continue
@@ -307,18 +313,18 @@ def _colour_freq(s: Any, sec: Section) -> Section:
       'Mean pixel intensity per channel and the share of image '
       'energy above the high-frequency cutoff, per set (error bars: '
       'std over the set\'s examples).')
-  sim = (s.analysis or {}).get('similarity') or {}
-  if 'colour' not in sim:
+  sim = s.analysis and s.analysis.similarity
+  if results_lib.skipped(sim) or sim.colour is None:
     return html_lib.not_run(sec, _NO_ANALYSIS if s.analysis is None else
                             'the analysis ran without images')
   sets = ('easy', 'hard', 'random', 'all')
-  colour = {k: v for k, v in sim['colour'].items() if v}
+  colour = {k: v for k, v in sim.colour.items() if v}
   channels = len(next(iter(colour.values()))['mean']) if colour else 0
   panels = {f'channel {c} intensity': {
       n: {'value': colour[n]['mean'][c], 'err': colour[n]['std'][c]}
       for n in sets if n in colour} for c in range(channels)}
-  hf = {k: v for k, v in sim['high_frequency'].items() if v}
-  panels[f"high-frequency energy (cutoff {sim.get('hf_cutoff')})"] = {
+  hf = {k: v for k, v in sim.high_frequency.items() if v}
+  panels[f'high-frequency energy (cutoff {sim.hf_cutoff})'] = {
       n: {'value': hf[n]['mean'], 'err': hf[n]['std']} for n in sets
       if n in hf}
   sec.figures.append(Figure('colour_frequency',
@@ -332,22 +338,20 @@ def _test_errors(s: Any, sec: Section) -> Section:
       'the test split\'s easy and hard sets (dots: members), '
       'against the share of the test split those sets hold '
       '(dashed: what chance would give).')
-  t = (s.analysis or {}).get('test')
-  if t is None or 'skipped' in t:
-    return html_lib.not_run(sec, _NO_ANALYSIS if t is None
-                            else t['skipped'])
+  t = s.analysis and s.analysis.test
+  if results_lib.skipped(t):
+    return html_lib.not_run(sec, t.reason if t else _NO_ANALYSIS)
   bars, rows = {}, []
   for key in ('errors_in_easy', 'errors_in_hard',
               'errors_in_hard_leave_one_out'):
-    r = t.get(key)
-    if not r or 'skipped' in r:
+    r = getattr(t, key)
+    if results_lib.skipped(r):
       continue
     name = key.replace('errors_in_', '').replace('_', ' ')
     name = name.replace('hard leave one out', 'hard (leave one out)')
-    bars[name] = {'value': r['pooled_fraction'], 'points': r['fraction'],
-                  'ref': r['set_share']}
-    rows.append((name, r['set_share'], r['pooled_fraction'],
-                 r['enrichment']))
+    bars[name] = {'value': r.pooled_fraction, 'points': r.fraction,
+                  'ref': r.set_share}
+    rows.append((name, r.set_share, r.pooled_fraction, r.enrichment))
   sec.figures.append(Figure('test_errors', figures.set_bars(
       {'test errors inside each set': bars}, 'fraction of test errors',
       list(bars), 'share of the test split (chance)'), 'Bars: errors of all '
@@ -355,8 +359,8 @@ def _test_errors(s: Any, sec: Section) -> Section:
       'set of the other members.'))
   sec.body_html = html_lib.table(
       ['set', 'share of test split', 'share of errors (pooled)',
-       'enrichment'], rows, f"Test split: {t.get('num_examples')} examples, "
-      f"final probe at epoch {t.get('final_probe_epoch')}")
+       'enrichment'], rows, f'Test split: {t.num_examples} examples, '
+      f'final probe at epoch {t.final_probe_epoch}')
   return sec
 
 

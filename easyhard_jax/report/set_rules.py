@@ -9,10 +9,11 @@ sections and the summary.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
+from easyhard_jax.analysis import results as results_lib
 from easyhard_jax.report import html as html_lib
 
 
@@ -22,45 +23,46 @@ _num = html_lib.number
 RULE_WORD = {'class_balanced': 'class-balanced', 'global': 'global'}
 
 
-def rule_text(st: Mapping[str, Any]) -> str:
-  """'top_k by easiness, class-balanced, k=[...]' for a sets entry."""
-  word = RULE_WORD.get(st.get('class_rule'))
-  return (f"{st['rule']} by {st['score']}" + (f', {word}' if word and
-                                               st['rule'] == 'top_k' else '')
-          + (f", k={st['k']}" if st.get('k') is not None else ''))
+def rule_text(st: results_lib.SetInfo) -> str:
+  """'top_k by easiness, class-balanced, k=[...]' for a split's sets."""
+  word = RULE_WORD.get(st.class_rule)
+  return (f'{st.rule} by {st.score}' + (f', {word}' if word and
+                                         st.rule == 'top_k' else '')
+          + (f', k={st.k}' if st.k is not None else ''))
 
 
-def share(st: Mapping[str, Any], which: str) -> str:
+def share(st: results_lib.SetInfo, which: str) -> str:
   """'100% (class 1)': the share of a set in its largest class."""
-  value = _num(st.get(f'{which}_largest_class_share'))
+  value = _num(st.largest_class_share(which))
   if value is None:
     return 'n/a'
-  return f"{value:.0%} (class {st.get(f'{which}_largest_class')})"
+  return f"{value:.0%} (class {getattr(st, f'{which}_largest_class')})"
 
 
-def chance_text(sets: Mapping[str, Any]) -> str:
+def chance_text(sets: results_lib.Overlap) -> str:
   """The chance overlap of an overlap matrix's off-diagonal pairs (a range)."""
-  m = np.array(sets['chance_overlap'], np.float64)
+  m = np.array(sets.chance_overlap, np.float64)
   off = m[~np.eye(m.shape[0], dtype=bool)] if m.shape[0] > 1 else m.ravel()
   lo, hi = float(np.min(off)), float(np.max(off))
   return f'{lo:.3f}' if math.isclose(lo, hi, rel_tol=1e-3) else (
       f'{lo:.3f}-{hi:.3f}')
 
 
-def rule_summary(ag: Mapping[str, Any]) -> dict[str, Any]:
+def rule_summary(ag: results_lib.Agreement) -> dict[str, Any]:
   """Mean overlap / chance of one rule's agreement (member and arch pairs)."""
-  out = {'rule': RULE_WORD.get(ag.get('set_rule'), ag.get('set_rule')),
-         'chance': ag.get('chance')}
-  mp = ag.get('member_pairs', {})
+  out = {'rule': RULE_WORD.get(ag.set_rule, ag.set_rule),
+         'chance': ag.chance}
+  mp = ag.member_pairs
+  mp = None if results_lib.skipped(mp) else mp
   for which in ('easy', 'hard'):
-    summ = (mp.get('summary') or {}).get(f'{which}_ratio') or {}
+    summ = ((mp and mp.summary) or {}).get(f'{which}_ratio') or {}
     out[f'member_cross_{which}'] = summ.get('cross_arch')
     out[f'member_same_{which}'] = summ.get('same_arch')
-    out[f'chance_{which}'] = (chance_text(mp[f'{which}_sets'])
-                              if f'{which}_sets' in mp else None)
-    ap = ag.get('arch_pairs', {})
-    if f'{which}_sets' in ap:
-      r = np.asarray(ap[f'{which}_sets']['ratio'], np.float64)
+    out[f'chance_{which}'] = (chance_text(getattr(mp, f'{which}_sets'))
+                              if mp else None)
+    ap = ag.arch_pairs
+    if not results_lib.skipped(ap):
+      r = np.asarray(getattr(ap, f'{which}_sets').ratio, np.float64)
       out[f'arch_{which}'] = float(np.nanmean(
           r[~np.eye(r.shape[0], dtype=bool)])) if r.shape[0] > 1 else None
     else:
@@ -68,13 +70,18 @@ def rule_summary(ag: Mapping[str, Any]) -> dict[str, Any]:
   return out
 
 
-def rules_table(a: Mapping[str, Any]) -> str:
+def _other_agreement(a: results_lib.Analysis) -> results_lib.Agreement | None:
+  o = a.other_rule
+  return None if results_lib.skipped(o) else o.agreement
+
+
+def rules_table(a: results_lib.Analysis) -> str:
   """HTML table of both rules' overlap / chance ('' without other_rule)."""
-  other = (a.get('other_rule') or {}).get('agreement')
+  other = _other_agreement(a)
   if not other:
     return ''
   rows = []
-  for ag in (a['agreement'], other):
+  for ag in (a.agreement, other):
     r = rule_summary(ag)
     rows.append((r['rule'], r['member_same_easy'], r['member_cross_easy'],
                  r['arch_easy'], r['chance_easy'], r['member_cross_hard'],
@@ -101,7 +108,7 @@ def _pm(mean: Any, sd: Any) -> str | None:
   return f'{mean:.3g}' if sd is None else f'{mean:.3g} ± {sd:.2g}'
 
 
-def ceiling_table(a: Mapping[str, Any]) -> str:
+def ceiling_table(a: results_lib.Analysis) -> str:
   """HTML table: seed-to-seed ceiling, cross-arch agreement and chance.
 
   One row per set rule, level (members per group) and statistic, from
@@ -109,10 +116,10 @@ def ceiling_table(a: Mapping[str, Any]) -> str:
   no architecture has two members.
   """
   rows = []
-  other = (a.get('other_rule') or {}).get('agreement')
-  for ag in (a['agreement'], other):
-    levels = ((ag or {}).get('ceiling') or {}).get('levels') or []
-    rule = RULE_WORD.get(ag.get('set_rule'), ag.get('set_rule')) if ag else ''
+  other = _other_agreement(a)
+  for ag in (a.agreement, other):
+    levels = ((ag and ag.ceiling and ag.ceiling.levels) or [])
+    rule = RULE_WORD.get(ag.set_rule, ag.set_rule) if ag else ''
     for lv in levels:
       for name, label in _CEILING_ROWS:
         if 'spearman' in name and ag is other:
