@@ -106,6 +106,9 @@ def test_an_unreadable_output_under_a_valid_stamp_counts_as_unfinished(
   out = os.path.join(workdir, 'analysis')
   files.atomic_write_json(os.path.join(out, 'analysis.json'), {'ok': 1})
   files.atomic_savez(os.path.join(out, 'means.npz'), {'a': np.arange(100)})
+  # The stage's required score file (stages.Stage.required), intact.
+  files.atomic_savez(os.path.join(out, 'scores_train.npz'),
+                     {'example_index': np.arange(4)})
   fingerprint.commit_stage(workdir, 'analysis', fingerprint.expected_stamp(
       config, 'analyze', runner._record_hashes(config), workdir))
   assert runner.is_complete(config, workdir, 'analyze')
