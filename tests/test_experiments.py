@@ -24,6 +24,7 @@ from easyhard_jax.experiments import noise_floor
 from easyhard_jax.experiments import subsets
 from easyhard_jax.experiments import sweeps
 from easyhard_jax.train import ensemble
+from easyhard_jax.train import steps as steps_lib
 
 
 def _random_problem(n=300, classes=4, seed=0):
@@ -131,7 +132,7 @@ def test_members_never_train_on_removed_examples():
   assert t.spe == int(np.ceil((n // 2) / config.batch_size))
   states = t.init_states()
   perms = t.epoch_perms(0)
-  buffers = ensemble.steps_lib.empty_buffers(2, n)
+  buffers = steps_lib.empty_buffers(2, n)
   for _ in range(t.spe):
     states, buffers = t.step(states, buffers, perms)
   seen = np.isfinite(np.asarray(buffers['loss']))

@@ -172,8 +172,11 @@ def resolve(config, data, arch: str, *,
   if wrong:
     raise ValueError(f'Members {wrong} are not of arch {arch!r} and root '
                      f'seed config.seed={config.seed}.')
-  if len({m.name for m in members}) != len(members):
-    raise ValueError(f'Member names repeat: {[m.name for m in members]}.')
+  # A member is its name on its random stream (an experiment's variants
+  # reuse the study's names on streams of their own).
+  if len({(m.stream, m.name) for m in members}) != len(members):
+    raise ValueError('Members repeat (same name on the same stream): '
+                     f'{[(m.stream, m.name) for m in members]}.')
   n = len(data.train_labels)
   keep_mask = _keep_mask(keep, len(members), n)
   batch_size = int(config.batch_size)
