@@ -9,6 +9,7 @@ import pytest
 from scipy import stats
 
 from easyhard_jax.analysis import agreement
+from easyhard_jax.analysis import results
 from easyhard_jax.analysis import sets
 
 
@@ -247,13 +248,15 @@ def test_agreement_report_sections_and_single_member():
   one = agreement.agreement_report(
       {k: v[:1] for k, v in ms.items()}, ['m0'], np.array([0]), ['a'], rule,
       labels, 3, jax.random.key(0))
-  assert 'skipped' in one['member_pairs'] and 'skipped' in one['arch_pairs']
+  assert isinstance(one['member_pairs'], results.Skipped)
+  assert isinstance(one['arch_pairs'], results.Skipped)
   assert 'ceiling' not in one
   two = agreement.agreement_report(
       {k: v[:2] for k, v in ms.items()}, ['m0', 'm1'], np.array([0, 0]),
       ['a'], rule, labels, 3, jax.random.key(0))
-  assert 'skipped' not in two['member_pairs']
-  assert 'skipped' in two['arch_pairs']
+  assert not isinstance(two['member_pairs'], results.Skipped)
+  assert two['arch_pairs'] == results.Skipped(
+      'only one architecture: no pair to compare')
   (level,) = two['ceiling']['levels']  # A ceiling needs no second arch.
   assert level['draws'].tolist() == [[1]]
   assert level['summary']['spearman_easiness']['cross_arch'] is None

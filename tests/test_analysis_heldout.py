@@ -3,6 +3,7 @@
 import numpy as np
 
 from easyhard_jax.analysis import heldout_errors
+from easyhard_jax.analysis import results
 from easyhard_jax.analysis import scores
 from easyhard_jax.analysis import sets
 
@@ -70,4 +71,4 @@ def test_report_finds_errors_concentrated_in_hard_examples():
   one, _, _ = heldout_errors.heldout_error_report(
       scores.scores_from_arrays(correct[:1]), correct[0, -1][None], labels,
       sets.SetRule(fraction=0.2, tiebreak='none'), 2)
-  assert 'skipped' in one['errors_in_hard_leave_one_out']
+  assert isinstance(one['errors_in_hard_leave_one_out'], results.Skipped)

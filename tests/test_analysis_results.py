@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import shutil
+import types
 
 import numpy as np
 import pytest
@@ -46,16 +47,22 @@ def _agreement(rule='class_balanced'):
                      'members_per_arch': [1, 2],
                      'seed_interval': {'method': 'jackknife', 'level': 0.95,
                                        'intervals': {'easy_ratio': {
-                                           'lo': [[1.0]], 'hi': [[2.0]]}}}},
+                                           'lo': np.ones((2, 2)),
+                                           'hi': np.full((2, 2), 2.0)}}}},
       'ceiling': {'design': 'text', 'floor': {'ratio': 1.0},
-                  'levels': [{'members': 1, 'summary': {}}]}}
+                  'levels': [{'members': 1, 'summary': {
+                      n: dict.fromkeys(('ceiling', 'ceiling_sd', 'cross_arch',
+                                        'cross_arch_sd', 'floor',
+                                        'normalized_cross'), 0.5)
+                      for n in ('easy_ratio', 'hard_ratio',
+                                'spearman_easiness')}}]}}
 
 
 def _distances():
-  return {'global': {'class_balanced': True, 'size': 4,
-                     'l2': {'easy': 1.0, 'hard': 2.0, 'random': 1.5,
-                            'hard_over_easy': 2.0}},
-          'per_class': {'0': None, '1': {'skipped': 'too small'}}}
+  m = {'easy': 1.0, 'hard': 2.0, 'random': 1.5, 'hard_over_easy': 2.0}
+  return {'global': {'class_balanced': True, 'size': 4, 'l2': m,
+                     'cosine': m},
+          'per_class': {'0': None, '1': {'size': 2, 'l2': m, 'cosine': m}}}
 
 
 def _synthetic(variant):
@@ -185,6 +192,32 @@ def test_older_files_read_leniently_and_the_analysis_strictly():
   assert typed.records.train.dynamics_probe_epochs is None
   with pytest.raises(ValueError, match='retired_key'):
     results.Analysis.from_json(raw, strict=True)
+  # An optional field given as None would vanish from the file.
+  with pytest.raises(ValueError, match='optional'):
+    results.Sets.from_json({'train': _set_info(), 'test': None}, strict=True)
+
+
+@pytest.mark.parametrize('variant', ['full', 'skipped', 'test'])
+def test_report_sections_read_the_typed_parts(variant, tmp_path):
+  from easyhard_jax.report import build
+  from easyhard_jax.report import html as html_lib
+  from easyhard_jax.report import sections
+  study = types.SimpleNamespace(
+      analysis=results.Analysis.from_json(_synthetic(variant)), scores=None,
+      scores_test=None, means=None, train_images=None, test_images=None,
+      workdir=str(tmp_path), later=dict.fromkeys(('removal', 'causes')))
+  findings = dict(build.summary_blocks(study))['Findings']
+  assert findings[0].startswith('Train: 4 easy and 4 hard of 20 examples')
+  assert any('architectures overlap' in f for f in findings) == (
+      variant != 'skipped')
+  for key in ('overview', 'agreement', 'similarity', 'colour-frequency',
+              'test-errors'):
+    sec = sections.build_section(study, key)
+    assert sec.status != html_lib.STATUS_ERROR, key
+  if variant == 'skipped':
+    sec = sections.build_section(study, 'agreement')
+    assert 'Member pairs: why.' in sec.body_html
+    assert 'why' in sections.build_section(study, 'test-errors').note
 
 
 def test_real_analysis_round_trips(quick_study, tmp_path):

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from easyhard_jax.analysis import results
 from easyhard_jax.analysis import scores as scores_lib
 from easyhard_jax.analysis import seed_interval
 from easyhard_jax.analysis import sets as sets_lib
@@ -424,7 +425,9 @@ def agreement_report(member_scores: dict[str, np.ndarray],
     ci_level: two-sided confidence level.
 
   Returns:
-    A nested dict of numpy arrays and floats (see the stage's JSON):
+    A nested dict of numpy arrays and floats, the fields of
+    ``results.Agreement`` (``results.Skipped`` for a pair type without
+    pairs):
     ``member_pairs`` and ``arch_pairs`` (all members of each architecture
     averaged, with seed intervals at that size), and with two or more members
     ``ceiling`` (:func:`seed_ceiling`: within- against cross-architecture
@@ -444,7 +447,8 @@ def agreement_report(member_scores: dict[str, np.ndarray],
                          'member_arch': [arch_names[i] for i in gids]}
 
   if m < 2:
-    out['member_pairs'] = {'skipped': 'only one member: no pair to compare'}
+    out['member_pairs'] = results.Skipped(
+        'only one member: no pair to compare')
   else:
     res = jax.tree.map(np.asarray, _sets_and_corr(
         values, k, labels_j, rule=rule, num_classes=num_classes))
@@ -459,7 +463,8 @@ def agreement_report(member_scores: dict[str, np.ndarray],
     out['ceiling'] = seed_ceiling(values, gids, arch_names, rule, k,
                                   labels_j, num_classes, key)
   if g < 2:
-    out['arch_pairs'] = {'skipped': 'only one architecture: no pair to compare'}
+    out['arch_pairs'] = results.Skipped(
+        'only one architecture: no pair to compare')
     return out
   arch_values = jax.tree.map(
       lambda v: scores_lib.group_mean(v, jnp.asarray(gids), num_groups=g),

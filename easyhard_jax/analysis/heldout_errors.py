@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from easyhard_jax.analysis import results
 from easyhard_jax.analysis import sets as sets_lib
 
 
@@ -106,6 +107,6 @@ def heldout_error_report(test_scores: dict[str, Any], final_correct: np.ndarray,
     report['errors_in_hard_leave_one_out'] = to_np(
         error_fraction_in_set(fc, loo_hard))
   else:
-    report['errors_in_hard_leave_one_out'] = {
-        'skipped': 'only one member: no other members to define the set'}
+    report['errors_in_hard_leave_one_out'] = results.Skipped(
+        'only one member: no other members to define the set')
   return report, np.asarray(easy), np.asarray(hard)

@@ -78,8 +78,8 @@ def _union_args(tp: Any) -> tuple[Any, ...]:
 
 def _decode(tp: Any, raw: Any, strict: bool) -> Any:
   """``raw`` (JSON, or the analysis' own values) as the annotation ``tp``."""
-  if raw is None:
-    return None
+  if raw is None or isinstance(raw, Skipped):
+    return raw
   args = _union_args(tp)
   if Skipped in args and Skipped.is_skipped_json(raw):
     return Skipped.from_json(raw)
@@ -124,9 +124,10 @@ class Part:
     Args:
       raw: the part's mapping. Keys it lacks read as None (an older
         analysis.json may lack newer fields).
-      strict: raise on keys beyond the fields (the analysis builds its parts
-        strictly, so nothing it computes is left out of the file); else
-        they are ignored (an older analysis.json may hold retired keys).
+      strict: raise on keys beyond the fields, or on an optional field
+        present as None (the analysis builds its parts strictly, so nothing
+        it computes is left out of the file); else they are ignored (an
+        older analysis.json may hold retired keys).
 
     Returns:
       The typed part.
@@ -135,6 +136,10 @@ class Part:
     if strict and set(raw) - set(hints):
       raise ValueError(f'{cls.__name__} has no fields '
                        f'{sorted(set(raw) - set(hints))}.')
+    if strict and any(raw.get(f.name, 0) is None and f.metadata.get('optional')
+                      for f in dataclasses.fields(cls)):
+      # It would be left out of the JSON: not the file the dict says.
+      raise ValueError(f'{cls.__name__}: an optional field is present as None.')
     return cls(**{f.name: _decode(hints[f.name], raw.get(f.name), strict)
                   for f in dataclasses.fields(cls) if f.init})
 

@@ -229,6 +229,9 @@ def _agreement(s: Any, sec: Section) -> Section:
              'for an architecture with one member.'
              if ci is not None and level else '.')))
   mp = ag.member_pairs
+  if isinstance(mp, results_lib.Skipped):  # One member: nothing to compare.
+    sec.body_html += html_lib.paragraph(f'Member pairs: {mp.reason}.')
+    return sec
   sec.figures.append(Figure('member_spearman', figures.heatmap(
       mp.spearman_easiness, ag.members, 'member easiness Spearman',
       cbar_label='Spearman rho', center=0.0, mask_diagonal=True,
