@@ -21,6 +21,13 @@ the config and two name tables). Inside a part, the deepest statistics
 (overlap matrices, per-class distances, ceiling levels, per-score detection
 rates) stay JSON values (lists, numbers, mappings): their field names say
 where they live, not what each array holds.
+
+Not yet typed: a distance block's ``global`` entry (``similarity.pixels``
+and ``features``) is still ``{'skipped': reason, 'class_balanced': bool}``
+when a set is too small (a skip that carries a field, so not a
+:class:`Skipped`); the later stages' ``compare/results.json`` and
+``heldout/results.json`` (reference_compare.py, consistency.py and their
+report sections) keep their own sentinel dicts.
 """
 
 from __future__ import annotations
