@@ -98,6 +98,7 @@ def ref_ceiling(ms, gids, labels, rule):
   return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('per_class', [True, False])
 def test_seed_ceiling_matches_slow_reference(per_class):
   rng = np.random.default_rng(7)
@@ -149,6 +150,7 @@ def test_seed_ceiling_matches_slow_reference(per_class):
   assert got['levels'][1]['draws'][1, 1] == 15
 
 
+@pytest.mark.slow
 def test_identical_members_give_the_maximal_ceiling():
   rng = np.random.default_rng(3)
   gids = np.array([0, 0, 0, 0, 1, 1, 1, 1])

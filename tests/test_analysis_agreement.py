@@ -201,6 +201,7 @@ def _member_scores(rng, m, n):
               np.float32)}
 
 
+@pytest.mark.slow
 def test_agreement_report_sections_and_single_member():
   # Shapes and rule as in test_analysis_stage, so compilations are shared.
   rng = np.random.default_rng(5)

@@ -138,6 +138,7 @@ def test_forgetting_conventions_on_hand_written_sequences():
   np.testing.assert_allclose(np.asarray(got['aum'])[0, 3], 0.0)
 
 
+@pytest.mark.slow
 def test_compute_scores_adds_fused_scores_per_member_and_arch():
   rng = np.random.default_rng(7)
   m, p, e, n = 4, 6, 5, 30
@@ -203,6 +204,7 @@ def ref_from_presentations(log, m_, n_, num_epochs):
   return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('n,batch', [(23, 5), (20, 5), (11, 8)])
 def test_fused_records_keep_every_presentation_of_padded_epochs(n, batch):
   # The training loop's own batching and recording (device_ops.batch_indices,

@@ -1,6 +1,7 @@
 """Test-split error fractions against loop references."""
 
 import numpy as np
+import pytest
 
 from easyhard_jax.analysis import heldout_errors
 from easyhard_jax.analysis import results
@@ -50,6 +51,7 @@ def test_leave_one_out_mean_matches_loops():
     np.testing.assert_allclose(got[i], np.mean(others, axis=0), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_report_finds_errors_concentrated_in_hard_examples():
   rng = np.random.default_rng(2)
   m, p, n = 4, 6, 60  # As in test_analysis_stage: shared compilations.

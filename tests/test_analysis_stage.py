@@ -100,6 +100,7 @@ def _read_csv(path):
     return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_stage_writes_every_output(tmp_path):
   workdir = str(tmp_path)
   truth = _write_study(workdir, [('cnn', 2), ('vgg', 2)])

@@ -86,6 +86,7 @@ def test_npz_label_gap_is_refused(tmp_path):
     sources.load_dataset(config)
 
 
+@pytest.mark.slow
 def test_workdir_of_another_dataset_is_refused(quick_study, tmp_path):
   _, workdir = quick_study
   copy = str(tmp_path / 'copy')
@@ -150,6 +151,7 @@ def _diverging_config(decay_factor):
   return config
 
 
+@pytest.mark.slow
 def test_divergence_saves_nothing_and_a_lower_rate_resumes(tmp_path, caplog):
   workdir = str(tmp_path)
   with pytest.raises(FloatingPointError,

@@ -25,6 +25,7 @@ def _study_at(study, steps):
   return np.asarray(where)
 
 
+@pytest.mark.slow
 def test_analysis_checkpoints_give_records_features_and_grand(quick_study,
                                                               tmp_path):
   _, source = quick_study
@@ -128,6 +129,7 @@ def test_missing_checkpoints_name_the_fix(tmp_path):
     runner.run(config, str(tmp_path / 'w'), 'probe_checkpoints')
 
 
+@pytest.mark.slow
 def test_analyze_uses_grand_and_window_features(quick_study, tmp_path):
   """probe_checkpoints then analyze: GraNd is a score, features a view."""
   import json

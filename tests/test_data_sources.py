@@ -28,6 +28,7 @@ def test_max_train_examples_keeps_the_stable_prefix():
   np.testing.assert_array_equal(cut.train_images, full.train_images[:100])
 
 
+@pytest.mark.slow
 def test_tfds_cifar10_study_on_mock_data(tmp_path):
   config = quick_config(dataset='cifar10', max_train_examples=0,
                         batch_size=16, epochs=1)

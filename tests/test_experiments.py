@@ -149,6 +149,7 @@ def study_copy(quick_study, tmp_path_factory):
   return config, copy_dir
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('budget', ['epochs', 'steps'])
 def test_removal_sweep_budgets(study_copy, budget, tmp_path):
   _, workdir = study_copy
@@ -268,6 +269,7 @@ def test_member_keys_keep_the_study_keys_and_salt_experiments():
       zlib.crc32(b'causes/adam') & 0x7FFFFFFF, 1]
 
 
+@pytest.mark.slow
 def test_probe_causes_end_to_end(study_copy):
   study_config, workdir = study_copy
   config = quick_config()

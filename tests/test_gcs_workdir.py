@@ -124,6 +124,7 @@ def _holder(path):
   return json.loads(files.read_bytes(path))
 
 
+@pytest.mark.slow
 def test_lease_lock(gs_dir):
   lock = files.WorkdirLock(gs_dir, lease_seconds=3).acquire()
   first = _holder(lock.path)

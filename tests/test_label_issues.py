@@ -277,6 +277,7 @@ def test_read_indices_formats(tmp_path):
     label_noise.read_indices(str(tmp_path / 'a.npy'), 5)
 
 
+@pytest.mark.slow
 def test_record_and_analyze_with_label_noise(tmp_path):
   from easyhard_jax import records
   from easyhard_jax import runner

@@ -61,6 +61,7 @@ def test_available_is_sorted_and_complete():
   assert all(name in models.MODEL_REGISTRY for name in ALL_MODELS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', ALL_MODELS)
 @pytest.mark.parametrize('shape', [(3, 8, 8, 1), (2, 32, 32, 3)], ids=['8x8x1', '32x32x3'])
 def test_forward_train_and_eval(name, shape):
@@ -135,6 +136,7 @@ def test_imagenet_resnets_match_torchvision_parameter_counts(name, expected):
   assert _count(_abstract_init(model, (1, 224, 224, 3))['params']) == expected
 
 
+@pytest.mark.slow
 def test_resnet50_imagenet_form_runs_and_expands_features():
   model = _fast_model('resnet50', stem='imagenet')
   x = _inputs((2, 32, 32, 3))

@@ -71,6 +71,7 @@ def _update(t, tx):
       dtype=t.dtype))
 
 
+@pytest.mark.slow
 def test_padded_batch_gives_the_unpadded_gradient(trainer):
   t = trainer
   state = jax.tree.map(lambda a: a[0], t.init_states())

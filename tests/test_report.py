@@ -102,6 +102,7 @@ def report(quick_study, tmp_path_factory):
   return workdir, path
 
 
+@pytest.mark.slow
 def test_report_writes_page_summary_and_figures(report):
   workdir, path = report
   out = os.path.join(workdir, 'report')
@@ -122,6 +123,7 @@ def test_report_writes_page_summary_and_figures(report):
   assert '- adam: easy sets overlap' in summary and 'chance 0.1)' in summary
 
 
+@pytest.mark.slow
 def test_every_img_is_an_embedded_png(report):
   workdir, path = report
   page = _parse(path)
@@ -137,6 +139,7 @@ def test_every_img_is_an_embedded_png(report):
       assert im.size[0] > 50 and im.size[1] > 50
 
 
+@pytest.mark.slow
 def test_sections_ran_or_say_not_run(report):
   _, path = report
   page = _parse(path)
@@ -156,6 +159,7 @@ def _png_size(png):
     return im.size
 
 
+@pytest.mark.slow
 def test_causes_section_draws_every_probe_against_chance(report):
   workdir, path = report
   with open(os.path.join(workdir, 'causes', 'results.json')) as f:
@@ -228,6 +232,7 @@ def _run_chromium(binary, tmp_path, *args):
                         check=True)
 
 
+@pytest.mark.slow
 def test_headless_chromium_loads_every_figure(report, tmp_path):
   binary = _chromium()
   _, path = report

@@ -122,6 +122,7 @@ class _Study:
     return bool(lo <= self.truth[n] <= hi)
 
 
+@pytest.mark.slow
 def test_jackknife_interval_covers_the_fresh_ensemble_mean():
   study, trials = _Study(), 100
   hits = dict.fromkeys(NAMES, 0)

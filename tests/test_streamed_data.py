@@ -108,6 +108,7 @@ def test_imagenet_config_runs_end_to_end_on_mock_data(mock_imagenet_study):
   assert os.path.exists(os.path.join(workdir, 'report', 'index.html'))
 
 
+@pytest.mark.slow
 def test_streamed_probe_records_sit_at_their_example_index(
     mock_imagenet_study):
   """Recompute the final probe for a few examples, one image at a time."""

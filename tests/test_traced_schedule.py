@@ -134,6 +134,7 @@ def _lowered_text(t, baked: bool = False):
     return fn.lower(t.init_states(), buffers, t.aug_keys, *args).as_text()
 
 
+@pytest.mark.slow
 def test_subset_size_and_epochs_share_one_program():
   full, part = _trainers()
   assert full.train_step is part.train_step  # One jitted function.

@@ -67,6 +67,7 @@ def _expected(spec, start=0):
   return out
 
 
+@pytest.mark.slow
 def test_loop_fires_each_action_on_exactly_its_steps(tmp_path):
   # 100 examples, batch 32: 4 steps per epoch; 3 epochs; probes at init,
   # a quarter and a half of epoch 1 and every epoch end; all probes kept;

@@ -145,6 +145,7 @@ def test_members_differ_in_init_order_and_outputs(trainer):
                             perms[0])
 
 
+@pytest.mark.slow
 def test_member_strategies_agree(trainer):
   t = trainer
   n = t.num_train

@@ -10,6 +10,7 @@ do not.
 import json
 
 import numpy as np
+import pytest
 
 from easyhard_jax.experiments import causes
 from easyhard_jax.experiments import noise_floor
@@ -60,6 +61,7 @@ def test_holm_matches_its_definition():
   assert adj.size == 0 and rej.size == 0
 
 
+@pytest.mark.slow
 def test_null_probes_depart_at_most_alpha_family_wise():
   rng = np.random.default_rng(0)
   comparer, n, m, trials = _LinearComparer(), 4, 2, 2000
