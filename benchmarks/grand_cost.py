@@ -9,7 +9,7 @@ initial states (throughput does not depend on the weights' values):
 
 * ``probe``: ArchTrainer.probe, the eval-mode forward pass of every member
   (batches of config.eval_batch_size), as the record stage runs it;
-* ``grand@B``: the after-the-fact pass of train/grand.grand_fn (a
+* ``grand@B``: the after-the-fact pass of probes/grand.grand_fn (a
   per-example gradient per member and example: vmap of grad), batches of B
   (``--grand_batch_sizes``; the probe_checkpoints default is 64).
 
@@ -56,10 +56,10 @@ def _timed(fn, repeats: int) -> tuple[float, float]:
 def benchmark(config, archs, repeats: int, grand_batch_sizes) -> list[dict]:
   """Rows of {arch, pass, batch, seconds, examples_per_s, ...}."""
   import jax  # pylint: disable=g-import-not-at-top
-  from easyhard_jax import after_the_fact  # pylint: disable=g-import-not-at-top
+  from easyhard_jax.probes import checkpoint_scores  # pylint: disable=g-import-not-at-top
   from easyhard_jax.data import streaming  # pylint: disable=g-import-not-at-top
   from easyhard_jax.train import ensemble  # pylint: disable=g-import-not-at-top
-  from easyhard_jax.train import grand  # pylint: disable=g-import-not-at-top
+  from easyhard_jax.probes import grand  # pylint: disable=g-import-not-at-top
   data = streaming.load(config)
   n = len(data.train_labels)
   rows = []
@@ -69,7 +69,7 @@ def benchmark(config, archs, repeats: int, grand_batch_sizes) -> list[dict]:
     m = t.num_members
     passes = [('probe', t.probe_batch, lambda: t.probe(states, 'train'))]
     for b in grand_batch_sizes:
-      scorer = after_the_fact.Scorer(config, data, arch,
+      scorer = checkpoint_scores.Scorer(config, data, arch,
                                      {grand.NAME: grand.grand_fn}, b)
       passes.append(('grand', scorer.trainer.probe_batch,
                      lambda s=scorer: s(states, 'train')))

@@ -225,7 +225,7 @@ def get_config() -> ml_collections.ConfigDict:
   h.hard_tail_fractions = (0.05, 0.1)  # Hardest-tail AUROC / top-k sizes.
 
   # --mode=probe_checkpoints: records, penultimate features and GraNd from
-  # the kept checkpoints (train/checkpoint_probe.py, after_the_fact.py).
+  # the kept checkpoints (probes/probe_checkpoints.py, probes/checkpoint_scores.py).
   p = c.probe_checkpoints = ml_collections.ConfigDict()
   # 'analysis' = the states kept for analysis (analysis_checkpoints/: the
   # easiness window's probes and its end); 'resume' = the rolling resume
@@ -236,9 +236,9 @@ def get_config() -> ml_collections.ConfigDict:
   p.steps = ()                    # () = every saved step; or global steps.
   p.splits = ('train', 'test')    # Probe records (and features) on these.
   p.features = True               # Also save penultimate features (float16).
-  p.grand = True                  # GraNd per member (train/grand.py) ...
+  p.grand = True                  # GraNd per member (probes/grand.py) ...
   p.grand_splits = ('train',)     # ... on these splits.
-  # Examples per batch of GraNd and of after_the_fact.score_checkpoints: a
+  # Examples per batch of GraNd and of checkpoint_scores.score_checkpoints: a
   # per-example gradient holds one parameter-sized vector per example.
   p.score_batch_size = 64
 

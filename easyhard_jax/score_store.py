@@ -9,7 +9,7 @@ the easy/hard sets; ``scores_{split}.csv`` beside it is the same table as
 text for people (``.7g``). Every later reader (the exports and keep-lists,
 the removal and compression masks, --mode=compare) reads the npz.
 
-**After-the-fact scores**: ``after_the_fact.score_checkpoints`` (and
+**After-the-fact scores**: ``checkpoint_scores.score_checkpoints`` (and
 ``--mode=probe_checkpoints`` for GraNd) writes one score per name as records
 chunks under
 ``WORKDIR/checkpoint_probes/scores/{name}/records/``: a manifest (members,
@@ -91,7 +91,7 @@ class Scores:
 
 def load_scores(workdir: str, name: str, split: str = 'train',
                 archs: Sequence[str] | None = None) -> Scores:
-  """Reads a score written by after_the_fact.score_checkpoints (numpy only).
+  """Reads a score written by checkpoint_scores.score_checkpoints (numpy only).
 
   Member groups are stacked in the store's order; they must share their
   checkpoint steps (the analysis checkpoints of one study do).
@@ -104,7 +104,7 @@ def load_scores(workdir: str, name: str, split: str = 'train',
   if not names or unfinished:
     raise FileNotFoundError(
         f'Score {name!r} is not complete in {root} for {unfinished or names};'
-        ' run after_the_fact.score_checkpoints (or --mode=probe_checkpoints '
+        ' run checkpoint_scores.score_checkpoints (or --mode=probe_checkpoints '
         'for grand).')
   directory = records.records_dir(root)
   labels = np.load(os.path.join(directory, f'labels_{split}.npy'),

@@ -84,9 +84,9 @@ def report(config, workdir: str) -> None:
 
 def probe_checkpoints(config, workdir: str) -> None:
   """Records, features and GraNd from the saved checkpoints."""
-  from easyhard_jax.train import checkpoint_probe
+  from easyhard_jax.probes import probe_checkpoints as stage
   _needs_own_training(config, workdir, 'probe_checkpoints')
-  checkpoint_probe.probe_checkpoints(config, workdir)
+  stage.probe_checkpoints(config, workdir)
 
 
 def compare(config, workdir: str) -> None:

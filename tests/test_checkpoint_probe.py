@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from conftest import quick_config
-from easyhard_jax import after_the_fact
 from easyhard_jax import records
 from easyhard_jax import runner
 from easyhard_jax.analysis import feature_similarity as fs
-from easyhard_jax.train import grand
+from easyhard_jax.probes import checkpoint_scores
+from easyhard_jax.probes import grand
 from easyhard_jax.train import steps as steps_lib
 
 # digits_quick: 512 examples / batch 64 = 8 steps per epoch; probes at steps
@@ -46,7 +46,7 @@ def test_analysis_checkpoints_give_records_features_and_grand(quick_study,
     assert feats['features'].dtype == np.float16
     assert feats['features'].shape[:2] == (2, config.max_train_examples)
     assert np.isfinite(feats['features']).all()
-  g = after_the_fact.load_scores(workdir, grand.NAME)
+  g = checkpoint_scores.load_scores(workdir, grand.NAME)
   assert g.values.shape == (2, len(KEPT), config.max_train_examples)
   np.testing.assert_array_equal(g.steps, KEPT)
   np.testing.assert_allclose(g.epochs, [0.5, 1.0])
@@ -55,12 +55,12 @@ def test_analysis_checkpoints_give_records_features_and_grand(quick_study,
   np.testing.assert_array_equal(g.labels, records.load(out, 'train').labels)
   expected = grand.expected_grand(g.values)
   assert expected.shape == (len(KEPT), config.max_train_examples)
-  at_end, step = after_the_fact.window_score(workdir, grand.NAME,
+  at_end, step = checkpoint_scores.window_score(workdir, grand.NAME,
                                              config.analysis.window)
   assert step == 8
   np.testing.assert_array_equal(at_end, expected[-1])
   with pytest.raises(FileNotFoundError, match='no complete test split'):
-    after_the_fact.load_scores(workdir, grand.NAME, 'test')
+    checkpoint_scores.load_scores(workdir, grand.NAME, 'test')
   # The analysis' feature view: features at the window's end (step 8).
   window = fs.load_window_features(workdir, config.analysis.window)
   assert window.step == 8 and window.epoch == 1.0
@@ -100,22 +100,22 @@ def test_a_score_after_the_fact_lines_up_with_the_records(quick_study,
   config = config.copy_and_resolve_references()
   config.probe_checkpoints.source_workdir = source
   workdir = str(tmp_path / 'scores')
-  path = after_the_fact.score_checkpoints(workdir, config, _loss, 'xent',
+  path = checkpoint_scores.score_checkpoints(workdir, config, _loss, 'xent',
                                           split=('train', 'test'),
                                           steps=[8], batch_size=100)
   assert path == os.path.join(workdir, 'checkpoint_probes', 'scores', 'xent')
   for split in ('train', 'test'):
-    s = after_the_fact.load_scores(workdir, 'xent', split)
+    s = checkpoint_scores.load_scores(workdir, 'xent', split)
     study = records.load(source, split)
     np.testing.assert_array_equal(s.steps, [8])
     # Batches of 100 (the probe pass used 256): eval mode does not care.
     np.testing.assert_allclose(s.at(8), study.loss[:, _study_at(study, [8])[0]],
                                rtol=1e-5)
   with pytest.raises(ValueError, match='one value per example'):
-    after_the_fact.score_checkpoints(
+    checkpoint_scores.score_checkpoints(
         workdir, config, lambda m, v, x, y: jnp.zeros(()), 'bad', steps=[8])
   with pytest.raises(ValueError, match='no checkpoint'):
-    after_the_fact.score_checkpoints(workdir, config, _loss, 'xent2',
+    checkpoint_scores.score_checkpoints(workdir, config, _loss, 'xent2',
                                      steps=[5])
 
 
@@ -142,7 +142,7 @@ def test_analyze_uses_grand_and_window_features(quick_study, tmp_path):
   runner.run(config, workdir, 'probe_checkpoints')
   runner.run(config, workdir, 'analyze')
   table = read_scores(os.path.join(workdir, 'analysis', 'scores_train.csv'))
-  expected = after_the_fact.window_score(workdir, grand.NAME,
+  expected = checkpoint_scores.window_score(workdir, grand.NAME,
                                          config.analysis.window)[0]
   np.testing.assert_allclose(table['grand'], expected, rtol=1e-6)
   # One architecture: grand is its expectation, also as grand/cnn.

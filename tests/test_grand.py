@@ -1,4 +1,4 @@
-"""GraNd (train/grand.py): vmapped per-example gradients vs one at a time."""
+"""GraNd (probes/grand.py): vmapped per-example gradients vs one at a time."""
 
 import jax
 import jax.numpy as jnp
@@ -7,9 +7,9 @@ from jax.flatten_util import ravel_pytree
 
 from conftest import quick_config
 from conftest import random_dataset
-from easyhard_jax import after_the_fact
 from easyhard_jax.data import device_ops
-from easyhard_jax.train import grand
+from easyhard_jax.probes import checkpoint_scores
+from easyhard_jax.probes import grand
 from easyhard_jax.train import steps as steps_lib
 
 # float32 unit roundoff (2^-24). The fast path (vmap: weight gradients become
@@ -44,7 +44,7 @@ def test_grand_matches_one_example_at_a_time():
   data = random_dataset(num_train=40, num_test=8)
   config = quick_config()
   # Batches of 16: 40 examples make a padded last batch (cut off).
-  scorer = after_the_fact.Scorer(config, data, 'cnn',
+  scorer = checkpoint_scores.Scorer(config, data, 'cnn',
                                  {grand.NAME: grand.grand_fn}, batch_size=16)
   t = scorer.trainer
   states = _random_running_stats(t.init_states(), seed=1)

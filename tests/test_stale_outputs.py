@@ -16,14 +16,14 @@ import pytest
 
 from conftest import quick_config
 from conftest import random_dataset
-from easyhard_jax import after_the_fact
 from easyhard_jax import files
 from easyhard_jax import fingerprint
 from easyhard_jax import records
 from easyhard_jax import runner
 from easyhard_jax.analysis import reference_compare
+from easyhard_jax.probes import checkpoint_scores
+from easyhard_jax.probes import probe_checkpoints
 from easyhard_jax.train import analysis_checkpoints
-from easyhard_jax.train import checkpoint_probe
 
 
 @pytest.fixture
@@ -87,16 +87,16 @@ def test_a_symlinked_stage_dir_that_must_be_replaced_stops_the_run(
 
 def test_analysis_checkpoints_of_another_config_are_refused(study_copy):
   kept = os.path.join(study_copy, 'analysis_checkpoints', 'cnn')
-  ckpt, saved = after_the_fact.kept_checkpoints(quick_config(), study_copy,
+  ckpt, saved = checkpoint_scores.kept_checkpoints(quick_config(), study_copy,
                                                 'cnn')
   assert saved and ckpt.steps() == saved
   other = quick_config()
   other.optimizer.learning_rate = 0.05
   with pytest.raises(ValueError, match='optimizer.learning_rate: 0.1 -> 0.05'):
-    after_the_fact.kept_checkpoints(other, study_copy, 'cnn')
+    checkpoint_scores.kept_checkpoints(other, study_copy, 'cnn')
   os.remove(os.path.join(kept, analysis_checkpoints.STAMP_NAME))
   with pytest.raises(ValueError, match='carry no records fingerprint'):
-    after_the_fact.kept_checkpoints(quick_config(), study_copy, 'cnn')
+    checkpoint_scores.kept_checkpoints(quick_config(), study_copy, 'cnn')
   with pytest.raises(ValueError) as e:  # The hint names every directory.
     runner.run(other, study_copy, 'record')
   assert os.path.join('analysis_checkpoints', 'cnn') in str(e.value)
@@ -115,7 +115,7 @@ def test_rerecording_at_a_new_lr_replaces_analysis_states_and_config_json(
   runner.run(config, study_copy, 'record')
   with open(os.path.join(study_copy, 'config.json')) as f:
     assert json.load(f)['optimizer']['learning_rate'] == 0.05
-  out = checkpoint_probe.probe_checkpoints(config, study_copy)
+  out = probe_checkpoints.probe_checkpoints(config, study_copy)
   probed = records.load(out, 'test')
   recorded = records.load(study_copy, 'test')
   common = sorted(set(probed.probe_steps) & set(recorded.probe_steps))

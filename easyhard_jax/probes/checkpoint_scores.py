@@ -7,21 +7,21 @@ and runs a user's per-example function over a split, so a new score needs no
 retraining::
 
   import jax, jax.numpy as jnp
-  from easyhard_jax import after_the_fact
+  from easyhard_jax.probes import checkpoint_scores
 
   def entropy(model, variables, images, labels):   # -> [B]
     logp = jax.nn.log_softmax(model.apply(variables, images, train=False))
     return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
 
-  after_the_fact.score_checkpoints(workdir, config, entropy, 'entropy')
-  s = after_the_fact.load_scores(workdir, 'entropy')  # s.values [M, C, N]
+  checkpoint_scores.score_checkpoints(workdir, config, entropy, 'entropy')
+  s = checkpoint_scores.load_scores(workdir, 'entropy')  # s.values [M, C, N]
 
 The function gets one member's flax module, its variables ({'params',
 'batch_stats'}), a batch of normalized images [B, H, W, C] (exactly what the
 probe pass feeds the model) and int32 labels [B], and returns a float [B].
 It is traced inside one jitted program per batch that runs every member (the
 study's member strategy, the batch sharded over the mesh's data axis, as the
-probe step), so it must be a pure JAX function. GraNd (train/grand.py) is
+probe step), so it must be a pure JAX function. GraNd (probes/grand.py) is
 one such function.
 
 Results are records chunks, like any probe, under

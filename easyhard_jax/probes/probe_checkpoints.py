@@ -10,10 +10,10 @@ each checkpoint, writes into ``WORKDIR/checkpoint_probes/``:
 * with ``features``, penultimate-layer features per member as
   ``features/{arch}_step{S}_{split}.npz`` (float16 [M, N, D]), for
   similarity in feature space (analysis/feature_similarity.py);
-* with ``grand``, GraNd per member (train/grand.py) on ``grand_splits``, in a
+* with ``grand``, GraNd per member (probes/grand.py) on ``grand_splits``, in a
   chunk set of its own, the after-the-fact score store
   ``scores/grand/records/{arch}/probe_{split}_{k:04d}.npz`` (array ``grand``
-  [M, N]); ``after_the_fact.load_scores(WORKDIR, 'grand')`` reads it as
+  [M, N]); ``checkpoint_scores.load_scores(WORKDIR, 'grand')`` reads it as
   [members, checkpoints, examples].
 
 ``source`` picks the states: 'analysis' (default) the analysis checkpoints
@@ -30,20 +30,20 @@ import os
 import numpy as np
 from absl import logging
 
-from easyhard_jax import after_the_fact
 from easyhard_jax import config_fields
 from easyhard_jax import files
 from easyhard_jax import records
 from easyhard_jax.data import streaming
+from easyhard_jax.probes import checkpoint_scores
+from easyhard_jax.probes import grand
 from easyhard_jax.train import ensemble
-from easyhard_jax.train import grand
 
 
 def _check(cfg) -> None:
   """Raises ValueError naming the probe_checkpoints field that is wrong."""
-  if cfg.source not in after_the_fact.SOURCES:
+  if cfg.source not in checkpoint_scores.SOURCES:
     raise ValueError(f'config.probe_checkpoints.source must be one of '
-                     f'{tuple(after_the_fact.SOURCES)}, got {cfg.source!r}.')
+                     f'{tuple(checkpoint_scores.SOURCES)}, got {cfg.source!r}.')
   for field in ('splits', 'grand_splits'):
     bad = [s for s in cfg[field] if s not in records.SPLITS]
     if bad:
@@ -80,11 +80,11 @@ def probe_checkpoints(config, workdir: str) -> str:
   writer = records.RecordWriter(out)
   writer.write_split_metadata('train', data.train_labels, data.train_ids)
   writer.write_split_metadata('test', data.test_labels, data.test_ids)
-  store = (after_the_fact.open_store(workdir, grand.NAME, data)
+  store = (checkpoint_scores.open_store(workdir, grand.NAME, data)
            if cfg.grand and cfg.grand_splits else None)
   archs = config_fields.arch_list(config, 'probe_checkpoints.archs')
   for arch in archs:
-    ckpt, saved = after_the_fact.kept_checkpoints(
+    ckpt, saved = checkpoint_scores.kept_checkpoints(
         config, source, arch, cfg.source, tuple(cfg.steps) or None)
     t = ensemble.ArchTrainer(config, data, arch)
     fingerprint = ensemble.study_fingerprint(config, arch)
@@ -92,7 +92,7 @@ def probe_checkpoints(config, workdir: str) -> str:
     scorer = None
     if store:
       # Its own trainer: the same members and mesh, smaller batches.
-      scorer = after_the_fact.Scorer(config, data, arch,
+      scorer = checkpoint_scores.Scorer(config, data, arch,
                                      {grand.NAME: grand.grand_fn},
                                      cfg.score_batch_size)
       store.begin_arch(arch, t.members, t.spe, saved, fingerprint)

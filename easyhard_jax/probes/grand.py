@@ -3,7 +3,7 @@
 "Deep Learning on a Data Diet" scores an example by the expected L2 norm,
 over seeds, of the gradient of its loss with respect to all parameters, at an
 early checkpoint. Here a *seed* is a member: :func:`grand_fn` gives one
-member's norms, the after-the-fact pass (easyhard_jax/after_the_fact.py)
+member's norms, the after-the-fact pass (easyhard_jax/probes/checkpoint_scores.py)
 runs it for every member of every kept analysis checkpoint, and
 :func:`expected_grand` averages over members. Raw norms differ between
 architectures, so the analysis takes that expectation within each
@@ -63,7 +63,7 @@ def grand_fn(model, variables: Mapping[str, Any], images: jax.Array,
   """Per-example loss-gradient L2 norms of one member: float32 [B].
 
   A per-example function of the after-the-fact API (see
-  after_the_fact.score_checkpoints): ``fn(model, variables, images, labels)``
+  checkpoint_scores.score_checkpoints): ``fn(model, variables, images, labels)``
   with normalized images [B, H, W, C] and int32 labels [B].
   """
   grad = jax.grad(lambda p, x, y: example_loss(model, variables, p, x, y))
@@ -81,7 +81,7 @@ def expected_grand(scores: np.ndarray) -> np.ndarray:
 
   Args:
     scores: [members, ..., examples] per-member gradient norms (as
-      after_the_fact.load_scores returns them: [M, checkpoints, N]).
+      checkpoint_scores.load_scores returns them: [M, checkpoints, N]).
 
   Returns:
     float32 [..., examples]; NaN where every member is NaN.
@@ -93,11 +93,11 @@ def score_grand(workdir: str, config, split='train', archs=None,
                 steps=None) -> str:
   """GraNd of every kept checkpoint, written to the after-the-fact store.
 
-  A thin wrapper of after_the_fact.score_checkpoints with :func:`grand_fn`
+  A thin wrapper of checkpoint_scores.score_checkpoints with :func:`grand_fn`
   under the name ``'grand'``; ``--mode=probe_checkpoints`` does the same
   (with config.probe_checkpoints.grand). Returns the store's directory.
   """
-  from easyhard_jax import after_the_fact  # pylint: disable=g-import-not-at-top
-  return after_the_fact.score_checkpoints(workdir, config, grand_fn, NAME,
+  from easyhard_jax.probes import checkpoint_scores  # pylint: disable=g-import-not-at-top
+  return checkpoint_scores.score_checkpoints(workdir, config, grand_fn, NAME,
                                           split=split, archs=archs,
                                           steps=steps)
