@@ -341,7 +341,8 @@ def heldout_table(workdir: str) -> list[str]:
               'published value < 1, AUROC for a published value < 0.5, the '
               "estimate's mean standard error.", '',
               '| estimate | examples | Spearman | Spearman (published < 1) | '
-              'AUROC (published < 0.5) | mean se |', '|---|---|---|---|---|---|']
+              'AUROC (published < 0.5) | mean se |',
+              '|---|---|---|---|---|---|']
     for name, s in ref['columns'].items():
       if 'skipped' in s:
         lines.append(f"| {name} | {s['examples']} | {s['skipped']} |")

@@ -24,6 +24,7 @@ from easyhard_jax.experiments import noise_floor
 from easyhard_jax.experiments import subsets
 from easyhard_jax.experiments import sweeps
 from easyhard_jax.train import ensemble
+from easyhard_jax.train import run_spec
 from easyhard_jax.train import steps as steps_lib
 
 
@@ -246,7 +247,7 @@ def _assert_fresh_inits(config, data, study_members, members):
 
 def test_member_keys_keep_the_study_keys_and_salt_experiments():
   config = quick_config()
-  infos = ensemble.member_infos(config, 'cnn')
+  infos = run_spec.study_members(config, 'cnn')
   assert all('stream' not in m for m in infos)
   # Today's study keys, written out as the earlier formula did.
   root = jax.random.fold_in(jax.random.key(config.seed),
@@ -256,7 +257,7 @@ def test_member_keys_keep_the_study_keys_and_salt_experiments():
   np.testing.assert_array_equal(
       jax.random.key_data(ensemble.member_keys(config, 'cnn', infos)),
       jax.random.key_data(old))
-  salted = ensemble.member_infos(config, 'cnn', stream='causes/adam')
+  salted = run_spec.study_members(config, 'cnn', stream='causes/adam')
   assert [m['stream'] for m in salted] == ['causes/adam'] * len(infos)
   other = [dict(m, stream='causes/lowpass') for m in salted]
   keys = np.concatenate([jax.random.key_data(ensemble.member_keys(

@@ -18,6 +18,7 @@ from easyhard_jax import runner
 from easyhard_jax.data import sources
 from easyhard_jax.train import ensemble
 from easyhard_jax.train import probe_schedule
+from easyhard_jax.train import run_spec
 
 
 def test_load_returns_contract_shapes(quick_study):
@@ -124,7 +125,7 @@ def test_partial_last_epoch_finishes_with_unseen_examples_nan(tmp_path):
   n = len(data.train_labels)
   keep = np.zeros((2, n), bool)
   keep[:, :448] = True  # 7 steps of 64 per epoch.
-  members = ensemble.member_infos(config, 'cnn')
+  members = run_spec.study_members(config, 'cnn')
   writer = records.RecordWriter(str(tmp_path))
   writer.write_split_metadata('train', data.train_labels, data.train_ids)
   writer.write_split_metadata('test', data.test_labels, data.test_ids)
@@ -152,7 +153,7 @@ def test_probe_until_skips_the_probes_nothing_reads(tmp_path):
   writer.write_split_metadata('test', data.test_labels, data.test_ids)
   ensemble.train_arch(config, data, 'cnn', str(tmp_path), writer,
                       program='cnn.0', keep=keep, probe_until=1.0,
-                      members=ensemble.member_infos(config, 'cnn'))
+                      members=run_spec.study_members(config, 'cnn'))
   # The full schedule is [1, 2, 4, 6] (half of epoch 1, every epoch end).
   for split in records.SPLITS:
     rec = records.load(str(tmp_path), split, archs=['cnn.0'])

@@ -190,6 +190,6 @@ def test_config_carries_no_random_stream_field():
   # The experiments' streams are arguments (run_spec.resolve(stream=...)),
   # not a hidden config field.
   assert 'rng_stream' not in default.get_config()
-  vstream = [m['stream'] for m in ensemble.member_infos(
+  vstream = [m['stream'] for m in run_spec.study_members(
       quick_config(), 'cnn', stream='causes/adam')]
   assert vstream == ['causes/adam'] * quick_config().seeds_per_arch

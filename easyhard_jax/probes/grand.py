@@ -3,8 +3,8 @@
 "Deep Learning on a Data Diet" scores an example by the expected L2 norm,
 over seeds, of the gradient of its loss with respect to all parameters, at an
 early checkpoint. Here a *seed* is a member: :func:`grand_fn` gives one
-member's norms, the after-the-fact pass (easyhard_jax/probes/checkpoint_scores.py)
-runs it for every member of every kept analysis checkpoint, and
+member's norms, the after-the-fact pass
+(easyhard_jax/probes/checkpoint_scores.py) runs it for every member of every kept analysis checkpoint, and
 :func:`expected_grand` averages over members. Raw norms differ between
 architectures, so the analysis takes that expectation within each
 architecture (``grand/<arch>``) and combines architectures by rank
@@ -97,7 +97,8 @@ def score_grand(workdir: str, config, split='train', archs=None,
   under the name ``'grand'``; ``--mode=probe_checkpoints`` does the same
   (with config.probe_checkpoints.grand). Returns the store's directory.
   """
-  from easyhard_jax.probes import checkpoint_scores  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from easyhard_jax.probes import checkpoint_scores
   return checkpoint_scores.score_checkpoints(workdir, config, grand_fn, NAME,
                                           split=split, archs=archs,
                                           steps=steps)

@@ -11,9 +11,10 @@ them:
   continues: those at or before the step it resumes from (all of them are
   dropped when it starts from step 0), and stamps the directory with its
   records fingerprint (:data:`STAMP_NAME`);
-* whoever reads them (``--mode=probe_checkpoints``, probes/checkpoint_scores.py) checks
-  that stamp against the config's fingerprint with :func:`check` and refuses
-  states without it or with another.
+* whoever reads them (``--mode=probe_checkpoints``,
+  probes/checkpoint_scores.py) checks that stamp against the config's
+  fingerprint with :func:`check` and refuses states without it or with
+  another.
 """
 
 from __future__ import annotations

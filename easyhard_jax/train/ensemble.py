@@ -60,16 +60,6 @@ def member_keys(config, arch: str, members) -> jax.Array:
       root_seed=int(config.seed)) for m in members])
 
 
-def member_infos(config, arch: str, stream: str = '') -> list[Member]:
-  """The members of ``arch``: seeds 0..seeds_per_arch-1, all data.
-
-  ``stream`` (set by the experiments; '' in a study) names the members'
-  random stream; the study's own members carry none, so their keys and
-  records are those of every earlier version.
-  """
-  return list(run_spec.study_members(config, arch, stream))
-
-
 def steps_per_epoch(config, num_examples: int) -> int:
   """Steps of one epoch of ``num_examples`` at ``config.batch_size``."""
   return math.ceil(num_examples / config.batch_size)
@@ -78,9 +68,8 @@ def steps_per_epoch(config, num_examples: int) -> int:
 def study_fingerprint(config, arch: str, members=None, keep=None,
                       total_steps=None, stream: str = '') -> dict[str, Any]:
   """The records fingerprint of a member group (the study's by default)."""
-  return run_spec.fingerprint(
-      config, arch, members or member_infos(config, arch, stream), keep,
-      total_steps)
+  members = members or run_spec.study_members(config, arch, stream)
+  return run_spec.fingerprint(config, arch, members, keep, total_steps)
 
 
 def train_arch(config, data, arch: str, workdir: str,
