@@ -54,8 +54,10 @@ STAGES = {
     'compress': (('compression',), ('analyze',)),
     'probe_causes': (('causes',), ('analyze',)),
     # Not ('analyze',): an analysis change must not discard held-out members;
-    # results.json keeps the analysis stamp its proxy judgement used.
-    'heldout': (('heldout',), ('record',)),
+    # results.json keeps the analysis stamp its proxy judgement used. The
+    # reference: results.json holds the comparison with it (members are
+    # kept by their records' fingerprints, so only the estimate reruns).
+    'heldout': (('heldout', 'reference'), ('record',)),
     'report': (('report',), ('analyze', 'remove', 'compress',
                              'probe_causes')),
     'compare': (('reference',), ('analyze',)),
@@ -65,7 +67,8 @@ STAGES = {
 # None, so running --mode=compare later makes the study rebuild the report.
 OPTIONAL_INPUTS = {'report': {'compare': 'compare'}}
 # Config fields naming files whose content a stage's outputs depend on.
-FILE_FIELDS = {'compare': ('reference.path',)}
+FILE_FIELDS = {'compare': ('reference.path',),
+               'heldout': ('reference.path',)}
 STAMP_NAME = 'stamp.json'
 
 

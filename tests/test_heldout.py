@@ -281,3 +281,17 @@ def test_a_bad_reference_fails_before_any_training(tmp_path):
   with pytest.raises(KeyError, match=r"no arrays \['score'\]"):
     heldout.run_heldout(config, workdir)
   assert not os.path.exists(os.path.join(workdir, 'heldout'))
+
+
+def test_the_heldout_stamp_follows_the_reference_and_its_content(tmp_path):
+  """results.json compares with config.reference: a new file reruns it."""
+  from easyhard_jax import fingerprint
+  ref = tmp_path / 'cscores.npz'
+  np.savez(ref, scores=np.zeros(4, np.float32))
+  hashes = {'cnn': 'h'}
+  stamp = lambda c: fingerprint.expected_stamp(c, 'heldout', hashes)['hash']
+  plain = stamp(quick_config())
+  with_ref = stamp(quick_config(**{'reference.path': str(ref)}))
+  assert with_ref != plain
+  np.savez(ref, scores=np.ones(4, np.float32))  # Same path, new content.
+  assert stamp(quick_config(**{'reference.path': str(ref)})) != with_ref
