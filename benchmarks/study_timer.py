@@ -18,7 +18,7 @@ import os
 import statistics
 import time
 
-from easyhard_jax import records
+from easyhard_jax.storage import records
 from easyhard_jax.train import ensemble
 
 # Seconds an epoch-end checkpoint of 8 ResNet-18 members (~0.7 GB with the

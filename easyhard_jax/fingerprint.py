@@ -29,7 +29,7 @@ from typing import Any, Mapping, Sequence
 from absl import logging
 
 from easyhard_jax import config_fields
-from easyhard_jax import files
+from easyhard_jax.storage import files
 
 # Fields (dotted) that change what a study records; '{arch}' is filled in.
 RECORD_FIELDS = (

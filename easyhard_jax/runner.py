@@ -26,9 +26,9 @@ import jax
 from absl import logging
 
 from easyhard_jax import config_fields
-from easyhard_jax import files
+from easyhard_jax.storage import files
 from easyhard_jax import fingerprint
-from easyhard_jax import records
+from easyhard_jax.storage import records
 from easyhard_jax import stages
 
 

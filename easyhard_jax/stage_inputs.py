@@ -155,7 +155,7 @@ def _check_reference(config) -> None:
 def _check_scores(config, mode: str, workdir: str) -> None:
   """The analysis's score artifact of the split the stage reads exists."""
   # pylint: disable-next=g-import-not-at-top
-  from easyhard_jax import score_store
+  from easyhard_jax.analysis import score_store
   split = (config.reference.get('split', 'train') if mode == 'compare'
            else 'train')
   path = score_store.analysis_scores_path(workdir, split)

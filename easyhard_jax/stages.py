@@ -37,7 +37,7 @@ def record(config, workdir: str) -> None:
 
 def analyze(config, workdir: str) -> None:
   """Scores, sets, agreement and similarity; then the exports."""
-  from easyhard_jax import exports
+  from easyhard_jax.analysis import exports
   from easyhard_jax.analysis import analyze as analyze_lib
   data = _dataset(config)
   analyze_lib.run_analysis(config, workdir, train_images=data.train_images,

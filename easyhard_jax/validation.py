@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 from easyhard_jax import config_fields
-from easyhard_jax import files
+from easyhard_jax.storage import files
 from easyhard_jax import models
 from easyhard_jax import stage_inputs
 from easyhard_jax.train import config_checks

@@ -24,7 +24,7 @@ if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from easyhard_jax import records
+from easyhard_jax.storage import records
 from easyhard_jax.analysis import consistency
 from easyhard_jax.analysis import label_noise
 from easyhard_jax.analysis import reference_order

@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from easyhard_jax import records as records_lib
+from easyhard_jax.storage import records as records_lib
 from easyhard_jax.analysis import label_noise
 from easyhard_jax.analysis import scores as scores_lib
 # pylint: enable=g-import-not-at-top,wrong-import-position

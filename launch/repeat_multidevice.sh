@@ -52,7 +52,7 @@ for i in $(seq 1 "$RUNS"); do
   match=$(python - "$ROOT/run1" "$ROOT/run$i" "${RC[1]}" "${RC[$i]}" <<'EOF'
 import sys
 import numpy as np
-from easyhard_jax import records
+from easyhard_jax.storage import records
 ref, other, rc_ref, rc = sys.argv[1:]
 if rc != '0' or rc_ref != '0':
   print('n/a (run failed)')

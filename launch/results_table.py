@@ -37,7 +37,7 @@ if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from easyhard_jax import records
+from easyhard_jax.storage import records
 from easyhard_jax.analysis import label_noise
 from easyhard_jax.analysis import scores as scores_lib
 
@@ -211,7 +211,7 @@ def test_error_table(workdir: str, mturk_json: str) -> list[str]:
 
 def causes_table(workdir: str) -> list[str]:
   """causes/results.csv: every probe against the reseed control (z scores)."""
-  from easyhard_jax import files
+  from easyhard_jax.storage import files
   path = os.path.join(workdir, 'causes', 'results.csv')
   if not os.path.exists(path):
     return []
@@ -239,7 +239,7 @@ def causes_table(workdir: str) -> list[str]:
 
 def sweep_tables(workdir: str) -> list[str]:
   """removal/ and compression/ results.csv: test accuracy per strategy."""
-  from easyhard_jax import files
+  from easyhard_jax.storage import files
   lines = []
   for stage in ('removal', 'compression'):
     path = os.path.join(workdir, stage, 'results.csv')

@@ -34,7 +34,7 @@ for _p in (ROOT, HERE):
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import fault_injection
-from easyhard_jax.files import atomic_write_json as atomic_json
+from easyhard_jax.storage.files import atomic_write_json as atomic_json
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 CONFIG = os.path.join(ROOT, 'configs', 'digits_quick.py')
@@ -133,7 +133,7 @@ def snapshot(workdir: str) -> dict[str, tuple[int, int]]:
 def records_diff(reference: str, other: str, tol: float = 0.0) -> str:
   """'' when the records agree (exactly, or losses within ``tol``)."""
   # pylint: disable-next=g-import-not-at-top
-  from easyhard_jax import records
+  from easyhard_jax.storage import records
   try:
     pairs = [(records.load(w, s, src) for w in (reference, other))
              for s, src in (('train', 'probe'), ('test', 'probe'),

@@ -5,7 +5,7 @@
 # POSIX filesystem (NFS, Filestore) mounted at the same path on every worker:
 # all workers save and restore checkpoints there. A gs:// workdir is refused
 # (the file layer works on gs://, the runner, analysis and report do not yet:
-# easyhard_jax/files.py, object_store_refusal); copy the finished workdir to
+# easyhard_jax/storage/files.py, object_store_refusal); copy the finished workdir to
 # a bucket with `gcloud storage rsync -r`. The TFDS data_dir must be shared
 # too. Extra arguments are passed on to main.py, each quoted for the
 # workers' shell (spaces and shell characters arrive unchanged).

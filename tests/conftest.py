@@ -72,7 +72,7 @@ def one_epoch_study(tmp_path_factory):
 def assert_identical_records(reference: str, other: str):
   """Probe schedule, correctness and losses (probe and fused) bit-equal."""
   import numpy as np
-  from easyhard_jax import records
+  from easyhard_jax.storage import records
   for split in ('train', 'test'):
     a, b = records.load(reference, split), records.load(other, split)
     np.testing.assert_array_equal(a.probe_steps, b.probe_steps)
@@ -90,7 +90,7 @@ def assert_same_records(reference: str, other: str, tol: float = 1e-4):
   examples whose reference margin is itself within ``tol`` of a tie.
   """
   import numpy as np
-  from easyhard_jax import records
+  from easyhard_jax.storage import records
   for split in ('train', 'test'):
     a, b = records.load(reference, split), records.load(other, split)
     np.testing.assert_array_equal(a.probe_steps, b.probe_steps)

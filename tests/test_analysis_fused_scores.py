@@ -26,7 +26,7 @@ import math
 import numpy as np
 import pytest
 
-from easyhard_jax import records
+from easyhard_jax.storage import records
 from easyhard_jax.analysis import scores
 
 # float32 sums of at most ~10 values in [-3, 3] carry a relative error below

@@ -8,7 +8,7 @@ import types
 import numpy as np
 import pytest
 
-from easyhard_jax import files
+from easyhard_jax.storage import files
 from easyhard_jax.analysis import results
 
 

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from easyhard_jax import records
+from easyhard_jax.storage import records
 from easyhard_jax.analysis import scores
 
 SHAPES = [(1, 1, 5), (1, 7, 13), (3, 10, 40), (4, 5, 1)]

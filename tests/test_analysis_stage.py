@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from configs import default
-from easyhard_jax import exports
-from easyhard_jax import records
-from easyhard_jax import score_store
+from easyhard_jax.analysis import exports
+from easyhard_jax.storage import records
+from easyhard_jax.analysis import score_store
 from easyhard_jax.analysis import scores
 from easyhard_jax.analysis import analyze
 from easyhard_jax.experiments import subsets

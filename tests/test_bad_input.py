@@ -10,8 +10,8 @@ import numpy as np
 
 from conftest import assert_identical_records
 from conftest import quick_config
-from easyhard_jax import files
-from easyhard_jax import records
+from easyhard_jax.storage import files
+from easyhard_jax.storage import records
 from easyhard_jax import runner
 from easyhard_jax import validation
 from easyhard_jax.data import sources

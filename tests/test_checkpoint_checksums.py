@@ -119,8 +119,8 @@ def test_a_study_resumes_past_a_flipped_bit_to_identical_records(
     quick_study, tmp_path, caplog):
   from conftest import assert_identical_records
   from conftest import quick_config
-  from easyhard_jax import files
-  from easyhard_jax import records
+  from easyhard_jax.storage import files
+  from easyhard_jax.storage import records
   from easyhard_jax import runner
   _, workdir = quick_study
   copy = str(tmp_path / 'flipped')

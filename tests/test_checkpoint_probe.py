@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import quick_config
-from easyhard_jax import records
+from easyhard_jax.storage import records
 from easyhard_jax import runner
 from easyhard_jax.analysis import feature_similarity as fs
 from easyhard_jax.probes import checkpoint_scores

@@ -7,7 +7,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from conftest import quick_config
-from easyhard_jax import records
+from easyhard_jax.storage import records
 from easyhard_jax import runner
 from easyhard_jax.data import sources
 

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from conftest import quick_config
-from easyhard_jax import exports
-from easyhard_jax import records
+from easyhard_jax.analysis import exports
+from easyhard_jax.storage import records
 from easyhard_jax import runner
-from easyhard_jax import score_store
+from easyhard_jax.analysis import score_store
 from easyhard_jax.data import loader
 from easyhard_jax.data import sources
 from easyhard_jax.experiments import causes

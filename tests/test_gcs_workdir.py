@@ -25,7 +25,7 @@ import uuid
 import numpy as np
 import pytest
 
-from easyhard_jax import files
+from easyhard_jax.storage import files
 
 BUCKET = 'eh-test'
 
@@ -175,7 +175,7 @@ def test_stage_commit(gs_dir):
 
 
 def _write_records(workdir):
-  from easyhard_jax import records  # pylint: disable=g-import-not-at-top
+  from easyhard_jax.storage import records  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   w = records.RecordWriter(workdir, enabled=True)
   labels = rng.integers(0, 10, 7)
@@ -192,7 +192,7 @@ def _write_records(workdir):
 
 
 def test_records_equal_a_local_workdir(gs_dir, tmp_path):
-  from easyhard_jax import records  # pylint: disable=g-import-not-at-top
+  from easyhard_jax.storage import records  # pylint: disable=g-import-not-at-top
   for workdir in (gs_dir, str(tmp_path)):
     assert _write_records(workdir).is_complete('cnn')
   remote, local = records.load(gs_dir), records.load(str(tmp_path))
@@ -216,7 +216,7 @@ def test_records_equal_a_local_workdir(gs_dir, tmp_path):
 
 @pytest.mark.slow  # Imports tensorboard: 57 s on two busy cores.
 def test_metrics_writer(gs_dir, tmp_path):
-  from easyhard_jax import metrics_writer  # pylint: disable=g-import-not-at-top
+  from easyhard_jax.storage import metrics_writer  # pylint: disable=g-import-not-at-top
   rows = {}
   for workdir in (gs_dir, str(tmp_path)):
     with metrics_writer.MetricsWriter(workdir) as w:
@@ -301,7 +301,7 @@ def test_lease_of_a_killed_run_is_taken_over_at_once(gs_dir):
   """kill -9 leaves the lease object; a rerun on this host takes it."""
   proc = subprocess.Popen(
       [sys.executable, '-c',
-       'import sys, time\nfrom easyhard_jax import files\n'
+       'import sys, time\nfrom easyhard_jax.storage import files\n'
        f'files.WorkdirLock({gs_dir!r}).acquire()\n'
        'print("held", flush=True)\ntime.sleep(120)'],
       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,

@@ -113,8 +113,8 @@ def test_combine_by_rank_ignores_each_architectures_units():
 
 
 def test_window_score_by_arch_keeps_each_architecture_apart(tmp_path):
-  from easyhard_jax import records
-  from easyhard_jax import score_store
+  from easyhard_jax.storage import records
+  from easyhard_jax.analysis import score_store
   n, spe = 6, 4
   workdir = str(tmp_path)
   w = records.RecordWriter(score_store.scores_dir(workdir, grand.NAME))

@@ -222,7 +222,7 @@ def test_bad_heldout_fields_are_refused(field, value):
 
 @pytest.mark.slow
 def test_heldout_stage_end_to_end(tmp_path):
-  from easyhard_jax import records
+  from easyhard_jax.storage import records
   from easyhard_jax import runner
   from easyhard_jax.report import build
   from easyhard_jax.report import sections

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from easyhard_jax import records
+from easyhard_jax.storage import records
 from easyhard_jax import stages
 from easyhard_jax.interop import dynamics_log
 from easyhard_jax.interop import origin

@@ -12,7 +12,7 @@ import os
 import numpy as np
 import pytest
 
-from easyhard_jax import score_store
+from easyhard_jax.analysis import score_store
 from easyhard_jax.analysis import reference_order
 from easyhard_jax.interop import dynamics_log
 from easyhard_jax.interop import importers

@@ -12,7 +12,7 @@ import pytest
 from conftest import quick_config
 from conftest import random_dataset
 from conftest import ROOT
-from easyhard_jax import records
+from easyhard_jax.storage import records
 
 torch = pytest.importorskip('torch')
 

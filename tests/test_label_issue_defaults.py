@@ -153,7 +153,7 @@ def test_report_notes_a_dominant_agreed_class():
 
 
 def _records(rng, m, p, n, epochs, labels, source):
-  from easyhard_jax import records
+  from easyhard_jax.storage import records
   logits = rng.normal(0.0, 2.0, (m, p, n, 3))
   pred, margin, loss = _records_from_logits(logits, labels)
   return records.Records(

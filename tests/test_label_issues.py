@@ -279,7 +279,7 @@ def test_read_indices_formats(tmp_path):
 
 @pytest.mark.slow
 def test_record_and_analyze_with_label_noise(tmp_path):
-  from easyhard_jax import records
+  from easyhard_jax.storage import records
   from easyhard_jax import runner
   workdir = str(tmp_path / 'noisy')
   config = quick_config(**{'label_noise.fraction': 0.1})
@@ -325,7 +325,7 @@ def test_record_and_analyze_with_label_noise(tmp_path):
 
 def test_records_store_pred_as_int16_and_old_chunks_load_as_minus_one(
     tmp_path):
-  from easyhard_jax import records
+  from easyhard_jax.storage import records
   n, spe = 6, 2
   for name, with_pred in (('new', True), ('old', False)):
     workdir = str(tmp_path / name)

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from easyhard_jax import metrics_writer
+from easyhard_jax.storage import metrics_writer
 
 STEPS = [(0, {'loss': 2.5, 'acc': 0.1}),
          (10, {'loss': np.float32(1.25), 'acc': 0.5}),

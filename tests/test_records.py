@@ -13,7 +13,7 @@ import pytest
 from conftest import ROOT
 from conftest import assert_identical_records
 from conftest import quick_config
-from easyhard_jax import records
+from easyhard_jax.storage import records
 from easyhard_jax import runner
 from easyhard_jax.data import sources
 from easyhard_jax.train import ensemble

@@ -17,8 +17,8 @@ import pytest
 from scipy import stats
 from sklearn import metrics
 
-from easyhard_jax import files
-from easyhard_jax import score_store
+from easyhard_jax.storage import files
+from easyhard_jax.analysis import score_store
 from easyhard_jax.analysis import label_noise
 from easyhard_jax.analysis import reference_compare as rc
 from easyhard_jax.analysis import reference_order as ro

@@ -16,9 +16,9 @@ import pytest
 
 from conftest import quick_config
 from conftest import random_dataset
-from easyhard_jax import files
+from easyhard_jax.storage import files
 from easyhard_jax import fingerprint
-from easyhard_jax import records
+from easyhard_jax.storage import records
 from easyhard_jax import runner
 from easyhard_jax.analysis import reference_compare
 from easyhard_jax.probes import checkpoint_scores

@@ -18,7 +18,7 @@ from conftest import mock_imagenet_config
 from conftest import quick_config
 from conftest import run_mock_imagenet
 from conftest import script_command
-from easyhard_jax import records
+from easyhard_jax.storage import records
 from easyhard_jax import runner
 from easyhard_jax.data import device_ops
 from easyhard_jax.data import streaming

@@ -20,7 +20,7 @@ import os
 import pytest
 
 from conftest import ROOT
-from easyhard_jax import records
+from easyhard_jax.storage import records
 
 _spec = importlib.util.spec_from_file_location(
     'fault_injection', os.path.join(ROOT, 'launch', 'fault_injection.py'))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import quick_config, random_dataset
-from easyhard_jax import records
+from easyhard_jax.storage import records
 from easyhard_jax.train import actions
 from easyhard_jax.train import loop
 from easyhard_jax.train import run_spec

@@ -13,9 +13,9 @@ import pytest
 
 from conftest import assert_identical_records
 from conftest import quick_config
-from easyhard_jax import files
+from easyhard_jax.storage import files
 from easyhard_jax import fingerprint
-from easyhard_jax import records
+from easyhard_jax.storage import records
 from easyhard_jax import runner
 from easyhard_jax.report import build
 from easyhard_jax.report import html as html_lib

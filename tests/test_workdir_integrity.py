@@ -13,9 +13,9 @@ import pytest
 from conftest import assert_identical_records
 from conftest import quick_config
 from conftest import start_script
-from easyhard_jax import files
+from easyhard_jax.storage import files
 from easyhard_jax import fingerprint
-from easyhard_jax import records
+from easyhard_jax.storage import records
 from easyhard_jax import runner
 from easyhard_jax import stages
 
@@ -132,7 +132,7 @@ def test_second_run_on_a_workdir_exits_naming_the_first(tmp_path):
 def test_lock_of_a_killed_run_does_not_block(tmp_path):
   workdir = str(tmp_path)
   proc = start_script(
-      'import time\nfrom easyhard_jax import files\n'
+      'import time\nfrom easyhard_jax.storage import files\n'
       'files.WorkdirLock({workdir!r}).acquire()\n'
       'print("held", flush=True)\ntime.sleep(60)',
       stderr=subprocess.DEVNULL, workdir=workdir)

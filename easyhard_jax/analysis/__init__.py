@@ -8,21 +8,10 @@ class-balanced or global), ``agreement`` (overlap with chance levels for
 either rule, Spearman, seed intervals), ``similarity`` (blocked
 pairwise distances, colour, frequency, mean images), ``heldout_errors`` (test
 easiness and the test errors of the final models), ``analyze``
-(``run_analysis``, the analyze stage). Never imports ``easyhard_jax.train``.
+(``run_analysis``, the analysis stage), ``score_store`` (the one score
+artifact every later stage reads; numpy only), ``exports`` (keep-lists and
+score files for other tools). Never imports ``easyhard_jax.train``.
+
+The package imports nothing itself, so numpy-only readers (``score_store``,
+the interop loggers) load without JAX.
 """
-
-from easyhard_jax.analysis.scores import FUSED_SCORE_NAMES
-from easyhard_jax.analysis.scores import SCORE_NAMES
-from easyhard_jax.analysis.scores import SCORE_ORIENTATION
-from easyhard_jax.analysis.scores import compute_scores
-from easyhard_jax.analysis.scores import study_scores
-from easyhard_jax.analysis.scores import window_mask
-from easyhard_jax.analysis.sets import SetRule
-from easyhard_jax.analysis.sets import easy_hard_masks
-from easyhard_jax.analysis.analyze import run_analysis
-
-__all__ = [
-    'FUSED_SCORE_NAMES', 'SCORE_NAMES', 'SCORE_ORIENTATION', 'SetRule',
-    'compute_scores', 'easy_hard_masks', 'run_analysis',
-    'study_scores', 'window_mask',
-]

@@ -45,9 +45,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from easyhard_jax import config_fields
-from easyhard_jax import files
-from easyhard_jax import records as records_lib
-from easyhard_jax import score_store
+from easyhard_jax.storage import files
+from easyhard_jax.storage import records as records_lib
+from easyhard_jax.analysis import score_store
 from easyhard_jax.analysis import agreement as agreement_lib
 from easyhard_jax.analysis import feature_similarity
 from easyhard_jax.analysis import heldout_errors

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from easyhard_jax import files
+from easyhard_jax.storage import files
 from easyhard_jax.analysis import similarity
 
 METRICS = similarity.METRICS

@@ -39,8 +39,8 @@ from absl import logging
 import jax.numpy as jnp
 import numpy as np
 
-from easyhard_jax import files
-from easyhard_jax import score_store
+from easyhard_jax.storage import files
+from easyhard_jax.analysis import score_store
 from easyhard_jax.analysis import agreement
 from easyhard_jax.analysis import label_noise
 from easyhard_jax.analysis import reference_order

@@ -35,7 +35,7 @@ from typing import Any, Callable, Sequence
 from absl import logging
 import numpy as np
 
-from easyhard_jax import files
+from easyhard_jax.storage import files
 
 ORDERS = ('index', 'tfds_id', 'original')
 _TFDS_ID = re.compile(r'^(?P<file>.+)-(?P<shard>\d{5})-of-(?P<num>\d{5})'

@@ -39,7 +39,7 @@ import types
 import typing
 from typing import Any, Mapping, TypeVar, Union
 
-from easyhard_jax import files
+from easyhard_jax.storage import files
 
 _P = TypeVar('_P', bound='Part')
 

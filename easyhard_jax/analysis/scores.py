@@ -82,7 +82,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
-from easyhard_jax import records as records_lib
+from easyhard_jax.storage import records as records_lib
 from easyhard_jax.analysis import score_kernels
 
 HIGHER_IS_EASIER = 'higher_is_easier'

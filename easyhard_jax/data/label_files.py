@@ -129,7 +129,7 @@ def read_label_file(spec: str) -> tuple[np.ndarray, np.ndarray | None]:
     return _as_labels(np.load(path, allow_pickle=False), where), None
   if ext == '.csv':
     # pylint: disable-next=g-import-not-at-top
-    from easyhard_jax import files
+    from easyhard_jax.storage import files
     rows = files.read_csv(path)
     column = key or 'label'
     if not rows or column not in rows[0]:

@@ -63,8 +63,8 @@ import numpy as np
 from absl import logging
 
 from easyhard_jax import config_fields
-from easyhard_jax import files
-from easyhard_jax import records
+from easyhard_jax.storage import files
+from easyhard_jax.storage import records
 from easyhard_jax.data import sources
 from easyhard_jax.experiments import noise_floor
 from easyhard_jax.train import ensemble

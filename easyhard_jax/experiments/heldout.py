@@ -38,10 +38,10 @@ import numpy as np
 from absl import logging
 
 from easyhard_jax import config_fields
-from easyhard_jax import files
+from easyhard_jax.storage import files
 from easyhard_jax import fingerprint
-from easyhard_jax import records
-from easyhard_jax import score_store
+from easyhard_jax.storage import records
+from easyhard_jax.analysis import score_store
 from easyhard_jax.analysis import consistency
 from easyhard_jax.analysis import reference_compare
 from easyhard_jax.analysis import reference_order

@@ -57,7 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
-from easyhard_jax import records
+from easyhard_jax.storage import records
 from easyhard_jax.analysis import agreement
 from easyhard_jax.analysis import scores as scores_lib
 from easyhard_jax.analysis import sets as sets_lib

@@ -43,10 +43,10 @@ from absl import logging
 
 from easyhard_jax import config_fields
 from easyhard_jax import distributed
-from easyhard_jax import files
+from easyhard_jax.storage import files
 from easyhard_jax import fingerprint
-from easyhard_jax import records
-from easyhard_jax import score_store
+from easyhard_jax.storage import records
+from easyhard_jax.analysis import score_store
 from easyhard_jax.analysis import scores as scores_lib
 from easyhard_jax.data import streaming
 from easyhard_jax.experiments import subsets

@@ -47,9 +47,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from easyhard_jax import files
+from easyhard_jax.storage import files
 from easyhard_jax import fingerprint as fingerprint_lib
-from easyhard_jax import records
+from easyhard_jax.storage import records
 from easyhard_jax.interop import origin
 from easyhard_jax.interop import per_example
 

@@ -42,10 +42,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from easyhard_jax import files
+from easyhard_jax.storage import files
 from easyhard_jax import fingerprint as fingerprint_lib
-from easyhard_jax import records
-from easyhard_jax import score_store
+from easyhard_jax.storage import records
+from easyhard_jax.analysis import score_store
 
 GROUP = 'imported'
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from easyhard_jax import records
+from easyhard_jax.storage import records
 
 ORIGIN = 'dynamics_log'
 # Stages that train or restore this tool's models, and what they do.

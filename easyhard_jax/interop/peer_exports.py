@@ -43,8 +43,8 @@ import warnings
 
 import numpy as np
 
-from easyhard_jax import files
-from easyhard_jax import records
+from easyhard_jax.storage import files
+from easyhard_jax.storage import records
 from easyhard_jax.interop import dynamics_log
 
 NEVER_LEARNT = 1000  # cartography's forgetfulness of a never-learnt example.

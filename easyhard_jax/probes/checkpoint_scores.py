@@ -46,8 +46,8 @@ import numpy as np
 
 from easyhard_jax import config_fields
 from easyhard_jax import distributed
-from easyhard_jax import records
-from easyhard_jax import score_store
+from easyhard_jax.storage import records
+from easyhard_jax.analysis import score_store
 from easyhard_jax.data import device_ops
 from easyhard_jax.data import streaming
 from easyhard_jax.train import analysis_checkpoints

@@ -31,8 +31,8 @@ import numpy as np
 from absl import logging
 
 from easyhard_jax import config_fields
-from easyhard_jax import files
-from easyhard_jax import records
+from easyhard_jax.storage import files
+from easyhard_jax.storage import records
 from easyhard_jax.data import streaming
 from easyhard_jax.probes import checkpoint_scores
 from easyhard_jax.probes import grand

@@ -21,9 +21,9 @@ from absl import logging
 import numpy as np
 
 from easyhard_jax import config_fields
-from easyhard_jax import files
-from easyhard_jax import records as records_lib
-from easyhard_jax import score_store
+from easyhard_jax.storage import files
+from easyhard_jax.storage import records as records_lib
+from easyhard_jax.analysis import score_store
 from easyhard_jax.analysis import results as results_lib
 from easyhard_jax.report import experiment_sections
 from easyhard_jax.report import heldout_section

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from easyhard_jax import files
+from easyhard_jax.storage import files
 from easyhard_jax.report import figures
 from easyhard_jax.report import html as html_lib
 

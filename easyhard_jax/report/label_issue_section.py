@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 import numpy as np
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
-from easyhard_jax import files
+from easyhard_jax.storage import files
 from easyhard_jax.analysis import results as results_lib
 from easyhard_jax.report import html as html_lib
 

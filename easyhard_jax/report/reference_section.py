@@ -22,7 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 import numpy as np
 
-from easyhard_jax import files
+from easyhard_jax.storage import files
 from easyhard_jax.report import figures
 from easyhard_jax.report import html as html_lib
 # pylint: enable=g-import-not-at-top,wrong-import-position

@@ -25,7 +25,7 @@ from typing import Any, Mapping
 
 from absl import logging
 
-from easyhard_jax import files
+from easyhard_jax.storage import files
 from easyhard_jax import fingerprint as fingerprint_lib
 from easyhard_jax.train import checkpoints
 

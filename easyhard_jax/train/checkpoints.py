@@ -24,7 +24,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-from easyhard_jax import files
+from easyhard_jax.storage import files
 
 _CHECKSUM = re.compile(r'checksum_(\d+)\.json')
 

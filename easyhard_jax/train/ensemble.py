@@ -23,7 +23,7 @@ from absl import logging
 
 from easyhard_jax import config_fields
 from easyhard_jax import distributed
-from easyhard_jax import records
+from easyhard_jax.storage import records
 from easyhard_jax.data import streaming
 from easyhard_jax.train import config_checks
 from easyhard_jax.train import loop

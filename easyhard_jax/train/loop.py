@@ -31,8 +31,8 @@ import tqdm
 from absl import logging
 
 from easyhard_jax import distributed
-from easyhard_jax import metrics_writer
-from easyhard_jax import records
+from easyhard_jax.storage import metrics_writer
+from easyhard_jax.storage import records
 from easyhard_jax.train import actions as actions_lib
 from easyhard_jax.train import analysis_checkpoints
 from easyhard_jax.train import checkpoints

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from easyhard_jax import fingerprint as fingerprint_lib
-from easyhard_jax import records
+from easyhard_jax.storage import records
 from easyhard_jax.train import config_checks
 
 

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from easyhard_jax import distributed
-from easyhard_jax import records
+from easyhard_jax.storage import records
 from easyhard_jax.data import loader
 from easyhard_jax.data import sources
 from easyhard_jax.data import streaming

@@ -16,7 +16,7 @@ import os
 import re
 from typing import Any, Mapping
 
-from easyhard_jax import files
+from easyhard_jax.storage import files
 
 CHUNK_KEY = re.compile(r'(probe|fused)_(train|test)')
 CHUNK_NAME = re.compile(r'(probe|fused)_(train|test)_(\d{4})\.npz')

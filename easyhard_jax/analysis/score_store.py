@@ -33,8 +33,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from easyhard_jax import files
-from easyhard_jax import records
+from easyhard_jax.storage import files
+from easyhard_jax.storage import records
 
 _NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]*')
 

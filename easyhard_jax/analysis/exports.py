@@ -38,9 +38,9 @@ import os
 
 import numpy as np
 
-from easyhard_jax import files
-from easyhard_jax import records
-from easyhard_jax import score_store
+from easyhard_jax.storage import files
+from easyhard_jax.storage import records
+from easyhard_jax.analysis import score_store
 from easyhard_jax.experiments import subsets
 
 KEEP_STRATEGIES = ('drop_easiest', 'stratified')

@@ -46,7 +46,7 @@ from typing import IO, Any, Mapping, Sequence
 
 import numpy as np
 
-from easyhard_jax import lease
+from easyhard_jax.storage import lease
 
 TEMP_PREFIX = '.tmp-'
 LOCK_NAME = '.lock'

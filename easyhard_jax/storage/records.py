@@ -30,9 +30,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from absl import logging
 
-from easyhard_jax import files
+from easyhard_jax.storage import files
 from easyhard_jax import fingerprint as fingerprint_lib
-from easyhard_jax import record_manifest
+from easyhard_jax.storage import record_manifest
 
 FIELDS = ('correct', 'loss', 'margin', 'p_true', 'el2n', 'pred')
 SPLITS = ('train', 'test')

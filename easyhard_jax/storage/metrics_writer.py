@@ -43,7 +43,7 @@ from typing import Any, Mapping
 
 import jax
 
-from easyhard_jax import files
+from easyhard_jax.storage import files
 
 
 def _key(row: Mapping[str, Any]) -> tuple[Any, Any, Any]:
