@@ -23,7 +23,7 @@ it is done, so a run stopped from outside keeps what it measured):
    each on its own random half of the training set (subset masks of
    experiments/heldout.py), so the C-score members' scaling is measured.
 6. ``study``: a CIFAR-10-size study on synthetic uint8 data (50k train, 10k
-   test), 8 members, probes as configs/cifar10.py, the record stage's own
+   test), 8 members, probes as configs/cifar10.py, the records stage's own
    loop (records, checkpoints, metrics), wall time with compilation. It runs
    as many of the 16 epochs as the time budget leaves and extrapolates the
    rest from its own steady epochs (the JSON says which).
@@ -309,7 +309,7 @@ def _probe(check: Check, program) -> None:
 
 
 def _study(check: Check, data) -> None:
-  """The record stage on CIFAR-10-size synthetic data, within the budget."""
+  """The records stage on CIFAR-10-size synthetic data, within the budget."""
   from benchmarks import study_timer  # pylint: disable=g-import-not-at-top
   s = check.sizes
   plan = study_timer.plan_epochs(check.result, s, check.left() - 20,

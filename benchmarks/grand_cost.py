@@ -8,10 +8,10 @@ resnet18 at width 1/4, 3 members each), on the train split with the members'
 initial states (throughput does not depend on the weights' values):
 
 * ``probe``: ArchTrainer.probe, the eval-mode forward pass of every member
-  (batches of config.eval_batch_size), as the record stage runs it;
+  (batches of config.eval_batch_size), as the records stage runs it;
 * ``grand@B``: the after-the-fact pass of probes/grand.grand_fn (a
   per-example gradient per member and example: vmap of grad), batches of B
-  (``--grand_batch_sizes``; the probe_checkpoints default is 64).
+  (``--grand_batch_sizes``; the checkpoint_probes default is 64).
 
 Each pass runs once to compile, then ``--repeats`` times, timed as a whole
 split (results fetched to the host). Prints one JSON line per pass:

@@ -1,6 +1,6 @@
 """Shared pieces of the benchmarks: synthetic data, configs, compiled programs.
 
-A ``TrainProgram`` is one ensemble train step exactly as the record stage
+A ``TrainProgram`` is one ensemble train step exactly as the records stage
 builds it (``ensemble.ArchTrainer``: same model, optimizer, augmentation and
 member strategy), lowered and compiled ahead of time so that compilation can
 run on several threads at once, its FLOPs read from XLA's cost analysis, and

@@ -2,7 +2,7 @@
 
   python -m benchmarks.pred_cost [--steps=100] [--rounds=10] [--archs=cnn,resnet18]
 
-The record stage's train step (``ensemble.ArchTrainer.train_step``: the
+The records stage's train step (``ensemble.ArchTrainer.train_step``: the
 digits study's members, model, optimizer and augmentation) is compiled
 twice: with the fused buffers of ``steps.FUSED_FIELDS`` (pred included) and
 without the ``pred`` buffer (the step then does not scatter it; the arg-max

@@ -1,6 +1,6 @@
 """The device check's study: plan the epochs that fit, run, extrapolate.
 
-The study is the record stage exactly as ``--mode=record`` runs it
+The study is the records stage exactly as ``--mode=records`` runs it
 (``ensemble.record_study``: compiled train and probe steps, fused and probe
 records, an orbax checkpoint per epoch, metrics.jsonl), on synthetic uint8
 data of CIFAR-10's size. Where the time budget does not hold all epochs it
@@ -69,7 +69,7 @@ def _epoch_seconds(workdir: str) -> list[float]:
 
 
 def run_study(config, data, workdir: str, plan: dict, target: int) -> dict:
-  """Runs the record stage for ``plan['epochs_run']`` epochs; wall times."""
+  """Runs the records stage for ``plan['epochs_run']`` epochs; wall times."""
   tick = time.perf_counter()
   ensemble.record_study(config, workdir, data)
   wall = time.perf_counter() - tick

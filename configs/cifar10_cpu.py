@@ -21,7 +21,7 @@ C-scores (docs/heldout.md):
 Sized by measurement for a CPU (docs/results.md, "CIFAR-10"): two cheap
 architectures at ~200 train images/s each on one core, two epochs, three
 probe points (epoch 0.5, 1, 2) over all 60,000 images; record + analyze +
-report, no retraining stages (those are `--mode=remove` / `compress` on
+report, no retraining stages (those are `--mode=removal` / `compress` on
 request: hours on a CPU). Runtime and each member's test accuracy: see
 docs/results.md. At this scale the members are weak judges (two epochs):
 the paper's claims are tested at the quality a CPU affords, and
@@ -57,9 +57,9 @@ def get_config():
   # "Early": the whole (short) run; easiness over the probes at 0.5, 1, 2.
   c.analysis.window = (0.0, 2.0)
   c.analysis.similarity.max_set_size = 2000
-  for stage in ('remove', 'compress', 'probe_causes'):
+  for stage in ('removal', 'compression', 'causes'):
     c.stages[stage] = False
-  # Sweeps on request (--mode=remove / compress): the cnn only, 2 seeds.
+  # Sweeps on request (--mode=removal / compress): the cnn only, 2 seeds.
   for sweep in (c.removal, c.compression):
     sweep.archs = 'cnn'
     sweep.seeds = 2

@@ -172,7 +172,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Retraining sweeps (see easyhard_jax/experiments/sweeps.py): removal of
   # easy / hard / random examples, and compression by easiness vs random.
-  for name, kind in (('removal', 'remove'), ('compression', 'compress')):
+  for name in ('removal', 'compression'):
     w = c[name] = ml_collections.ConfigDict()
     w.archs = 'study'            # 'study' = config.archs, or comma-separated.
     w.seeds = 3                  # Retraining seeds per (fraction, strategy).
@@ -224,9 +224,9 @@ def get_config() -> ml_collections.ConfigDict:
   h.along_training = False        # Also probe along training (curves).
   h.hard_tail_fractions = (0.05, 0.1)  # Hardest-tail AUROC / top-k sizes.
 
-  # --mode=probe_checkpoints: records, penultimate features and GraNd from
-  # the kept checkpoints (probes/probe_checkpoints.py, probes/checkpoint_scores.py).
-  p = c.probe_checkpoints = ml_collections.ConfigDict()
+  # --mode=checkpoint_probes: records, penultimate features and GraNd from
+  # the kept checkpoints (probes/checkpoint_probes.py, probes/checkpoint_scores.py).
+  p = c.checkpoint_probes = ml_collections.ConfigDict()
   # 'analysis' = the states kept for analysis (analysis_checkpoints/: the
   # easiness window's probes and its end); 'resume' = the rolling resume
   # checkpoints (checkpoints/: the last epoch ends).
@@ -247,7 +247,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.report.examples_per_class = 8
   c.report.max_classes = 20
 
-  # --mode=compare (analysis/reference_compare.py): the analysis scores
+  # --mode=compare (analysis/compare.py): the analysis scores
   # against a published per-example score (e.g. C-scores); writes
   # WORKDIR/compare and a report section.
   c.reference = ml_collections.ConfigDict()
@@ -272,7 +272,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Stages that --mode=study runs (in this order); False switches one off.
   c.stages = ml_collections.ConfigDict()
-  for name in ('record', 'analyze', 'remove', 'compress', 'probe_causes',
+  for name in ('records', 'analysis', 'removal', 'compression', 'causes',
                'report'):
     c.stages[name] = True
   c.stages.heldout = False        # See c.heldout.

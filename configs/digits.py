@@ -41,7 +41,7 @@ def get_config():
     sweep.archs = 'cnn'
     sweep.seeds = 2
     sweep.epochs = 8
-    # Programs of 3 and 2 members: the member counts of the record stage
+    # Programs of 3 and 2 members: the member counts of the records stage
     # and the cause probes, so every sweep program is one they compiled.
     sweep.members_per_program = 3
   c.compression.fractions = (0.2, 0.5)

@@ -44,6 +44,6 @@ def get_config():
   # epochs: the training-pass share of flipped examples fit to their wrong
   # label falls from 4.3% (epoch 1) to 1.2% (epoch 8).
   c.analysis.label_issues.window = (1.0, 8.0)
-  for stage in ('remove', 'compress', 'probe_causes', 'report'):
+  for stage in ('removal', 'compression', 'causes', 'report'):
     c.stages[stage] = False
   return c

@@ -38,7 +38,7 @@ def get_config():
   c.compression.strategies = ('drop_easiest', 'stratified', 'random')
   c.compression.scores = ('easiness',)
   c.compression.fractions = (0.1, 0.3, 0.5)
-  c.stages.probe_causes = False
+  c.stages.causes = False
   # Held-out ground truth (issue 22): 10 cnn members, each on its own random
   # half, 5 epochs: each example held out by 5 members on average.
   c.stages.heldout = True

@@ -14,7 +14,7 @@ The compression stage retrains ResNet-18 on 90/80/70% of the train set,
 dropping the easiest examples or a random subset.
 
 Runtime: not measured here (no accelerator was available when this was
-written); the record stage is 2 x 16 epochs of ImageNet plus probes, about
+written); the records stage is 2 x 16 epochs of ImageNet plus probes, about
 the cost of one 45-epoch ResNet-50 run. The global batch of 1024 is split over
 the data axis: use a node of 8 GPUs or a pod slice (ResNet-50 at 1024 does
 not fit one GPU in bf16). Expected: roughly 67% (ResNet-18) and 71%
@@ -63,6 +63,6 @@ def get_config():
   c.compression.fractions = (0.7, 0.8, 0.9)  # Share of the train set kept.
   c.compression.strategies = ('drop_easiest', 'random')
   c.compression.scores = ('easiness',)
-  c.stages.remove = False
-  c.stages.probe_causes = False  # Needs the training set in memory.
+  c.stages.removal = False
+  c.stages.causes = False  # Needs the training set in memory.
   return c

@@ -48,19 +48,19 @@ RECOVERY_FIELDS = ('optimizer.learning_rate', 'optimizer.grad_clip_norm',
 # Each later stage: its own config fields and the stages whose outputs it
 # reads (the stamp covers theirs, so a change upstream reruns it).
 STAGES = {
-    'analyze': (('analysis', 'compression.fractions', 'report.max_classes'),
-                ('record',)),
-    'remove': (('removal',), ('analyze',)),
-    'compress': (('compression',), ('analyze',)),
-    'probe_causes': (('causes',), ('analyze',)),
-    # Not ('analyze',): an analysis change must not discard held-out members;
+    'analysis': (('analysis', 'compression.fractions', 'report.max_classes'),
+                ('records',)),
+    'removal': (('removal',), ('analysis',)),
+    'compression': (('compression',), ('analysis',)),
+    'causes': (('causes',), ('analysis',)),
+    # Not ('analysis',): an analysis change must not discard held-out members;
     # results.json keeps the analysis stamp its proxy judgement used. The
     # reference: results.json holds the comparison with it (members are
     # kept by their records' fingerprints, so only the estimate reruns).
-    'heldout': (('heldout', 'reference'), ('record',)),
-    'report': (('report',), ('analyze', 'remove', 'compress',
-                             'probe_causes')),
-    'compare': (('reference',), ('analyze',)),
+    'heldout': (('heldout', 'reference'), ('records',)),
+    'report': (('report',), ('analysis', 'removal', 'compression',
+                             'causes')),
+    'compare': (('reference',), ('analysis',)),
 }
 # Inputs a stage reads only when they exist ({stage: {input: its dir}}):
 # the stamp holds the input's stamp when it is on disk and current, else
@@ -70,6 +70,11 @@ OPTIONAL_INPUTS = {'report': {'compare': 'compare'}}
 FILE_FIELDS = {'compare': ('reference.path',),
                'heldout': ('reference.path',)}
 STAMP_NAME = 'stamp.json'
+# A stamp names the stages it chains by the names they had when stamps were
+# first written (before each stage took its directory's name): the hashes,
+# and so every workdir stamped since, stay current across the rename.
+STAMP_KEYS = {'records': 'record', 'analysis': 'analyze', 'removal': 'remove',
+              'compression': 'compress', 'causes': 'probe_causes'}
 
 
 def _plain(value: Any) -> Any:
@@ -274,7 +279,7 @@ def expected_stamp(config, stage: str, record_hashes: Mapping[str, str],
   stage reads (FILE_FIELDS) count by content. With ``workdir``, optional
   inputs (OPTIONAL_INPUTS) count by the current stamp on disk.
   """
-  if stage == 'record':
+  if stage == 'records':
     return {'hash': digest(sorted(record_hashes.items())),
             'fields': dict(record_hashes)}
   own, inputs = STAGES[stage]
@@ -282,7 +287,8 @@ def expected_stamp(config, stage: str, record_hashes: Mapping[str, str],
   fields['archs'] = sorted(record_hashes)
   for name in FILE_FIELDS.get(stage, ()):
     fields[f'{name}:sha256'] = _file_digest(config_fields.get(config, name))
-  chained = {s: expected_stamp(config, s, record_hashes)['hash']
+  chained = {STAMP_KEYS.get(s, s): expected_stamp(config, s,
+                                                 record_hashes)['hash']
              for s in inputs}
   for s, stage_dir in OPTIONAL_INPUTS.get(stage, {}).items():
     chained[s] = (None if workdir is None else

@@ -22,8 +22,11 @@ config_flags.DEFINE_config_file('config', None, 'Study config file.',
                                 lock_config=True)
 flags.DEFINE_string('workdir', None, 'Directory for records, checkpoints and '
                     'results; a rerun resumes from it.')
-flags.DEFINE_enum('mode', 'study', stages.MODES,
-                  'Stage to run; study runs every stage in order.')
+# A string, not an enum: an old stage name gets the runner's message naming
+# the new one (stages.RENAMED) instead of absl's list of values.
+flags.DEFINE_string('mode', 'study', 'Stage to run, one of '
+                    f'{", ".join(stages.MODES)}; study runs every stage of '
+                    'the study in order.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 

@@ -44,7 +44,7 @@ def _records_complete(config, workdir, hashes=None) -> bool:
   """Every config arch finished, with the config's fingerprint."""
   try:
     manifest = records.read_manifest(workdir)
-  except ValueError:  # Damaged: the record stage rebuilds it.
+  except ValueError:  # Damaged: the records stage rebuilds it.
     return False
   entries, root = manifest['archs'], records.records_dir(workdir)
   return all(records.arch_complete(manifest, a, root) and
@@ -60,7 +60,7 @@ def is_complete(config, workdir: str, stage: str) -> bool:
   config fields and its inputs' stamps), so a changed field or a kill before
   the stamp reruns the stage.
   """
-  if stage == 'record':
+  if stage == 'records':
     return _records_complete(config, workdir)
   stored = fingerprint.read_stamp(workdir, stages.BY_NAME[stage].out_dir)
   expected = fingerprint.expected_stamp(config, stage, _record_hashes(config),
@@ -114,7 +114,7 @@ def _write_config_json(config, workdir: str, hashes) -> None:
   """
   try:
     complete = _records_complete(config, workdir, hashes)
-  except ValueError:  # A damaged manifest: the record stage repairs it.
+  except ValueError:  # A damaged manifest: the records stage repairs it.
     complete = False
   if complete:
     files.atomic_write_json(os.path.join(workdir, 'config.json'),
@@ -145,6 +145,8 @@ def run(config, workdir: str, mode: str = 'study') -> None:
     workdir: the study workdir (created if absent).
     mode: 'study' or a stage name of ``stages.STAGES``.
   """
+  if mode in stages.RENAMED:
+    raise ValueError(stages.renamed_message(mode, '--mode'))
   if mode not in stages.MODES:
     raise ValueError(f'mode must be one of {stages.MODES}, got {mode!r}.')
   # pylint: disable=g-import-not-at-top
@@ -235,7 +237,7 @@ def _run_stages(config, workdir: str, mode: str, writer: bool) -> None:
     logging.info('Stage %s starting.', name)
     stage.run(config, workdir)
     upstream_ran = True
-    if name == 'record' and writer:
+    if name == 'records' and writer:
       _write_config_json(config, workdir, hashes)
     if stage.stamped and writer:
       fingerprint.commit_stage(

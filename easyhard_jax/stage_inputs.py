@@ -2,7 +2,7 @@
 
 ``validation.validate`` calls :func:`check` with the workdir and the mode, so
 a damaged or missing input (the user's npz, a known-label-errors file, a
-reference score file, the analysis's score artifact that --mode=remove,
+reference score file, the analysis's score artifact that --mode=removal,
 compress and compare read, a workdir path that is a dangling link) stops the
 run before ``runner.run`` takes the workdir lock or replaces any stage's
 outputs, with a message that names the file and what to do. The stages read
@@ -22,11 +22,11 @@ from easyhard_jax import config_fields
 
 NPZ_KEYS = ('x_train', 'y_train', 'x_test', 'y_test')
 # Stages that read config.analysis.known_noisy / config.reference.path.
-_KNOWN_NOISY_MODES = ('study', 'analyze')
+_KNOWN_NOISY_MODES = ('study', 'analysis')
 _REFERENCE_MODES = ('compare',)
 # Stages run on their own that read analysis/scores_{split}.npz (in a study,
-# the analyze stage before them writes it).
-_SCORE_MODES = ('remove', 'compress', 'compare')
+# the analysis stage before them writes it).
+_SCORE_MODES = ('removal', 'compression', 'compare')
 
 
 def check_workdir(workdir: str) -> None:
@@ -162,9 +162,9 @@ def _check_scores(config, mode: str, workdir: str) -> None:
   if not os.path.isfile(path):
     raise FileNotFoundError(
         f"--mode={mode} reads the analysis's scores, and {path} does not "
-        'exist: run --mode=analyze on this workdir first (or --mode=study). '
+        'exist: run --mode=analysis on this workdir first (or --mode=study). '
         'An analysis written before the scores were stored as npz has only '
-        'the CSV; --mode=analyze writes both.')
+        'the CSV; --mode=analysis writes both.')
 
 
 def check(config, mode: str | None = None, workdir: str | None = None

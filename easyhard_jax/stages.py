@@ -1,11 +1,15 @@
-"""The study's stages: one table, stage -> entry point.
+"""The study's stages: one table, stage -> entry point and config check.
 
-:data:`STAGES` lists every ``--mode`` in the study's order: its entry point
-(a function of ``(config, workdir)`` below, which imports the stage's home
-module only when the stage runs), the directory it writes, and how the
-runner (``runner.py``: skip logic, stamps, lock, timings) treats it. Each
-entry point names the stage's home module and function; tests/test_layout.py
-checks that they exist.
+:data:`STAGES` lists every stage in the study's order. A stage has one
+name: its ``--mode``, its ``config.stages`` switch, its config block and the
+directory it writes (``records``, ``analysis``, ``removal``, ...). Its row
+holds its entry point (a function of ``(config, workdir)`` below, which
+imports the stage's home module only when the stage runs), its config check
+(``check_<name>``, the home module's own validation, run before any work)
+and how the runner (``runner.py``: skip logic, stamps, lock, timings) treats
+it. Each entry point and check names the home module's function;
+tests/test_layout.py checks that they exist. Old stage names
+(:data:`RENAMED`) are refused with the new one.
 """
 
 from __future__ import annotations
@@ -28,42 +32,73 @@ def _needs_own_training(config, workdir: str, stage: str) -> None:
   origin.refuse_if_logged(workdir, stage, config_fields.arch_list(config))
 
 
-def record(config, workdir: str) -> None:
+def records(config, workdir: str) -> None:
   """Trains every architecture's members; writes the records."""
   from easyhard_jax.train import ensemble
-  _needs_own_training(config, workdir, 'record')
+  _needs_own_training(config, workdir, 'records')
   ensemble.record_study(config, workdir)
 
 
-def analyze(config, workdir: str) -> None:
+def check_records(config) -> None:
+  """The training fields, and whether a member fits the device's memory."""
+  from easyhard_jax.train import config_checks
+  config_checks.validate(config)
+  config_checks.check_memory(config)
+
+
+def analysis(config, workdir: str) -> None:
   """Scores, sets, agreement and similarity; then the exports."""
+  from easyhard_jax.analysis import analyze
   from easyhard_jax.analysis import exports
-  from easyhard_jax.analysis import analyze as analyze_lib
   data = _dataset(config)
-  analyze_lib.run_analysis(config, workdir, train_images=data.train_images,
-                           test_images=data.test_images)
+  analyze.run_analysis(config, workdir, train_images=data.train_images,
+                       test_images=data.test_images)
   exports.write_exports(config, workdir)
 
 
-def remove(config, workdir: str) -> None:
+def check_analysis(config) -> None:
+  """config.analysis: window, set rule, levels, sizes."""
+  from easyhard_jax.analysis import config_checks
+  config_checks.validate(config)
+
+
+def removal(config, workdir: str) -> None:
   """Retrains without the easiest, hardest or random examples."""
   from easyhard_jax.experiments import sweeps
-  _needs_own_training(config, workdir, 'remove')
-  sweeps.run_sweep(config, workdir, 'remove')
+  _needs_own_training(config, workdir, 'removal')
+  sweeps.run_sweep(config, workdir, 'removal')
 
 
-def compress(config, workdir: str) -> None:
+def check_removal(config) -> None:
+  """config.removal: fractions, strategies, scores, budget, archs."""
+  from easyhard_jax.experiments import sweeps
+  sweeps.validate_config(config, 'removal')
+
+
+def compression(config, workdir: str) -> None:
   """Retrains on subsets chosen by the scores, against random subsets."""
   from easyhard_jax.experiments import sweeps
-  _needs_own_training(config, workdir, 'compress')
-  sweeps.run_sweep(config, workdir, 'compress')
+  _needs_own_training(config, workdir, 'compression')
+  sweeps.run_sweep(config, workdir, 'compression')
 
 
-def probe_causes(config, workdir: str) -> None:
+def check_compression(config) -> None:
+  """config.compression: fractions, strategies, scores, budget, archs."""
+  from easyhard_jax.experiments import sweeps
+  sweeps.validate_config(config, 'compression')
+
+
+def causes(config, workdir: str) -> None:
   """Retrains with one suspected cause changed per probe."""
-  from easyhard_jax.experiments import causes
-  _needs_own_training(config, workdir, 'probe_causes')
-  causes.run_causes(config, workdir)
+  from easyhard_jax.experiments import causes as causes_lib
+  _needs_own_training(config, workdir, 'causes')
+  causes_lib.run_causes(config, workdir)
+
+
+def check_causes(config) -> None:
+  """config.causes: variants, sizes, archs inside the study."""
+  from easyhard_jax.experiments import causes as causes_lib
+  causes_lib.validate_config(config)
 
 
 def heldout(config, workdir: str) -> None:
@@ -71,6 +106,12 @@ def heldout(config, workdir: str) -> None:
   from easyhard_jax.experiments import heldout as heldout_lib
   _needs_own_training(config, workdir, 'heldout')
   heldout_lib.run_heldout(config, workdir)
+
+
+def check_heldout(config) -> None:
+  """config.heldout: ratios, members, archs."""
+  from easyhard_jax.experiments import heldout as heldout_lib
+  heldout_lib.validate_config(config)
 
 
 def report(config, workdir: str) -> None:
@@ -82,17 +123,29 @@ def report(config, workdir: str) -> None:
   logging.info('Report: %s', path)
 
 
-def probe_checkpoints(config, workdir: str) -> None:
+def check_report(config) -> None:
+  """config.report: the example grids' sizes."""
+  from easyhard_jax.report import build
+  build.validate_config(config)
+
+
+def checkpoint_probes(config, workdir: str) -> None:
   """Records, features and GraNd from the saved checkpoints."""
-  from easyhard_jax.probes import probe_checkpoints as stage
-  _needs_own_training(config, workdir, 'probe_checkpoints')
-  stage.probe_checkpoints(config, workdir)
+  from easyhard_jax.probes import checkpoint_probes as probes_lib
+  _needs_own_training(config, workdir, 'checkpoint_probes')
+  probes_lib.checkpoint_probes(config, workdir)
+
+
+def check_checkpoint_probes(config) -> None:
+  """config.checkpoint_probes: source, splits, steps, batch size, archs."""
+  from easyhard_jax.probes import checkpoint_probes as probes_lib
+  probes_lib.validate_config(config)
 
 
 def compare(config, workdir: str) -> None:
   """The study's scores against a published per-example score."""
-  from easyhard_jax.analysis import reference_compare
-  reference_compare.run_compare(config, workdir)
+  from easyhard_jax.analysis import compare as compare_lib
+  compare_lib.run_compare(config, workdir)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,10 +153,15 @@ class Stage:
   """One row of the table.
 
   Attributes:
-    name: the ``--mode`` value and ``config.stages`` field.
+    name: the stage's one name: its ``--mode`` value, its
+      ``config.stages`` field, its config block (where it has one) and the
+      directory it writes under the workdir.
     run: the entry point, ``run(config, workdir)``.
-    out_dir: the directory it writes under the workdir; a stamped stage
-      (see fingerprint.py) keeps its stamp there.
+    validate: ``validate(config)``: raises ValueError naming any of the
+      stage's own config fields that is wrong (None: it has none). Every
+      stage's check runs before any work, whatever the mode.
+    out_dir: the directory it writes; a stamped stage (see fingerprint.py)
+      keeps its stamp there. Equal to ``name`` (tests/test_layout.py).
     in_study: part of ``--mode=study`` (else run on request only).
     stamped: its outputs carry a stamp (records carry fingerprints).
     writer_only: host-only work: process 0 runs it, the others skip it.
@@ -113,27 +171,58 @@ class Stage:
   """
   name: str
   run: Callable[[Any, str], None]
-  out_dir: str
+  validate: Callable[[Any], None] | None = None
   in_study: bool = True
   stamped: bool = True
   writer_only: bool = False
   also_writes: tuple[str, ...] = ()
   required: tuple[str, ...] = ()
 
+  @property
+  def out_dir(self) -> str:
+    return self.name
+
 
 STAGES: tuple[Stage, ...] = (
-    Stage('record', record, 'records', stamped=False),
-    Stage('analyze', analyze, 'analysis', writer_only=True,
+    Stage('records', records, check_records, stamped=False),
+    Stage('analysis', analysis, check_analysis, writer_only=True,
           also_writes=('exports', 'compare'), required=('scores_train.npz',)),
-    Stage('remove', remove, 'removal'),
-    Stage('compress', compress, 'compression'),
-    Stage('probe_causes', probe_causes, 'causes'),
-    Stage('heldout', heldout, 'heldout'),
-    Stage('report', report, 'report', writer_only=True),
-    Stage('probe_checkpoints', probe_checkpoints, 'checkpoint_probes',
+    Stage('removal', removal, check_removal),
+    Stage('compression', compression, check_compression),
+    Stage('causes', causes, check_causes),
+    Stage('heldout', heldout, check_heldout),
+    Stage('report', report, check_report, writer_only=True),
+    Stage('checkpoint_probes', checkpoint_probes, check_checkpoint_probes,
           in_study=False, stamped=False),
-    Stage('compare', compare, 'compare', in_study=False, writer_only=True),
+    Stage('compare', compare, in_study=False, writer_only=True),
 )
+# The names stages had before each took its directory's name: a mode or a
+# config.stages field under an old name is refused, naming the new one.
+RENAMED = {'record': 'records', 'analyze': 'analysis', 'remove': 'removal',
+           'compress': 'compression', 'probe_causes': 'causes',
+           'probe_checkpoints': 'checkpoint_probes'}
+
+
+def renamed_message(old: str, where: str) -> str:
+  """What to write instead of a stage's old name ``old`` in ``where``."""
+  return (f'{where} {old!r} is now {RENAMED[old]!r}: each stage has one name, '
+          'that of the directory it writes (records, analysis, removal, '
+          'compression, causes, checkpoint_probes). Workdirs written under '
+          'the old names are read as they are.')
+
+
+def validate(config) -> None:
+  """Runs every stage's own config check (ValueError names the field)."""
+  old = [s for s in RENAMED if s in (config.get('stages') or {})]
+  if old:
+    raise ValueError(renamed_message(old[0], 'config.stages field'))
+  if config.get('probe_checkpoints') is not None:
+    raise ValueError(renamed_message('probe_checkpoints', 'config block'))
+  for stage in STAGES:
+    if stage.validate is not None:
+      stage.validate(config)
+
+
 BY_NAME = {s.name: s for s in STAGES}
 STUDY = tuple(s.name for s in STAGES if s.in_study)
 MODES = ('study',) + tuple(BY_NAME)

@@ -4,7 +4,7 @@
       --cifar10_dir=/path/to/cifar-10-batches-bin --epochs=30 --members=3
   python -m easyhard_jax.main --config=configs/cifar10.py \
       --config.archs=resnet18 --config.cifar10_dir=/path/to/cifar-10-batches-bin \
-      --workdir=/tmp/torch_c10 --mode=analyze
+      --workdir=/tmp/torch_c10 --mode=analysis
   python -m easyhard_jax.main --config=configs/cifar10.py \
       --config.archs=resnet18 --config.cifar10_dir=/path/to/cifar-10-batches-bin \
       --workdir=/tmp/torch_c10 --mode=report

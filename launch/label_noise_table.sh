@@ -9,7 +9,7 @@
 # npz) at noise seed $SLICE_SEED (default 4); then prints, per setting, every
 # score's AUROC and precision at k on the same records at the same window
 # (epochs (1, $EPOCHS]; launch/label_noise_table.py). Workdirs that already
-# hold finished records are not retrained (the record stage resumes).
+# hold finished records are not retrained (the records stage resumes).
 # Smaller than the recipe, to fit 60 minutes on 2 CPU cores shared with other
 # jobs: $EPOCHS epochs (default 3, not 8), the CNN at $WIDTH (default 0.25,
 # not 0.5) and probes at whole epochs only (the first epoch's extra probes
@@ -25,7 +25,7 @@ CFG=configs/fashion_mnist_label_noise.py
 mkdir -p "$OUT"
 record() {  # WORKDIR, then config overrides.
   local wd=$1; shift
-  nice -n 19 python -m easyhard_jax.main --config="$CFG" --mode=record \
+  nice -n 19 python -m easyhard_jax.main --config="$CFG" --mode=records \
       --config.epochs="$EPOCHS" --config.width="$WIDTH" \
       --config.probe.first_epoch_fractions='()' \
       "$@" --workdir="$wd" > "$wd.log" 2>&1 \

@@ -6,7 +6,7 @@
 # program runs one sharded step at a time and XLA:CPU's collective timeout is
 # raised (easyhard_jax/train/mesh.py, easyhard_jax/distributed.py).
 #
-#   launch/local_multidevice.sh configs/digits.py /tmp/eh_digits [N] [--mode=record ...]
+#   launch/local_multidevice.sh configs/digits.py /tmp/eh_digits [N] [--mode=records ...]
 set -euo pipefail
 CONFIG=${1:?config file}; WORKDIR=${2:?workdir}; shift 2
 N=8

@@ -4,7 +4,7 @@
 # writes records and reports; all processes save and restore checkpoints.
 # Arguments after PORT are passed on to every process's main.py.
 #
-#   launch/local_multiprocess.sh configs/digits.py /tmp/eh_mp [P] [D] [PORT] [--mode=record ...]
+#   launch/local_multiprocess.sh configs/digits.py /tmp/eh_mp [P] [D] [PORT] [--mode=records ...]
 set -euo pipefail
 CONFIG=${1:?config file}; WORKDIR=${2:?workdir}; shift 2
 P=2; D=2; PORT=12421

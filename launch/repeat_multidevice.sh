@@ -38,7 +38,7 @@ for i in $(seq 1 "$RUNS"); do
   start=$(date +%s.%N)
   set +e
   python -m easyhard_jax.main --config="$CONFIG" --workdir="$work" \
-    --mode=record --config.compilation_cache_dir="$work/xla_cache" \
+    --mode=records --config.compilation_cache_dir="$work/xla_cache" \
     ${EXTRA[@]+"${EXTRA[@]}"} >"$ROOT/run$i.log" 2>&1
   RC[$i]=$?
   set -e

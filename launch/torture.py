@@ -164,7 +164,7 @@ def _manifest(workdir: str) -> tuple[str, dict[str, Any]]:
     return path, json.load(f)
 
 
-def _repaired(ctx: Context, w: str, mode: str = 'record',
+def _repaired(ctx: Context, w: str, mode: str = 'records',
               needle: str = '') -> tuple[bool, str]:
   """Reruns ``mode``; held iff it exits 0 with the reference's records."""
   rc, log = ctx.run(w, mode=mode)
@@ -232,18 +232,18 @@ def config_json_damaged(ctx):
 def window_change(ctx):
   w = ctx.finished('window_change')
   rc, log = ctx.run(w, {'analysis.window': (0.0, 2.0)})
-  ran = [s for s in ('record', 'analyze', 'remove', 'compress', 'report')
+  ran = [s for s in ('records', 'analysis', 'removal', 'compression', 'report')
          if f'Stage {s} starting' in log]
   with open(os.path.join(w, 'analysis', 'analysis.json')) as f:
     window = json.load(f).get('config', {}).get('window')
-  return (rc == 0 and ran == ['analyze', 'remove', 'compress', 'report'],
+  return (rc == 0 and ran == ['analysis', 'removal', 'compression', 'report'],
           f'rc {rc}; reran {ran}; analysis window {window}')
 
 
 def lr_change_refused(ctx):
   w = ctx.finished('lr_change_refused')
   before = snapshot(os.path.join(w, 'records'))
-  rc, log = ctx.run(w, {'optimizer.learning_rate': 0.05}, mode='record')
+  rc, log = ctx.run(w, {'optimizer.learning_rate': 0.05}, mode='records')
   same = snapshot(os.path.join(w, 'records')) == before
   named = 'learning_rate' in log and 'new --workdir' in log
   return (rc != 0 and same and named,
@@ -284,7 +284,7 @@ def _npz(ctx, name, **arrays):
   return path
 
 
-def _bad_input(make, needle, mode='record'):
+def _bad_input(make, needle, mode='records'):
   """A case: a fresh workdir; the run fails naming ``needle``."""
   def check(ctx):
     w = ctx.path('bad_input')
@@ -326,7 +326,7 @@ def _dangling(ctx, w):
 def second_run_refused(ctx):
   w = ctx.path('second_run')
   shutil.rmtree(w, ignore_errors=True)
-  cmd = fault_injection.command(ctx.config, w) + ['--mode=record']
+  cmd = fault_injection.command(ctx.config, w) + ['--mode=records']
   first = subprocess.Popen(cmd, cwd=ROOT, env=fault_injection.env(),
                            stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
@@ -335,7 +335,7 @@ def second_run_refused(ctx):
     locked = lambda: os.path.exists(lock) and os.path.getsize(lock) > 0
     while time.time() < deadline and not locked():
       time.sleep(0.05)
-    rc, log = ctx.run(w, mode='record')
+    rc, log = ctx.run(w, mode='records')
   finally:
     if first.poll() is None:
       os.kill(first.pid, signal.SIGKILL)
@@ -379,10 +379,10 @@ def two_process_record(ctx):
   env = dict(fault_injection.env(),
              XLA_FLAGS='--xla_force_host_platform_device_count=4')
   ref = subprocess.run(fault_injection.command(ctx.config, one) + [
-      '--mode=record'], cwd=ROOT, env=env, capture_output=True, text=True,
+      '--mode=records'], cwd=ROOT, env=env, capture_output=True, text=True,
                        timeout=ctx.timeout, check=False)
   w = ctx.path('two_process_record')
-  rcs, logs = _two_processes(ctx, w, 'record')
+  rcs, logs = _two_processes(ctx, w, 'records')
   diff = records_diff(one, w, tol=1e-4) if rcs == [0, 0] and (
       ref.returncode == 0) else (logs[0][-200:] or ref.stderr[-200:])
   return rcs == [0, 0] and not diff, (
@@ -392,7 +392,7 @@ def two_process_record(ctx):
 def two_process_compress(ctx):
   w = ctx.finished('two_process_compress')
   shutil.rmtree(os.path.join(w, 'compression'))
-  rcs, logs = _two_processes(ctx, w, 'compress')
+  rcs, logs = _two_processes(ctx, w, 'compression')
   ok = os.path.exists(os.path.join(w, 'compression', 'results.json'))
   return rcs == [0, 0] and ok, f'rc {rcs}; {"written" if ok else logs[1][-99:]}'
 

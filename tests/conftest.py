@@ -55,7 +55,7 @@ def quick_study(tmp_path_factory):
   from easyhard_jax import runner
   workdir = str(tmp_path_factory.mktemp('quick_study'))
   config = quick_config()
-  runner.run(config, workdir, 'record')
+  runner.run(config, workdir, 'records')
   return config, workdir
 
 
@@ -65,7 +65,7 @@ def one_epoch_study(tmp_path_factory):
   from easyhard_jax import runner
   workdir = str(tmp_path_factory.mktemp('one_epoch_study'))
   config = quick_config(epochs=1)
-  runner.run(config, workdir, 'record')
+  runner.run(config, workdir, 'records')
   return config, workdir
 
 
@@ -107,7 +107,7 @@ def assert_same_records(reference: str, other: str, tol: float = 1e-4):
 # configs/imagenet.py shrunk to seconds on tfds.testing.mock_data; used by
 # test_streamed_data.py in-process and as a subprocess (to be killed):
 #   start_script('from conftest import run_mock_imagenet\n'
-#                'run_mock_imagenet({w!r}, "record", 3)', w=workdir)
+#                'run_mock_imagenet({w!r}, "records", 3)', w=workdir)
 MOCK_IMAGENET_EXAMPLES = 48  # Per split; mock images have random sizes.
 
 

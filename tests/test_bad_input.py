@@ -45,7 +45,7 @@ from easyhard_jax.data import sources
     ({'removal.archs': '/../../../tmp/x'},
      "config.removal.archs must be 'study' or comma-separated model names"),
     ({'compression.archs': 'cnn,../../x'}, 'config.compression.archs must'),
-    ({'probe_checkpoints.archs': 'a/b'}, 'config.probe_checkpoints.archs'),
+    ({'checkpoint_probes.archs': 'a/b'}, 'config.checkpoint_probes.archs'),
     ({'removal.fractions': (1.5,)}, 'removal.fractions must lie in'),
     ({'removal.budget': 'hours'}, 'removal.budget must be one of'),
     ({'compression.scores': ('shoe_size',)}, 'shoe_size'),
@@ -70,7 +70,7 @@ def test_bad_values_are_refused_before_anything_is_written(tmp_path):
 
 def test_batch_larger_than_the_dataset_is_refused(tmp_path):
   with pytest.raises(ValueError, match=r'batch_size \(1024\) exceeds the 512'):
-    runner.run(quick_config(batch_size=1024), str(tmp_path), 'record')
+    runner.run(quick_config(batch_size=1024), str(tmp_path), 'records')
 
 
 def test_npz_label_gap_is_refused(tmp_path):
@@ -93,7 +93,7 @@ def test_workdir_of_another_dataset_is_refused(quick_study, tmp_path):
   shutil.copytree(workdir, copy)
   config = quick_config(max_train_examples=256)
   with pytest.raises(ValueError, match='fresh --workdir'):
-    runner.run(config, copy, 'record')
+    runner.run(config, copy, 'records')
 
 
 def _force_resume(workdir):
@@ -124,7 +124,7 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous(quick_study,
   steps = _checkpoint_steps(copy)
   assert len(steps) == 2
   _damage_checkpoint(os.path.join(copy, 'checkpoints', 'cnn', str(steps[-1])))
-  runner.run(quick_config(), copy, 'record')  # Warns, resumes, finishes.
+  runner.run(quick_config(), copy, 'records')  # Warns, resumes, finishes.
   assert records.read_manifest(copy)['archs']['cnn']['complete']
   assert_identical_records(workdir, copy)
 
@@ -139,7 +139,7 @@ def test_no_restorable_checkpoint_names_the_directory(quick_study, tmp_path):
   directory = os.path.join(copy, 'checkpoints', 'cnn')
   with pytest.raises(RuntimeError,
                      match=f'No checkpoint in {directory} can be restored'):
-    runner.run(quick_config(), copy, 'record')
+    runner.run(quick_config(), copy, 'records')
 
 
 def _diverging_config(decay_factor):
@@ -158,7 +158,7 @@ def test_divergence_saves_nothing_and_a_lower_rate_resumes(tmp_path, caplog):
                      match=r'cnn member cnn/s\d diverged: non-finite values at '
                      r'step \d+ \(epoch 2\).*learning_rate.*resumes from '
                      r'the last finite checkpoint \(step 8\)'):
-    runner.run(_diverging_config(1e30), workdir, 'record')
+    runner.run(_diverging_config(1e30), workdir, 'records')
   manifest = records.read_manifest(workdir)
   assert manifest['archs']['cnn']['diverged']['step'] > 8
   spe = manifest['archs']['cnn']['steps_per_epoch']
@@ -174,7 +174,7 @@ def test_divergence_saves_nothing_and_a_lower_rate_resumes(tmp_path, caplog):
 
   # Another recovery value is accepted: resume from the last finite state.
   with caplog.at_level('INFO'):
-    runner.run(_diverging_config(0.1), workdir, 'record')
+    runner.run(_diverging_config(0.1), workdir, 'records')
   assert f'cnn: resuming at step {spe}' in caplog.text
   entry = records.read_manifest(workdir)['archs']['cnn']
   assert entry['complete'] and 'diverged' not in entry
@@ -192,8 +192,8 @@ def test_a_field_that_is_no_recovery_field_is_refused_after_divergence(
     tmp_path):
   workdir = str(tmp_path)
   with pytest.raises(FloatingPointError):
-    runner.run(_diverging_config(1e30), workdir, 'record')
+    runner.run(_diverging_config(1e30), workdir, 'records')
   config = _diverging_config(0.1)
   config.width = 0.5
   with pytest.raises(ValueError, match=r'width: 0\.25 -> 0\.5'):
-    runner.run(config, workdir, 'record')
+    runner.run(config, workdir, 'records')

@@ -138,6 +138,6 @@ def test_a_study_resumes_past_a_flipped_bit_to_identical_records(
   with open(data, 'wb') as f:
     f.write(bytes(flipped))
   with caplog.at_level('WARNING'):
-    runner.run(quick_config(), copy, 'record')
+    runner.run(quick_config(), copy, 'records')
   assert f'{directory}/{last} cannot be used' in caplog.text
   assert_identical_records(workdir, copy)

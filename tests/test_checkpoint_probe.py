@@ -1,4 +1,4 @@
-"""--mode=probe_checkpoints and the after-the-fact API on a quick study."""
+"""--mode=checkpoint_probes and the after-the-fact API on a quick study."""
 
 import os
 
@@ -31,8 +31,8 @@ def test_analysis_checkpoints_give_records_features_and_grand(quick_study,
   _, source = quick_study
   workdir = str(tmp_path / 'probe')
   config = quick_config()
-  config.probe_checkpoints.source_workdir = source
-  runner.run(config, workdir, 'probe_checkpoints')
+  config.checkpoint_probes.source_workdir = source
+  runner.run(config, workdir, 'checkpoint_probes')
   out = os.path.join(workdir, 'checkpoint_probes')
   for split in ('train', 'test'):
     ck = records.load(out, split)
@@ -77,10 +77,10 @@ def test_resume_source_probes_the_last_epoch_ends(quick_study, tmp_path):
   _, source = quick_study
   workdir = str(tmp_path / 'probe')
   config = quick_config()
-  pc = config.probe_checkpoints
+  pc = config.checkpoint_probes
   pc.source_workdir, pc.source = source, 'resume'
   pc.features, pc.grand, pc.splits = False, False, ('test',)
-  runner.run(config, workdir, 'probe_checkpoints')
+  runner.run(config, workdir, 'checkpoint_probes')
   ck = records.load(os.path.join(workdir, 'checkpoint_probes'), 'test')
   study = records.load(source, 'test')
   np.testing.assert_array_equal(ck.probe_steps, [8, 16])  # Two epoch ends.
@@ -98,7 +98,7 @@ def test_a_score_after_the_fact_lines_up_with_the_records(quick_study,
                                                           tmp_path):
   config, source = quick_study
   config = config.copy_and_resolve_references()
-  config.probe_checkpoints.source_workdir = source
+  config.checkpoint_probes.source_workdir = source
   workdir = str(tmp_path / 'scores')
   path = checkpoint_scores.score_checkpoints(workdir, config, _loss, 'xent',
                                           split=('train', 'test'),
@@ -121,17 +121,17 @@ def test_a_score_after_the_fact_lines_up_with_the_records(quick_study,
 
 def test_missing_checkpoints_name_the_fix(tmp_path):
   config = quick_config()
-  config.probe_checkpoints.source_workdir = str(tmp_path / 'empty')
-  with pytest.raises(FileNotFoundError, match='run --mode=record'):
-    runner.run(config, str(tmp_path / 'w'), 'probe_checkpoints')
-  config.probe_checkpoints.source = 'latest'
-  with pytest.raises(ValueError, match='probe_checkpoints.source'):
-    runner.run(config, str(tmp_path / 'w'), 'probe_checkpoints')
+  config.checkpoint_probes.source_workdir = str(tmp_path / 'empty')
+  with pytest.raises(FileNotFoundError, match='run --mode=records'):
+    runner.run(config, str(tmp_path / 'w'), 'checkpoint_probes')
+  config.checkpoint_probes.source = 'latest'
+  with pytest.raises(ValueError, match='checkpoint_probes.source'):
+    runner.run(config, str(tmp_path / 'w'), 'checkpoint_probes')
 
 
 @pytest.mark.slow
 def test_analyze_uses_grand_and_window_features(quick_study, tmp_path):
-  """probe_checkpoints then analyze: GraNd is a score, features a view."""
+  """checkpoint_probes then analyze: GraNd is a score, features a view."""
   import json
   import shutil
   from easyhard_jax.report import read_scores
@@ -139,8 +139,8 @@ def test_analyze_uses_grand_and_window_features(quick_study, tmp_path):
   workdir = str(tmp_path / 'study')
   shutil.copytree(source, workdir)
   config = quick_config()
-  runner.run(config, workdir, 'probe_checkpoints')
-  runner.run(config, workdir, 'analyze')
+  runner.run(config, workdir, 'checkpoint_probes')
+  runner.run(config, workdir, 'analysis')
   table = read_scores(os.path.join(workdir, 'analysis', 'scores_train.csv'))
   expected = checkpoint_scores.window_score(workdir, grand.NAME,
                                          config.analysis.window)[0]

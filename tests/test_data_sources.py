@@ -38,7 +38,7 @@ def test_tfds_cifar10_study_on_mock_data(tmp_path):
     data = sources.load_dataset(config)
     assert data.train_images.shape == (40, 32, 32, 3)
     assert data.num_classes == 10 and len(data.train_ids) == 40
-    runner.run(config, str(tmp_path), 'record')
+    runner.run(config, str(tmp_path), 'records')
   r = records.load(str(tmp_path), 'train')
   assert r.correct.shape[0] == 2 and r.correct.shape[2] == 40
   assert r.tfds_ids == data.train_ids

@@ -146,7 +146,7 @@ def study_copy(quick_study, tmp_path_factory):
   config, workdir = quick_study
   copy_dir = str(tmp_path_factory.mktemp('sweeps'))
   shutil.copytree(workdir, copy_dir, dirs_exist_ok=True)
-  runner.run(quick_config(), copy_dir, 'analyze')
+  runner.run(quick_config(), copy_dir, 'analysis')
   return config, copy_dir
 
 
@@ -162,7 +162,7 @@ def test_removal_sweep_budgets(study_copy, budget, tmp_path):
   config.removal.seeds = 1
   config.removal.epochs = 2
   config.removal.budget = budget
-  runner.run(config, workdir_b, 'remove')
+  runner.run(config, workdir_b, 'removal')
   with open(os.path.join(workdir_b, 'removal', 'results.json')) as f:
     result = json.load(f)
   steps = {r['strategy']: r['steps'] for r in result['rows']}
@@ -195,7 +195,7 @@ def test_removal_sweep_budgets(study_copy, budget, tmp_path):
     paired = _largest_kernels(config, data, frac)  # easiest/s0, random/s0.
     np.testing.assert_array_equal(paired[0], paired[1])
   # A rerun trains nothing and gives the same table.
-  runner.run(config, workdir_b, 'remove')
+  runner.run(config, workdir_b, 'removal')
   with open(os.path.join(workdir_b, 'removal', 'results.json')) as f:
     assert json.load(f)['rows'] == result['rows']
 
@@ -277,7 +277,7 @@ def test_probe_causes_end_to_end(study_copy):
   config.causes.variants = ('random_labels', 'grayscale')
   config.causes.seeds = 1
   config.causes.epochs = 1
-  runner.run(config, workdir, 'probe_causes')
+  runner.run(config, workdir, 'causes')
   with open(os.path.join(workdir, 'causes', 'results.json')) as f:
     result = json.load(f)
   assert [r['variant'] for r in result['rows']] == ['reseed', 'random_labels',
@@ -309,12 +309,12 @@ def test_probe_causes_end_to_end(study_copy):
                      match=r'Unknown (config\.)?causes\.variants'):
     bad = copy.deepcopy(config)
     bad.causes.variants = ('moonlight',)
-    runner.run(bad, workdir, 'probe_causes')
+    runner.run(bad, workdir, 'causes')
 
 
 def test_analyze_writes_exports_and_keep_lists(study_copy):
   config, workdir = study_copy
-  runner.run(quick_config(), workdir, 'analyze')
+  runner.run(quick_config(), workdir, 'analysis')
   z = np.load(os.path.join(workdir, 'exports', 'scores_train.npz'))
   n = config.max_train_examples
   np.testing.assert_array_equal(z['example_index'], np.arange(n))
@@ -350,7 +350,7 @@ def test_compress_masks_and_keep_lists_come_from_the_score_file(
   config = quick_config()
   config.compression.strategies = ('drop_easiest',)
   config.compression.epochs = 1
-  runner.run(config, workdir, 'compress')
+  runner.run(config, workdir, 'compression')
   n, k = table['label'].size, int(round(0.5 * table['label'].size))
   mask = lambda score, seed: subsets.compression_mask(
       'drop_easiest', k, score=score, score_name='easiness',

@@ -25,7 +25,7 @@ from easyhard_jax import runner
 from easyhard_jax.data import streaming
 from easyhard_jax.train import ensemble
 c = quick_config(epochs=1, max_train_examples=256)
-runner.run(c, {workdir!r}, 'record')  # Sets the flag, then starts JAX.
+runner.run(c, {workdir!r}, 'records')  # Sets the flag, then starts JAX.
 import jax
 assert jax.device_count() == 8, jax.devices()
 t = ensemble.ArchTrainer(c, streaming.load(c), 'cnn')

@@ -290,7 +290,7 @@ def test_a_study_refuses_an_object_store_workdir(tmp_path, monkeypatch):
   from conftest import quick_config  # pylint: disable=g-import-not-at-top
   from easyhard_jax import runner  # pylint: disable=g-import-not-at-top
   monkeypatch.chdir(tmp_path)
-  for mode in ('study', 'record'):
+  for mode in ('study', 'records'):
     with pytest.raises(ValueError, match='gs://no-bucket/eh: a study cannot '
                        'run in an object-store workdir yet.*shared POSIX'):
       runner.run(quick_config(), 'gs://no-bucket/eh', mode)

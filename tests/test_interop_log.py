@@ -196,11 +196,11 @@ def test_retraining_stages_refuse_a_logged_workdir(tmp_path):
   from conftest import quick_config
   _log(tmp_path).close()
   config = quick_config()
-  for stage in ('remove', 'compress', 'probe_causes', 'probe_checkpoints',
-                'record'):
+  for stage in ('removal', 'compression', 'causes', 'checkpoint_probes',
+                'records'):
     with pytest.raises(ValueError, match='logged from your own training'):
       getattr(stages, stage)(config, str(tmp_path))
-  origin.refuse_if_logged(str(tmp_path), 'record', ['vgg11'])  # No clash.
+  origin.refuse_if_logged(str(tmp_path), 'records', ['vgg11'])  # No clash.
 
 
 def test_importing_the_logger_does_not_import_jax():

@@ -283,13 +283,13 @@ def test_record_and_analyze_with_label_noise(tmp_path):
   from easyhard_jax import runner
   workdir = str(tmp_path / 'noisy')
   config = quick_config(**{'label_noise.fraction': 0.1})
-  runner.run(config, workdir, 'record')
+  runner.run(config, workdir, 'records')
   rec = records.load(workdir, 'train')
   assert rec.pred.dtype == np.int16 and (rec.pred >= 0).all()
   np.testing.assert_array_equal(rec.correct, rec.pred == rec.labels)
   fused = records.load(workdir, 'train', 'fused')
   np.testing.assert_array_equal(fused.correct, fused.pred == fused.labels)
-  runner.run(config, workdir, 'analyze')
+  runner.run(config, workdir, 'analysis')
   for split in ('train', 'test'):
     path = os.path.join(workdir, 'exports', f'label_issues_{split}.csv')
     with open(path, newline='') as f:

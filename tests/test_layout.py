@@ -105,7 +105,7 @@ def _functions(path):
 
 
 def test_every_stage_entry_point_calls_functions_that_exist():
-  """stages.STAGES: each entry point reaches its home's function by name.
+  """stages.STAGES: each entry point and check reaches its home by name.
 
   An entry point imports its home lazily (``from easyhard_jax.x import y``)
   and calls ``y.function(...)``; a renamed module or function fails here,
@@ -122,9 +122,12 @@ def test_every_stage_entry_point_calls_functions_that_exist():
           getattr(c.func, 'id', None) == 'Stage']
   names = [r.args[0].value for r in rows]
   assert len(set(names)) == len(names) > 0, names
-  for row in rows:
-    entry = entries.get(row.args[1].id)
-    assert entry is not None and ast.get_docstring(entry), row.args[1].id
+  # The entry point and the config check (third argument, where present).
+  used = [a.id for row in rows for a in row.args[1:3]]
+  assert len(used) > len(rows), 'no stage has a config check'
+  for name in used:
+    entry = entries.get(name)
+    assert entry is not None and ast.get_docstring(entry), name
     homes = {}
     for node in ast.walk(entry):
       if isinstance(node, ast.ImportFrom):

@@ -34,7 +34,7 @@ c.stream.enabled = {stream!r}
 c.distributed.coordinator_address = '127.0.0.1:{port}'
 c.distributed.num_processes = 2
 c.distributed.process_id = {pid}
-runner.run(c, {workdir!r}, 'record')
+runner.run(c, {workdir!r}, 'records')
 import jax
 assert jax.process_count() == 2 and jax.device_count() == 4
 """

@@ -106,12 +106,12 @@ def test_analysis_typo_deletes_nothing_and_takes_no_lock(tmp_path, overrides):
   _untouched(workdir)
 
 
-@pytest.mark.parametrize('mode', ['remove', 'compress'])
+@pytest.mark.parametrize('mode', ['removal', 'compression'])
 def test_a_sweep_without_the_analysis_scores_is_refused_first(tmp_path,
                                                               mode):
   workdir = _finished_looking_workdir(tmp_path)
   with pytest.raises(FileNotFoundError,
-                     match=r'scores_train\.npz does not exist.*--mode=analyze'):
+                     match=r'scores_train\.npz does not exist.*--mode=analysis'):
     runner.run(quick_config(), str(workdir), mode)
   _untouched(workdir)
 
@@ -142,7 +142,7 @@ def test_object_and_garbage_npz_name_the_file(tmp_path):
                         (str(garbage), 'garbage.npz is not a readable .npz')):
     config = quick_config(dataset='npz', npz_path=str(path))
     with pytest.raises(ValueError, match=message):
-      runner.run(config, str(workdir), 'record')
+      runner.run(config, str(workdir), 'records')
     assert not workdir.exists()
   missing = quick_config(dataset='npz', npz_path=str(tmp_path / 'no.npz'))
   with pytest.raises(FileNotFoundError, match='no.npz does not exist'):
@@ -154,9 +154,9 @@ def test_dangling_symlink_workdir_is_named(tmp_path):
   link.symlink_to(tmp_path / 'gone')
   with pytest.raises(ValueError, match=r'link is a symbolic link to .*gone'
                      r'.*, which does not exist'):
-    runner.run(quick_config(), str(link), 'record')
+    runner.run(quick_config(), str(link), 'records')
   with pytest.raises(ValueError, match='is a symbolic link'):
-    runner.run(quick_config(), str(link / 'sub'), 'record')
+    runner.run(quick_config(), str(link / 'sub'), 'records')
   (tmp_path / 'file').write_text('x')
   with pytest.raises(ValueError, match='is a file, not a directory'):
-    runner.run(quick_config(), str(tmp_path / 'file' / 'w'), 'record')
+    runner.run(quick_config(), str(tmp_path / 'file' / 'w'), 'records')

@@ -1,4 +1,4 @@
-"""The record stage end to end: records contract, resume after kill -9."""
+"""The records stage end to end: records contract, resume after kill -9."""
 
 import json
 import os
@@ -71,7 +71,7 @@ def test_rerun_of_finished_study_skips_training(quick_study, tmp_path):
   config, workdir = quick_study
   before = os.path.getmtime(os.path.join(workdir, 'records', 'manifest.json'))
   tick = time.time()
-  runner.run(config, workdir, 'record')
+  runner.run(config, workdir, 'records')
   assert os.path.getmtime(
       os.path.join(workdir, 'records', 'manifest.json')) == before
   assert time.time() - tick < 30
@@ -80,7 +80,7 @@ def test_rerun_of_finished_study_skips_training(quick_study, tmp_path):
 def _main_cmd(workdir, *overrides):
   return [sys.executable, '-m', 'easyhard_jax.main',
           '--config=configs/digits_quick.py', f'--workdir={workdir}',
-          '--mode=record', *overrides]
+          '--mode=records', *overrides]
 
 
 @pytest.mark.slow

@@ -4,7 +4,7 @@ import itertools
 
 import numpy as np
 
-from easyhard_jax.analysis import reference_compare
+from easyhard_jax.analysis import compare
 from easyhard_jax.experiments import subsets
 
 
@@ -13,12 +13,12 @@ def test_spearman_null_sd_is_exact_over_all_orders():
   # permutations the variance of rho is 1 / (n - 1), not 1 / n.
   n = 6
   x = np.arange(n, dtype=np.float64)
-  rhos = [reference_compare.spearman(x, np.asarray(p, np.float64))
+  rhos = [compare.spearman(x, np.asarray(p, np.float64))
           for p in itertools.permutations(range(n))]
   np.testing.assert_allclose(np.mean(rhos), 0.0, atol=1e-12)
   np.testing.assert_allclose(np.mean(np.square(rhos)), 1.0 / (n - 1),
                              rtol=1e-9)
-  out = reference_compare.compare_one(
+  out = compare.compare_one(
       x, x[::-1].copy(), np.zeros(n, np.int64), np.ones(n, bool),
       fractions=(), num_classes=1)
   np.testing.assert_allclose(out['spearman_null_sd'], np.std(rhos),
@@ -30,8 +30,8 @@ def test_random_subsets_and_tiebreaks_depend_on_the_root_seed():
   n, k = 200, 50
   labels = rng.integers(0, 4, n)
   score = np.round(rng.random(n) * 4) / 4  # Few levels: ties decide a lot.
-  for kind, strategy in (('remove', 'random'), ('compress', 'random'),
-                         ('remove', 'easiest'), ('compress', 'stratified')):
+  for kind, strategy in (('removal', 'random'), ('compression', 'random'),
+                         ('removal', 'easiest'), ('compression', 'stratified')):
     fn = subsets.MASK_FUNCTIONS[kind]
     kw = dict(score=score, score_name='easiness', labels=labels)
     a = fn(strategy, k, seed=(0, 1), **kw)
@@ -56,7 +56,7 @@ def test_sweep_masks_follow_config_seed():
 
   def plan(root_seed):
     return sweeps._member_plan(  # pylint: disable=protected-access
-        'remove', cfg, 'cnn', 0.3, n, scores, labels, 'removal/x', root_seed)
+        'removal', cfg, 'cnn', 0.3, n, scores, labels, 'removal/x', root_seed)
 
   (members, masks), (_, other) = plan(0), plan(5)
   assert [m['seed'] for m in members] == [0, 1, 0, 1]

@@ -20,7 +20,7 @@ from sklearn import metrics
 from easyhard_jax.storage import files
 from easyhard_jax.analysis import score_store
 from easyhard_jax.analysis import label_noise
-from easyhard_jax.analysis import reference_compare as rc
+from easyhard_jax.analysis import compare as rc
 from easyhard_jax.analysis import reference_order as ro
 from easyhard_jax.report import reference_section
 from easyhard_jax.report import sections
@@ -338,7 +338,7 @@ def test_compare_on_a_real_analysis(quick_study, tmp_path):
   shutil.copytree(src, workdir, ignore=shutil.ignore_patterns('checkpoints'))
   config = ml_collections.ConfigDict(config.to_dict())
   config.analysis.agreement.intervals = False
-  runner.run(config, workdir, 'analyze')
+  runner.run(config, workdir, 'analysis')
   table = ro.read_scores_table(os.path.join(workdir, 'analysis',
                                             'scores_train.csv'))
   rng = np.random.default_rng(0)

@@ -90,13 +90,13 @@ def report(quick_study, tmp_path_factory):
   with open(os.path.join(workdir, 'removal', 'results.json'), 'w') as f:
     json.dump(REMOVAL, f)
   with open(os.path.join(workdir, 'timings.json'), 'w') as f:
-    json.dump({'record': 12.5, 'analyze': 4.0}, f)
+    json.dump({'records': 12.5, 'analysis': 4.0}, f)
   # Two real cause probes (one seed, one epoch): the report's causes figure.
   causes_config = copy.deepcopy(config)
   causes_config.causes.variants = ('random_labels', 'adam')
   causes_config.causes.seeds = 1
   causes_config.causes.epochs = 1
-  runner.run(causes_config, workdir, 'probe_causes')
+  runner.run(causes_config, workdir, 'causes')
   path = build_report(config, workdir, train_images=data.train_images,
                       test_images=data.test_images)
   return workdir, path
@@ -279,7 +279,7 @@ def test_report_without_analysis_says_not_run(quick_study, tmp_path_factory):
   assert page.sections['compression'] == ''
   with open(path) as f:
     assert '<td>kept_easy_0.5</td>' in f.read()
-  assert 'analyze' in page.sections['agreement']
+  assert '--mode=analysis' in page.sections['agreement']
   # A malformed later-stage file costs its own section only.
   assert page.sections['causes'].startswith('error')
   assert 'different lengths' in page.sections['causes']

@@ -14,7 +14,7 @@ from conftest import quick_config
 from easyhard_jax import runner
 c = quick_config(epochs=1, mesh_shape={mesh!r}, member_strategy={strategy!r})
 c.stream.enabled = {stream!r}
-runner.run(c, {workdir!r}, 'record')
+runner.run(c, {workdir!r}, 'records')
 """
 
 

@@ -20,9 +20,9 @@ from easyhard_jax.storage import files
 from easyhard_jax import fingerprint
 from easyhard_jax.storage import records
 from easyhard_jax import runner
-from easyhard_jax.analysis import reference_compare
+from easyhard_jax.analysis import compare
 from easyhard_jax.probes import checkpoint_scores
-from easyhard_jax.probes import probe_checkpoints
+from easyhard_jax.probes import checkpoint_probes
 from easyhard_jax.train import analysis_checkpoints
 
 
@@ -53,17 +53,17 @@ def test_sweep_retrains_a_finished_group_whose_masks_changed(study_copy):
   not replace the stage's outputs: the sweep itself must compare them. The
   sweep reads the analysis's scores, so the new window is analysed first.
   """
-  runner.run(quick_config(), study_copy, 'analyze')
-  runner.run(_small_removal(quick_config()), study_copy, 'remove')
+  runner.run(quick_config(), study_copy, 'analysis')
+  runner.run(_small_removal(quick_config()), study_copy, 'removal')
   group = os.path.join(study_copy, 'removal', 'frac_0.500')
   old = _keep(os.path.join(group, 'masks_cnn.0.npz'))
   os.remove(fingerprint.stamp_path(study_copy, 'removal'))
   config = _small_removal(quick_config())
   config.analysis.window = (1.0, 2.0)
-  with pytest.raises(FileNotFoundError, match='--mode=analyze'):
-    runner.run(config, study_copy, 'remove')  # The analysis is another's.
-  runner.run(config, study_copy, 'analyze')
-  runner.run(config, study_copy, 'remove')
+  with pytest.raises(FileNotFoundError, match='--mode=analysis'):
+    runner.run(config, study_copy, 'removal')  # The analysis is another's.
+  runner.run(config, study_copy, 'analysis')
+  runner.run(config, study_copy, 'removal')
   new = _keep(os.path.join(group, 'masks_cnn.0.npz'))
   assert not np.array_equal(old, new), 'the masks were not chosen again'
   entry = records.read_manifest(group)['archs']['cnn.0']
@@ -78,10 +78,10 @@ def test_a_symlinked_stage_dir_that_must_be_replaced_stops_the_run(
   outside.mkdir()
   (outside / 'stamp.json').write_text(json.dumps({'hash': 'other values'}))
   (outside / 'results.json').write_text('{}')
-  runner.run(quick_config(), study_copy, 'analyze')  # The sweep's input.
+  runner.run(quick_config(), study_copy, 'analysis')  # The sweep's input.
   os.symlink(outside, os.path.join(study_copy, 'removal'))
   with pytest.raises(RuntimeError, match='symbolic link'):
-    runner.run(_small_removal(quick_config()), study_copy, 'remove')
+    runner.run(_small_removal(quick_config()), study_copy, 'removal')
   assert (outside / 'results.json').exists(), 'deleted outside the workdir'
 
 
@@ -98,7 +98,7 @@ def test_analysis_checkpoints_of_another_config_are_refused(study_copy):
   with pytest.raises(ValueError, match='carry no records fingerprint'):
     checkpoint_scores.kept_checkpoints(quick_config(), study_copy, 'cnn')
   with pytest.raises(ValueError) as e:  # The hint names every directory.
-    runner.run(other, study_copy, 'record')
+    runner.run(other, study_copy, 'records')
   assert os.path.join('analysis_checkpoints', 'cnn') in str(e.value)
 
 
@@ -109,13 +109,13 @@ def test_rerecording_at_a_new_lr_replaces_analysis_states_and_config_json(
     shutil.rmtree(os.path.join(study_copy, d))
   config = quick_config()
   config.optimizer.learning_rate = 0.05
-  config.probe_checkpoints.splits = ('test',)
-  config.probe_checkpoints.grand = False
-  config.probe_checkpoints.features = False
-  runner.run(config, study_copy, 'record')
+  config.checkpoint_probes.splits = ('test',)
+  config.checkpoint_probes.grand = False
+  config.checkpoint_probes.features = False
+  runner.run(config, study_copy, 'records')
   with open(os.path.join(study_copy, 'config.json')) as f:
     assert json.load(f)['optimizer']['learning_rate'] == 0.05
-  out = probe_checkpoints.probe_checkpoints(config, study_copy)
+  out = checkpoint_probes.checkpoint_probes(config, study_copy)
   probed = records.load(out, 'test')
   recorded = records.load(study_copy, 'test')
   common = sorted(set(probed.probe_steps) & set(recorded.probe_steps))
@@ -135,10 +135,10 @@ def test_config_json_is_not_written_by_a_failed_first_run(tmp_path):
   config.optimizer.decay_epochs = (1,)
   config.optimizer.decay_factor = 1e30  # Diverges in epoch 2.
   with pytest.raises(FloatingPointError):
-    runner.run(config, workdir, 'record')
+    runner.run(config, workdir, 'records')
   assert not os.path.exists(os.path.join(workdir, 'config.json'))
   config.optimizer.decay_factor = 0.1
-  runner.run(config, workdir, 'record')
+  runner.run(config, workdir, 'records')
   with open(os.path.join(workdir, 'config.json')) as f:
     assert json.load(f)['optimizer']['decay_factor'] == 0.1
 
@@ -154,7 +154,7 @@ def test_compare_is_stamped_chained_to_the_analysis_and_in_the_report(
   config.analysis.agreement.intervals = False
   config.reference.path = str(tmp_path / 'ref.npz')
   _reference(study_copy, config.reference.path, seed=0)
-  runner.run(config, study_copy, 'analyze')
+  runner.run(config, study_copy, 'analysis')
   runner.run(config, study_copy, 'compare')
   assert runner.is_complete(config, study_copy, 'compare')
   hashes = runner._record_hashes(config)  # pylint: disable=protected-access
@@ -182,14 +182,14 @@ def test_compare_is_stamped_chained_to_the_analysis_and_in_the_report(
 
   monkeypatch.setattr(files, 'atomic_savez', killed_after_aligned)
   with pytest.raises(KeyboardInterrupt):
-    reference_compare.run_compare(config, study_copy)
+    compare.run_compare(config, study_copy)
   monkeypatch.undo()
   assert not os.path.exists(results), 'results.json of the previous run'
   runner.run(config, study_copy, 'compare')
   assert runner.is_complete(config, study_copy, 'compare')
   # A changed analysis clears the comparison made from the old one.
   config.analysis.window = (1.0, 2.0)
-  runner.run(config, study_copy, 'analyze')
+  runner.run(config, study_copy, 'analysis')
   assert not os.path.exists(os.path.join(study_copy, 'compare'))
   assert not runner.is_complete(config, study_copy, 'compare')
 
@@ -207,7 +207,7 @@ def test_data_overwritten_at_the_same_path_is_not_taken_as_recorded(
     tmp_path):
   config, data = _npz_config(str(tmp_path / 'data.npz'))
   workdir = str(tmp_path / 'w')
-  runner.run(config, workdir, 'record')
+  runner.run(config, workdir, 'records')
   fields = records.read_manifest(workdir)['archs']['cnn']['fingerprint'][
       'fields']
   assert fields[fingerprint.DATA_FIELD] == fingerprint.data_digest(config)
@@ -215,9 +215,9 @@ def test_data_overwritten_at_the_same_path_is_not_taken_as_recorded(
            y_train=data.train_labels, x_test=255 - data.test_images,
            y_test=data.test_labels)
   os.utime(config.npz_path, ns=(1, 1))  # A new mtime even on coarse clocks.
-  assert not runner.is_complete(config, workdir, 'record')
+  assert not runner.is_complete(config, workdir, 'records')
   with pytest.raises(ValueError, match=fingerprint.DATA_FIELD):
-    runner.run(config, workdir, 'record')
+    runner.run(config, workdir, 'records')
 
 
 def test_file_hashes_follow_the_content_and_embedded_data_has_none(
@@ -253,14 +253,14 @@ def test_an_analysis_without_the_score_file_runs_again(study_copy):
   stop at the sweeps.
   """
   config = quick_config()
-  runner.run(config, study_copy, 'analyze')
+  runner.run(config, study_copy, 'analysis')
   npz = os.path.join(study_copy, 'analysis', 'scores_train.npz')
   with np.load(npz, allow_pickle=False) as z:
     before = z['easiness'].copy()
-  assert runner.is_complete(config, study_copy, 'analyze')
+  assert runner.is_complete(config, study_copy, 'analysis')
   os.remove(npz)
-  assert not runner.is_complete(config, study_copy, 'analyze')
-  runner.run(config, study_copy, 'analyze')
-  assert runner.is_complete(config, study_copy, 'analyze')
+  assert not runner.is_complete(config, study_copy, 'analysis')
+  runner.run(config, study_copy, 'analysis')
+  assert runner.is_complete(config, study_copy, 'analysis')
   with np.load(npz, allow_pickle=False) as z:
     np.testing.assert_array_equal(z['easiness'], before)

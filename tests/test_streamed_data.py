@@ -33,7 +33,7 @@ def test_streamed_digits_writes_the_device_resident_records(
   _, reference = one_epoch_study
   config = quick_config(epochs=1)
   config.stream.enabled = True
-  runner.run(config, str(tmp_path), 'record')
+  runner.run(config, str(tmp_path), 'records')
   assert_identical_records(reference, str(tmp_path))
 
 
@@ -85,7 +85,7 @@ def test_analysis_samples_streamed_images_above_the_cap(quick_study,
 def mock_imagenet_study(tmp_path_factory):
   """The ImageNet config (tiny) through record, analyze, compress, report."""
   workdir = str(tmp_path_factory.mktemp('mock_imagenet') / 'run')
-  for mode in ('record', 'analyze', 'compress', 'report'):
+  for mode in ('records', 'analysis', 'compression', 'report'):
     run_mock_imagenet(workdir, mode)
   return workdir
 
@@ -140,7 +140,7 @@ def test_streamed_run_resumes_after_kill_at_the_right_position(tmp_path):
 
   def cmd(workdir):
     return script_command('from conftest import run_mock_imagenet\n'
-                          'run_mock_imagenet({w!r}, "record", 3)', w=workdir)
+                          'run_mock_imagenet({w!r}, "records", 3)', w=workdir)
 
   killed, clean = str(tmp_path / 'killed'), str(tmp_path / 'clean')
   proc = subprocess.Popen(cmd(killed), cwd=ROOT, stdout=subprocess.DEVNULL,

@@ -3,7 +3,7 @@
 The whole study (record, analyze, remove, compress, probe_causes, report) runs
 as the user runs it, ``python -m easyhard_jax.main``, on a config smaller than
 digits_quick. One workdir is killed with ``kill -9`` three times, each time
-restarted with the same command: inside the record stage (after its first
+restarted with the same command: inside the records stage (after its first
 epoch's records), inside the removal sweep (after a subset group's first
 checkpoint) and inside the report (once its figures directory exists). The
 final rerun must end with the results of an uninterrupted run in another
@@ -73,8 +73,8 @@ def test_study_killed_at_three_points_ends_identical(tmp_path):
   cmd = faults.command(config_path, resumed)
   at = lambda *p: (lambda: os.path.exists(os.path.join(resumed, *p)))
   kill_points = [
-      ('record', at('records', 'cnn', 'fused_train_0000.npz')),
-      ('remove', lambda: _first_sweep_checkpoint(resumed) is not None),
+      ('records', at('records', 'cnn', 'fused_train_0000.npz')),
+      ('removal', lambda: _first_sweep_checkpoint(resumed) is not None),
       ('report', at('report', 'figures')),
   ]
   for i, (stage, when) in enumerate(kill_points):
@@ -87,7 +87,7 @@ def test_study_killed_at_three_points_ends_identical(tmp_path):
     before = f.read()
   log = faults.run_to_end(cmd, TIMEOUT_S)
   # Finished work is kept: no stage or sweep group before the kill reruns.
-  for stage in ('record', 'analyze', 'remove', 'compress', 'probe_causes'):
+  for stage in ('records', 'analysis', 'removal', 'compression', 'causes'):
     assert f'Stage {stage} is complete; skipping.' in log, stage
   with open(reference_group) as f:
     assert f.read() == before, 'the finished reference group was retrained'

@@ -59,9 +59,9 @@ def test_a_manifest_of_the_wrong_shape_is_named_and_rebuilt(
     damage = manifest
   files.atomic_write_json(_manifest_path(copy), damage)
   with pytest.raises(ValueError, match=r'manifest.json is damaged \(not a '
-                     r'records manifest: .*To fix: rerun --mode=record'):
+                     r'records manifest: .*To fix: rerun --mode=records'):
     records.load(copy, 'train')
-  runner.run(quick_config(), copy, 'record')  # Rebuilt from the chunks.
+  runner.run(quick_config(), copy, 'records')  # Rebuilt from the chunks.
   assert os.path.exists(os.path.join(copy, 'records',
                                      'manifest.damaged.json'))
   assert_identical_records(reference, copy)
@@ -84,8 +84,8 @@ def test_a_complete_manifest_that_lost_chunk_entries_is_recorded_again(
   files.atomic_write_json(_manifest_path(copy), manifest)
   with pytest.raises(FileNotFoundError, match='not complete'):
     records.load(copy, 'train', archs=['cnn'])
-  assert not runner.is_complete(quick_config(), copy, 'record')
-  runner.run(quick_config(), copy, 'record')
+  assert not runner.is_complete(quick_config(), copy, 'records')
+  runner.run(quick_config(), copy, 'records')
   assert records.read_manifest(copy)['archs']['cnn']['complete']
   assert_identical_records(reference, copy)
 
@@ -110,11 +110,11 @@ def test_an_unreadable_output_under_a_valid_stamp_counts_as_unfinished(
   files.atomic_savez(os.path.join(out, 'scores_train.npz'),
                      {'example_index': np.arange(4)})
   fingerprint.commit_stage(workdir, 'analysis', fingerprint.expected_stamp(
-      config, 'analyze', runner._record_hashes(config), workdir))
-  assert runner.is_complete(config, workdir, 'analyze')
+      config, 'analysis', runner._record_hashes(config), workdir))
+  assert runner.is_complete(config, workdir, 'analysis')
   with open(os.path.join(out, 'analysis.json'), 'w') as f:
     f.write('{"ok": ')  # Torn by hand; the stamp is still valid.
-  assert not runner.is_complete(config, workdir, 'analyze')
+  assert not runner.is_complete(config, workdir, 'analysis')
   files.atomic_write_json(os.path.join(out, 'analysis.json'), {'ok': 1})
   path = os.path.join(out, 'means.npz')
   data = bytearray(open(path, 'rb').read())
@@ -122,7 +122,7 @@ def test_an_unreadable_output_under_a_valid_stamp_counts_as_unfinished(
   with open(path, 'wb') as f:
     f.write(bytes(data))
   assert files.unreadable_outputs(out) == [path]
-  assert not runner.is_complete(config, workdir, 'analyze')
+  assert not runner.is_complete(config, workdir, 'analysis')
 
 
 def test_report_names_a_damaged_results_file_and_survives_config_json(

@@ -40,13 +40,13 @@ def test_another_config_is_refused_listing_each_field(study_copy, finished):
   config = quick_config(width=0.5)
   config.optimizer.momentum = 0.8
   with pytest.raises(ValueError) as e:
-    runner.run(config, copy, 'record')
+    runner.run(config, copy, 'records')
   message = str(e.value)
   assert 'width: 0.25 -> 0.5' in message
   assert 'optimizer.momentum: 0.9 -> 0.8' in message
   assert 'new --workdir' in message and 'remove' in message
-  assert not runner.is_complete(config, copy, 'record')
-  assert runner.is_complete(quick_config(), copy, 'record') == finished
+  assert not runner.is_complete(config, copy, 'records')
+  assert runner.is_complete(quick_config(), copy, 'records') == finished
 
 
 def test_stamps_follow_the_fields_and_inputs_of_each_stage(study_copy):
@@ -66,15 +66,15 @@ def test_stamps_follow_the_fields_and_inputs_of_each_stage(study_copy):
   # An analysis field: the analysis and all that reads it (heldout keeps
   # its members; a study that reruns the analysis reruns its judgement).
   assert complete(quick_config(**{'analysis.window': (0.0, 2.0)})) == {
-      'record', 'heldout'}
+      'records', 'heldout'}
   # A removal field: that sweep and the report only.
   assert complete(quick_config(**{'removal.seeds': 2})) == set(
-      stages.STUDY) - {'remove', 'report'}
+      stages.STUDY) - {'removal', 'report'}
   # A training field: everything.
   assert complete(quick_config(epochs=3)) == set()
   # A kill between a stage's files and its stamp: that stage reruns.
   fingerprint.invalidate(copy, 'causes')
-  assert complete(config) == set(stages.STUDY) - {'probe_causes'}
+  assert complete(config) == set(stages.STUDY) - {'causes'}
 
 
 def test_damaged_chunk_names_the_file_and_record_repairs_it(study_copy):
@@ -82,9 +82,9 @@ def test_damaged_chunk_names_the_file_and_record_repairs_it(study_copy):
   path = os.path.join(copy, 'records', 'cnn', 'probe_train_0001.npz')
   with open(path, 'r+b') as f:
     f.truncate(os.path.getsize(path) // 2)
-  with pytest.raises(ValueError, match=f'{path} is unreadable.*--mode=record'):
+  with pytest.raises(ValueError, match=f'{path} is unreadable.*--mode=records'):
     records.load(copy, 'train')
-  runner.run(quick_config(), copy, 'record')
+  runner.run(quick_config(), copy, 'records')
   assert_identical_records(original, copy)
 
 
@@ -93,9 +93,9 @@ def test_damaged_manifest_is_rebuilt_from_the_chunks(study_copy):
   path = os.path.join(copy, 'records', 'manifest.json')
   with open(path, 'w') as f:
     f.write('{"archs": {"cnn": ')
-  with pytest.raises(ValueError, match=f'{path} is damaged.*--mode=record'):
+  with pytest.raises(ValueError, match=f'{path} is damaged.*--mode=records'):
     records.load(copy, 'train')
-  runner.run(quick_config(), copy, 'record')
+  runner.run(quick_config(), copy, 'records')
   assert_identical_records(original, copy)
   assert os.path.exists(os.path.join(copy, 'records', 'manifest.damaged.json'))
 
@@ -103,9 +103,9 @@ def test_damaged_manifest_is_rebuilt_from_the_chunks(study_copy):
 def test_kill_between_labels_and_ids_is_repaired(study_copy):
   original, copy = study_copy
   os.remove(os.path.join(copy, 'records', 'ids_test.json'))
-  with pytest.raises(ValueError, match='test metadata .* --mode=record'):
+  with pytest.raises(ValueError, match='test metadata .* --mode=records'):
     records.load(copy, 'test')
-  runner.run(quick_config(), copy, 'record')
+  runner.run(quick_config(), copy, 'records')
   assert_identical_records(original, copy)
 
 
@@ -116,7 +116,7 @@ def test_stale_temp_files_are_cleared(study_copy):
   for p in stale:
     os.makedirs(os.path.dirname(p), exist_ok=True)
     open(p, 'w').close()
-  runner.run(quick_config(), copy, 'record')
+  runner.run(quick_config(), copy, 'records')
   assert not any(os.path.exists(p) for p in stale)
 
 
@@ -125,7 +125,7 @@ def test_second_run_on_a_workdir_exits_naming_the_first(tmp_path):
   with files.WorkdirLock(workdir):
     with pytest.raises(files.WorkdirBusyError,
                        match=f'pid {os.getpid()}.*another --workdir'):
-      runner.run(quick_config(), workdir, 'record')
+      runner.run(quick_config(), workdir, 'records')
   assert not os.path.exists(os.path.join(workdir, 'records'))
 
 
@@ -157,11 +157,11 @@ def test_each_invocation_is_logged_and_config_json_written_once(study_copy):
   read_log = lambda: [json.loads(line) for line in open(log)]
   logged = len(read_log())
   assert logged >= 1
-  runner.run(quick_config(), copy, 'record')
-  runner.run(quick_config(), copy, 'record')
+  runner.run(quick_config(), copy, 'records')
+  runner.run(quick_config(), copy, 'records')
   assert open(os.path.join(copy, 'config.json')).read() == before
   entries = read_log()
-  assert [e['mode'] for e in entries[logged:]] == ['record', 'record']
+  assert [e['mode'] for e in entries[logged:]] == ['records', 'records']
   assert entries[-1]['config']['archs'] == 'cnn'
 
 

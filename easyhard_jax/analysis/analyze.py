@@ -345,7 +345,7 @@ def run_analysis(config: Any, workdir: str, *, train_images: Any = None,
                                  fused=fused)
   issues = {'train': _add_label_issues(sc, train, config, num_classes)}
   grand = score_store.window_score_by_arch(workdir, 'grand', cfg.window)
-  if grand is not None:  # --mode=probe_checkpoints ran: GraNd at step S.
+  if grand is not None:  # --mode=checkpoint_probes ran: GraNd at step S.
     # One expectation per architecture (norms differ by architecture),
     # combined by per-architecture rank.
     for a, v in grand[0].items():
@@ -375,7 +375,7 @@ def run_analysis(config: Any, workdir: str, *, train_images: Any = None,
           num_classes, jax.random.key(cfg.agreement.seed),
           intervals=cfg.agreement.intervals,
           ci_level=cfg.agreement.ci_level), strict=True)
-  # Penultimate features saved by --mode=probe_checkpoints at the end of
+  # Penultimate features saved by --mode=checkpoint_probes at the end of
   # the easiness window (None when it has not run).
   window_features = feature_similarity.load_window_features(workdir,
                                                             cfg.window)

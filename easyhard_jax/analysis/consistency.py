@@ -22,7 +22,7 @@ of the training set each member trains on), over the members of ratio r:
   binomial means; ``memorization`` averages it over ratios as the C-score.
 
 The proxies (every score of the analysis) are judged against the C-score
-estimate with :func:`reference_compare.compare` (Spearman, AUROC of the
+estimate with :func:`compare.compare` (Spearman, AUROC of the
 hardest tail, top-k overlap against chance, per class) and an AUROC for
 C-score < 0.5; the estimate's own ceiling comes from two disjoint halves of
 the held-out members (:func:`between_halves`).
@@ -34,7 +34,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from easyhard_jax.analysis import reference_compare
+from easyhard_jax.analysis import compare
 from easyhard_jax.analysis import scores as scores_lib
 
 # The held-out score columns' orientation (higher = easier or harder).
@@ -182,8 +182,8 @@ def below_auroc(hard: np.ndarray, cscore: np.ndarray, labels: np.ndarray,
   for c in np.unique(labels):
     m = labels == c
     per_class.append({'class': int(c), 'positives': int(pos[m].sum()),
-                      'auroc': reference_compare.auroc(hard[m], pos[m])})
-  return {'auroc': reference_compare.auroc(hard, pos),
+                      'auroc': compare.auroc(hard[m], pos[m])})
+  return {'auroc': compare.auroc(hard, pos),
           'positives': int(pos.sum()), 'per_class': per_class}
 
 
@@ -198,10 +198,10 @@ def judge(table: Mapping[str, np.ndarray], cscore: np.ndarray, *,
     fractions: hardest-tail fractions (AUROC positives and top-k sizes).
 
   Returns:
-    reference_compare.compare's result with ``below_half`` (AUROC for
+    compare.compare's result with ``below_half`` (AUROC for
     C-score < 0.5, per class too) added to every oriented score.
   """
-  res = reference_compare.compare(
+  res = compare.compare(
       table, cscore, scores_lib.HIGHER_IS_EASIER, fractions=fractions,
       band=(0.0, 1.0))
   labels = np.asarray(table['label'], np.int64)
@@ -243,7 +243,7 @@ def between_halves(a: np.ndarray, b: np.ndarray, labels: np.ndarray, *,
     return {'examples': int(ok.sum()), 'skipped':
             'fewer than 3 examples with both halves held out'}
   num_classes = int(labels.max()) + 1
-  res = reference_compare.compare_one(
+  res = compare.compare_one(
       -a[ok], -b[ok], labels[ok], np.ones(int(ok.sum()), bool),
       fractions=fractions, num_classes=num_classes)
   rho = res['spearman']
@@ -286,12 +286,12 @@ def against_reference(estimates: Mapping[str, np.ndarray],
                    'fewer than 3 examples with both values'}
       continue
     e, r = est[ok], reference[ok]
-    nonsat, _ = reference_compare.nonsaturated_mask(r, (0.0, 1.0))
-    res = reference_compare.compare_one(
+    nonsat, _ = compare.nonsaturated_mask(r, (0.0, 1.0))
+    res = compare.compare_one(
         -e, -r, labels[ok], nonsat, fractions=fractions,
         num_classes=num_classes)
     below_one = r < 1.0
-    res['spearman_reference_below_one'] = reference_compare.spearman(
+    res['spearman_reference_below_one'] = compare.spearman(
         e[below_one], r[below_one])
     res['reference_below_one'] = int(below_one.sum())
     res['below_half'] = below_auroc(-e, r, labels[ok])

@@ -1,6 +1,6 @@
 """Exports for use outside easyhard_jax: scores as .npz and keep-lists.
 
-Written by the analyze stage into ``WORKDIR/exports/``:
+Written by the analysis stage into ``WORKDIR/exports/``:
 
   scores_{split}.npz   a byte copy of the analysis's score artifact
                        ``analysis/scores_{split}.npz`` (score_store.py):
@@ -26,7 +26,7 @@ Written by the analyze stage into ``WORKDIR/exports/``:
                        ``config.compression.fractions`` and the easiness-based
                        strategies ``drop_easiest`` and ``stratified``, chosen
                        from the artifact's easiness (ties: early_margin) by
-                       the function that chooses the compress stage's masks.
+                       the function that chooses the compression stage's masks.
 
 A training script of your own reads a keep-list with e.g.
 ``np.loadtxt(path, delimiter=',', skiprows=1, usecols=0, dtype=int)``.

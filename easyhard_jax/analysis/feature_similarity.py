@@ -2,7 +2,7 @@
 
 The paper's first finding is that easy examples look alike and hard ones are
 diverse. Pixels are one view (analysis/similarity.py); the network's own
-view is its penultimate features, which ``--mode=probe_checkpoints`` saves
+view is its penultimate features, which ``--mode=checkpoint_probes`` saves
 per member at every kept checkpoint
 (``checkpoint_probes/features/{arch}_step{S}_{split}.npz``, float16
 [members, N, D]).
@@ -176,7 +176,7 @@ def load_window_features(workdir: str, window: Sequence[float],
                          split: str = 'train',
                          archs: Sequence[str] | None = None
                          ) -> WindowFeatures | None:
-  """Features at the window's end, when probe_checkpoints saved them.
+  """Features at the window's end, when checkpoint_probes saved them.
 
   The step is the latest one inside the window (epochs ``(lo, hi]``, the
   end rounded up to a step as the analysis checkpoints are) that every
@@ -187,7 +187,7 @@ def load_window_features(workdir: str, window: Sequence[float],
   manifest_path = os.path.join(root, 'records', 'manifest.json')
   if not (os.path.isdir(directory) and os.path.exists(manifest_path)):
     return None
-  manifest = files.read_json(manifest_path, 'rerun --mode=probe_checkpoints.')
+  manifest = files.read_json(manifest_path, 'rerun --mode=checkpoint_probes.')
   names = list(archs or manifest.get('arch_order', []))
   if not names or any(a not in manifest['archs'] for a in names):
     return None

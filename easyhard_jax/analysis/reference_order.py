@@ -1,6 +1,6 @@
 """Reading a published per-example score and putting it in example order.
 
-Used by :mod:`easyhard_jax.analysis.reference_compare` (--mode=compare).
+Used by :mod:`easyhard_jax.analysis.compare` (--mode=compare).
 ``config.reference.order`` says how the file's rows are ordered:
 
 * ``'index'``: row i is this project's example i (for a TFDS dataset: TFDS's
@@ -100,7 +100,7 @@ def read_reference(path: str, key: str, id_column: str | None = None,
 def read_scores_table(path: str) -> dict[str, np.ndarray]:
   """The analysis scores CSV as columns (example-index order checked)."""
   if not os.path.exists(path):
-    raise FileNotFoundError(f'No {path}: run --mode=analyze first.')
+    raise FileNotFoundError(f'No {path}: run --mode=analysis first.')
   return files.read_scores_csv(path)
 
 

@@ -26,7 +26,7 @@ Not yet typed: a distance block's ``global`` entry (``similarity.pixels``
 and ``features``) is still ``{'skipped': reason, 'class_balanced': bool}``
 when a set is too small (a skip that carries a field, so not a
 :class:`Skipped`); the later stages' ``compare/results.json`` and
-``heldout/results.json`` (reference_compare.py, consistency.py and their
+``heldout/results.json`` (compare.py, consistency.py and their
 report sections) keep their own sentinel dicts.
 """
 

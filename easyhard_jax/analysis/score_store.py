@@ -1,7 +1,7 @@
 """The stores of per-example scores: numpy-only, no training code.
 
 **The analysis's scores** (:func:`write_analysis_scores`,
-:func:`load_analysis_scores`): the analyze stage writes every score of a
+:func:`load_analysis_scores`): the analysis stage writes every score of a
 split once, as computed, into ``WORKDIR/analysis/scores_{split}.npz``
 (losslessly: float32 as the kernels compute them; ``label_issue``, computed
 in float64, stays float64), by example index and TFDS id, with the label and
@@ -10,7 +10,7 @@ text for people (``.7g``). Every later reader (the exports and keep-lists,
 the removal and compression masks, --mode=compare) reads the npz.
 
 **After-the-fact scores**: ``checkpoint_scores.score_checkpoints`` (and
-``--mode=probe_checkpoints`` for GraNd) writes one score per name as records
+``--mode=checkpoint_probes`` for GraNd) writes one score per name as records
 chunks under
 ``WORKDIR/checkpoint_probes/scores/{name}/records/``: a manifest (members,
 checkpoint steps, fingerprint per member group) and one chunk
@@ -104,7 +104,7 @@ def load_scores(workdir: str, name: str, split: str = 'train',
   if not names or unfinished:
     raise FileNotFoundError(
         f'Score {name!r} is not complete in {root} for {unfinished or names};'
-        ' run checkpoint_scores.score_checkpoints (or --mode=probe_checkpoints '
+        ' run checkpoint_scores.score_checkpoints (or --mode=checkpoint_probes '
         'for grand).')
   directory = records.records_dir(root)
   labels = np.load(os.path.join(directory, f'labels_{split}.npy'),
@@ -287,24 +287,24 @@ def load_analysis_scores(workdir: str, split: str = 'train'
   """The analysis's score table of a split, as written (numpy only).
 
   Raises:
-    FileNotFoundError: the analyze stage has not written it (an analysis
-      from before the npz existed has only the CSV: run --mode=analyze).
+    FileNotFoundError: the analysis stage has not written it (an analysis
+      from before the npz existed has only the CSV: run --mode=analysis).
     ValueError: it lacks a column or its rows are not in index order.
   """
   path = analysis_scores_path(workdir, split)
   if not os.path.exists(path):
     raise FileNotFoundError(
-        f'No {path}: run --mode=analyze on this workdir first (an analysis '
+        f'No {path}: run --mode=analysis on this workdir first (an analysis '
         'written before the scores were stored as npz has only the CSV; '
-        '--mode=analyze writes both).')
+        '--mode=analysis writes both).')
   with np.load(path, allow_pickle=False) as z:
     table = {k.replace(_STORED_SLASH, _SLASH): z[k] for k in z.files}
   missing = [c for c in META_COLUMNS + SET_COLUMNS if c not in table]
   if missing:
     raise ValueError(f'{path} has no columns {missing}; rerun '
-                     '--mode=analyze.')
+                     '--mode=analysis.')
   if not np.array_equal(table['example_index'],
                         np.arange(table['example_index'].shape[0])):
     raise ValueError(f'{path} is not in example-index order; rerun '
-                     '--mode=analyze.')
+                     '--mode=analysis.')
   return table

@@ -109,7 +109,7 @@ SCORE_ORIENTATION: dict[str, str] = {
     'correctness': HIGHER_IS_EASIER,
     # From the members' predicted classes together (analysis/label_issues.py).
     'label_issue': HIGHER_IS_HARDER,
-    # From the kept checkpoints, when --mode=probe_checkpoints ran: GraNd
+    # From the kept checkpoints, when --mode=checkpoint_probes ran: GraNd
     # (Paul et al. 2021) at the window's end, the expectation over one
     # architecture's members ('grand/<arch>'); 'grand' combines them by
     # rank (combine_by_rank), or is that expectation with one architecture.
@@ -345,7 +345,7 @@ def load_fused(workdir: str, records: Any) -> Any:
 
   Returns:
     fused ``records.Records`` with the same members, or None when the
-    workdir holds none (e.g. records made by --mode=probe_checkpoints).
+    workdir holds none (e.g. records made by --mode=checkpoint_probes).
   """
   if getattr(records, 'source', None) == 'fused':
     return records

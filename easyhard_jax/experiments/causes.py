@@ -63,6 +63,7 @@ import numpy as np
 from absl import logging
 
 from easyhard_jax import config_fields
+from easyhard_jax import models
 from easyhard_jax.storage import files
 from easyhard_jax.storage import records
 from easyhard_jax.data import sources
@@ -330,6 +331,29 @@ def _row(name: str, r: dict[str, Any]) -> dict[str, Any]:
   return row
 
 
+def validate_config(config) -> None:
+  """Raises ValueError naming the ``config.causes`` field that is wrong."""
+  cfg = config.get('causes')
+  if cfg is None:
+    return
+  unknown = [v for v in cfg.variants if v not in VARIANTS]
+  if unknown:
+    raise ValueError(f'Unknown config.causes.variants {unknown}; known: '
+                     f'{sorted(VARIANTS)}.')
+  for field in ('seeds', 'epochs', 'large_batch_size', 'full_batch_epochs'):
+    value = cfg.get(field)
+    if value is not None and (isinstance(value, bool) or
+                              not isinstance(value, int) or value < 1):
+      raise ValueError(f'config.causes.{field} must be an integer >= 1, got '
+                       f'{value!r}.')
+  study = config_fields.arch_list(config)
+  outside = [a for a in models.arch_field(config, 'causes.archs')
+             if a not in study]
+  if outside:
+    raise ValueError(f'config.causes.archs {outside} are not in the study '
+                     '(config.archs); the baseline easiness comes from it.')
+
+
 def run_causes(config, workdir: str) -> dict[str, Any]:
   """Trains the reseed control and every variant; compares them with the study.
 
@@ -353,7 +377,7 @@ def run_causes(config, workdir: str) -> dict[str, Any]:
     raise ValueError(
         'The cause probes filter and relabel the training set in memory, '
         'which a streamed dataset (config.stream.enabled) is not; switch '
-        'them off with config.stages.probe_causes=False.')
+        'them off with config.stages.causes=False.')
   m = int(cfg.seeds)
   n_control = int(cfg.control_seeds) or max(int(config.seeds_per_arch), m + 1)
   if n_control <= m:

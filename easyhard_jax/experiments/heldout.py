@@ -38,12 +38,13 @@ import numpy as np
 from absl import logging
 
 from easyhard_jax import config_fields
+from easyhard_jax import models
 from easyhard_jax.storage import files
 from easyhard_jax import fingerprint
 from easyhard_jax.storage import records
 from easyhard_jax.analysis import score_store
 from easyhard_jax.analysis import consistency
-from easyhard_jax.analysis import reference_compare
+from easyhard_jax.analysis import compare
 from easyhard_jax.analysis import reference_order
 from easyhard_jax.data import streaming
 from easyhard_jax.experiments import sweeps
@@ -51,6 +52,13 @@ from easyhard_jax.train import ensemble
 
 OUT_DIR = 'heldout'
 MASK_STREAM = 'heldout/masks'
+
+
+def validate_config(config) -> None:
+  """Raises ValueError naming the ``config.heldout`` field that is wrong."""
+  if config.get('heldout') is not None:
+    models.arch_field(config, 'heldout.archs')
+    heldout_config(config)
 
 
 def heldout_config(config):
@@ -208,7 +216,7 @@ def _judge(workdir, cscore, fractions) -> dict[str, Any]:
   try:
     table = score_store.load_analysis_scores(workdir, 'train')
   except FileNotFoundError:
-    return {'skipped': 'no analysis/scores_train.npz: run --mode=analyze, '
+    return {'skipped': 'no analysis/scores_train.npz: run --mode=analysis, '
                        'then --mode=heldout again (training is kept)'}
   if table['label'].size != cscore.size:
     return {'skipped': f"analysis has {table['label'].size} examples, the "
@@ -239,7 +247,7 @@ def _reference(config, file, est, labels, tfds_ids, fractions
   values = file['values']
   ref, mapping = reference_order.map_reference(
       rc.order, values, file['ids'], ids, split_name=split_name,
-      shard_lengths=reference_compare._shard_lengths(  # pylint: disable=protected-access
+      shard_lengths=compare._shard_lengths(  # pylint: disable=protected-access
           config, split_name),
       labels=file['labels'], example_labels=labels)
   if rc.orientation == 'higher_is_harder':

@@ -130,6 +130,6 @@ def _parse(strategy: str, bases: tuple[str, ...]) -> tuple[str, bool]:
 
 
 MASK_FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {
-    'remove': removal_mask,
-    'compress': compression_mask,
+    'removal': removal_mask,
+    'compression': compression_mask,
 }

@@ -42,6 +42,7 @@ import numpy as np
 from absl import logging
 
 from easyhard_jax import config_fields
+from easyhard_jax import models
 from easyhard_jax import distributed
 from easyhard_jax.storage import files
 from easyhard_jax import fingerprint
@@ -52,29 +53,36 @@ from easyhard_jax.data import streaming
 from easyhard_jax.experiments import subsets
 from easyhard_jax.train import ensemble
 
-KINDS = {'remove': 'removal', 'compress': 'compression'}
+KINDS = ('removal', 'compression')  # Stage = config block = directory.
 TIEBREAK = 'early_margin'  # Mean eval margin over the window (sets' too).
 BUDGETS = ('epochs', 'steps')
 
 
 def sweep_config(config, kind: str):
   """The sweep's knobs (config.removal or config.compression), validated."""
-  cfg = config[KINDS[kind]]
+  cfg = config[kind]
   if cfg.budget not in BUDGETS:
-    raise ValueError(f'{KINDS[kind]}.budget must be one of {BUDGETS}, got '
+    raise ValueError(f'{kind}.budget must be one of {BUDGETS}, got '
                      f'{cfg.budget!r}.')
-  lo, hi = (0.0, 1.0) if kind == 'remove' else (0.0, 1.0 + 1e-9)
+  lo, hi = (0.0, 1.0) if kind == 'removal' else (0.0, 1.0 + 1e-9)
   for f in cfg.fractions:
-    if not lo < f < hi or (kind == 'remove' and f >= 1.0):
+    if not lo < f < hi or (kind == 'removal' and f >= 1.0):
       raise ValueError(
-          f'{KINDS[kind]}.fractions must lie in '
-          f'{"(0, 1)" if kind == "remove" else "(0, 1]"}; got {f}.')
+          f'{kind}.fractions must lie in '
+          f'{"(0, 1)" if kind == "removal" else "(0, 1]"}; got {f}.')
   for name in cfg.scores:
     scores_lib.orientation(name)  # KeyError names the known scores.
   for field in ('seeds', 'epochs', 'members_per_program'):
     if cfg[field] < 1:
-      raise ValueError(f'{KINDS[kind]}.{field} must be >= 1.')
+      raise ValueError(f'{kind}.{field} must be >= 1.')
   return cfg
+
+
+def validate_config(config, kind: str) -> None:
+  """Raises ValueError naming the field of ``config.<kind>`` that is wrong."""
+  if config.get(kind) is not None:
+    sweep_config(config, kind)
+    models.arch_field(config, f'{kind}.archs')
 
 
 def study_scores(config, workdir: str) -> dict[str, np.ndarray]:
@@ -91,14 +99,14 @@ def study_scores(config, workdir: str) -> dict[str, np.ndarray]:
   hashes = {a: ensemble.study_fingerprint(config, a)['hash']
             for a in config_fields.arch_list(config)}
   stored = fingerprint.read_stamp(workdir, 'analysis')
-  expected = fingerprint.expected_stamp(config, 'analyze', hashes)
+  expected = fingerprint.expected_stamp(config, 'analysis', hashes)
   if (stored or {}).get('hash') != expected['hash']:
     state = ('made with other values or records' if stored else
              'missing or unfinished (no stamp)')
     raise FileNotFoundError(
         f"The sweeps choose subsets by the analysis's scores, and "
         f'{os.path.join(workdir, "analysis")} is {state}: run '
-        '--mode=analyze on this workdir first (or --mode=study).')
+        '--mode=analysis on this workdir first (or --mode=study).')
   return score_store.load_analysis_scores(workdir, 'train')
 
 
@@ -117,7 +125,7 @@ def _retrain_config(config, cfg):
 
 def group_stream(kind: str, group: str) -> str:
   """The random stream of one sweep group, e.g. 'removal/frac_0.300'."""
-  return f'{KINDS[kind]}/{group}'
+  return f'{kind}/{group}'
 
 
 def _member_plan(kind, cfg, arch, fraction, n, example_scores, labels,
@@ -331,18 +339,18 @@ def design(kind: str) -> dict[str, str]:
 
 
 def run_sweep(config, workdir: str, kind: str) -> dict[str, Any]:
-  """Runs the removal ('remove') or compression ('compress') sweep."""
+  """Runs the removal or compression sweep (``kind``: the stage's name)."""
   cfg = sweep_config(config, kind)
-  out_dir = os.path.join(workdir, KINDS[kind])
+  out_dir = os.path.join(workdir, kind)
   data = streaming.load(config)
   example_scores = study_scores(config, workdir)
   n = len(data.train_labels)
   retrain = _retrain_config(config, cfg)
   full_steps = cfg.epochs * ensemble.steps_per_epoch(retrain, n)
-  archs = config_fields.arch_list(config, f'{KINDS[kind]}.archs')
+  archs = config_fields.arch_list(config, f'{kind}.archs')
   per_member = []
   for arch in archs:
-    groups = [('reference', 0.0 if kind == 'remove' else 1.0, None)]
+    groups = [('reference', 0.0 if kind == 'removal' else 1.0, None)]
     groups += [(f'frac_{f:.3f}', f, None) for f in cfg.fractions]
     for name, fraction, _ in groups:
       stream = group_stream(kind, name)
@@ -387,10 +395,10 @@ def _curves(kind: str, rows) -> dict[str, Any]:
     c['x'].append(r['fraction'])
     c['mean'].append(r['test_acc_mean'])
     c['std'].append(r['test_acc_std'])
-  xlabel = ('fraction of training set removed' if kind == 'remove'
+  xlabel = ('fraction of training set removed' if kind == 'removal'
             else 'fraction of training set kept')
   what = ('without the easiest, the hardest or random examples, as the '
-          'fraction removed grows' if kind == 'remove' else
+          'fraction removed grows' if kind == 'removal' else
           'on subsets chosen by easiness against random subsets of the same '
           'size')
   description = (

@@ -6,7 +6,7 @@ accelerator runtime.
 
 * :mod:`dynamics_log`: ``DynamicsLog``, a per-example logger any training
   loop can call; it writes the records contract (``records.py``), so
-  ``--mode=analyze``, ``report`` and ``compare`` run on its workdir.
+  ``--mode=analysis``, ``report`` and ``compare`` run on its workdir.
 * :mod:`origin`: how a workdir's records were made (logged or trained
   here); the stages that retrain refuse a logged workdir.
 * :mod:`per_example`: per-example statistics from logits (numpy).

@@ -10,7 +10,7 @@ numpy only (no JAX). A PyTorch, TensorFlow or plain-numpy loop calls::
     log.close()
 
 and the workdir then holds the records contract of ``records.py`` (the same
-manifest, chunk files, fingerprints and atomic writes), so ``--mode=analyze``,
+manifest, chunk files, fingerprints and atomic writes), so ``--mode=analysis``,
 ``--mode=report`` and ``--mode=compare`` run on it unchanged.
 
 * ``log`` takes the training pass of one batch: its stable example indices

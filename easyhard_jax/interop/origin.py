@@ -17,12 +17,12 @@ from easyhard_jax.storage import records
 ORIGIN = 'dynamics_log'
 # Stages that train or restore this tool's models, and what they do.
 NEEDS_OWN_TRAINING = {
-    'record': 'trains the config\'s architectures',
-    'remove': 'retrains without the easiest / hardest examples',
-    'compress': 'retrains on compressed subsets',
-    'probe_causes': 'retrains with one suspected cause changed',
+    'records': 'trains the config\'s architectures',
+    'removal': 'retrains without the easiest / hardest examples',
+    'compression': 'retrains on compressed subsets',
+    'causes': 'retrains with one suspected cause changed',
     'heldout': 'trains members on random subsets',
-    'probe_checkpoints': 'restores this tool\'s saved checkpoints',
+    'checkpoint_probes': 'restores this tool\'s saved checkpoints',
 }
 
 
@@ -33,7 +33,7 @@ def logged_groups(workdir: str) -> list[str]:
     return []
   try:
     manifest = records.read_manifest(workdir)
-  except ValueError:  # Damaged: the record stage rebuilds it from chunks.
+  except ValueError:  # Damaged: the records stage rebuilds it from chunks.
     return []
   return [a for a in manifest['arch_order']
           if (manifest['archs'][a].get('fingerprint') or {}).get(
@@ -46,19 +46,19 @@ def refuse_if_logged(workdir: str, stage: str, archs=None) -> None:
   Args:
     workdir: the study workdir.
     stage: a stage name; stages outside :data:`NEEDS_OWN_TRAINING` pass.
-    archs: for 'record', the config's architectures: only a clash with a
+    archs: for 'records', the config's architectures: only a clash with a
       logged group refuses (other groups may be trained beside it).
   """
   if stage not in NEEDS_OWN_TRAINING:
     return
   logged = logged_groups(workdir)
-  if stage == 'record' and archs is not None:
+  if stage == 'records' and archs is not None:
     logged = [a for a in logged if a in set(archs)]
   if logged:
     raise ValueError(
         f'--mode={stage} {NEEDS_OWN_TRAINING[stage]}, which needs this '
         f'tool\'s training, but the records of {logged} in {workdir} were '
         'logged from your own training loop (easyhard_jax.interop.'
-        'DynamicsLog). On such a workdir run --mode=analyze, --mode=report '
+        'DynamicsLog). On such a workdir run --mode=analysis, --mode=report '
         'and --mode=compare; to run the sweeps and cause probes, train the '
         'study with this tool in another --workdir.')

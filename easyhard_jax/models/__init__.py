@@ -12,7 +12,7 @@ Build a network by name::
 
 from easyhard_jax.models.densenet import DenseNetBC
 from easyhard_jax.models.plain_cnn import PlainCNN
-from easyhard_jax.models.registry import MODEL_REGISTRY, available, get_model
+from easyhard_jax.models.registry import MODEL_REGISTRY, arch_field, available, get_model
 from easyhard_jax.models.resnet import RESNET_STAGE_SIZES, BasicBlock, ResNet
 from easyhard_jax.models.vgg import VGG_CONFIGS, VGG
 
@@ -25,6 +25,7 @@ __all__ = [
     'ResNet',
     'VGG',
     'VGG_CONFIGS',
+    'arch_field',
     'available',
     'get_model',
 ]

@@ -43,6 +43,24 @@ def available() -> tuple[str, ...]:
   return tuple(sorted(MODEL_REGISTRY))
 
 
+def arch_field(config, field: str) -> list[str]:
+  """The names in an architecture list field, each checked to be registered.
+
+  ``field`` is dotted (``'removal.archs'``): 'study' (= ``config.archs``) or
+  comma-separated model names. Raises ValueError naming the field, the bad
+  value and the registered names (the names become file names on disk).
+  """
+  from easyhard_jax import config_fields  # pylint: disable=g-import-not-at-top
+  names = config_fields.arch_list(config, field)
+  unknown = [a for a in names if a not in MODEL_REGISTRY]
+  if unknown or not names:
+    raise ValueError(
+        f'config.{field} must be \'study\' or comma-separated model names '
+        f'(available: {", ".join(available())}); got '
+        f'{config_fields.get(config, field)!r}.')
+  return names
+
+
 def _module_class(constructor: Callable[..., nn.Module]) -> type:
   return constructor.func if isinstance(constructor, functools.partial) else constructor
 

@@ -154,16 +154,16 @@ def kept_checkpoints(config, workdir: str, arch: str, source: str = 'analysis',
     steps: only these steps (each must be saved); default every saved one.
   """
   if source not in SOURCES:
-    raise ValueError(f'probe_checkpoints.source must be one of '
+    raise ValueError(f'checkpoint_probes.source must be one of '
                      f'{tuple(SOURCES)}, got {source!r}.')
   directory = os.path.join(workdir, SOURCES[source], arch)
   policy = ("config.analysis_checkpoints is not 'none' (or use "
-            "probe_checkpoints.source='resume')" if source == 'analysis'
+            "checkpoint_probes.source='resume')" if source == 'analysis'
             else 'config.checkpoints_to_keep')
   if not os.path.isdir(directory):
     raise FileNotFoundError(
-        f'No checkpoints for {arch!r} in {directory}; run --mode=record with '
-        f'{policy}, or set probe_checkpoints.source_workdir to the workdir '
+        f'No checkpoints for {arch!r} in {directory}; run --mode=records with '
+        f'{policy}, or set checkpoint_probes.source_workdir to the workdir '
         'that has them.')
   if source == 'analysis':  # Never rotated: they may outlive their records.
     analysis_checkpoints.check(directory,
@@ -173,7 +173,7 @@ def kept_checkpoints(config, workdir: str, arch: str, source: str = 'analysis',
   saved = ckpt.steps()
   if not saved:
     raise FileNotFoundError(f'{directory} holds no finished checkpoint; run '
-                            f'--mode=record with {policy}.')
+                            f'--mode=records with {policy}.')
   if steps:
     missing = sorted(set(int(s) for s in steps) - set(saved))
     if missing:
@@ -201,7 +201,7 @@ def score_checkpoints(workdir: str, config, fn: ScoreFn, name: str,
 
   Args:
     workdir: where the results go (``checkpoint_probes/scores/{name}``);
-      the checkpoints are read from ``config.probe_checkpoints
+      the checkpoints are read from ``config.checkpoint_probes
       .source_workdir`` when set, else from here.
     config: the study config (the one that recorded the checkpoints).
     fn: fn(model, variables, images, labels) -> [B], see the module doc.
@@ -210,13 +210,13 @@ def score_checkpoints(workdir: str, config, fn: ScoreFn, name: str,
     archs: member groups (default: the study's architectures).
     steps: checkpoint steps (default: every kept one).
     batch_size: examples per batch (default
-      config.probe_checkpoints.score_batch_size).
-    source: 'analysis' or 'resume' (default config.probe_checkpoints.source).
+      config.checkpoint_probes.score_batch_size).
+    source: 'analysis' or 'resume' (default config.checkpoint_probes.source).
 
   Returns:
     The score's directory; read it back with :func:`load_scores`.
   """
-  cfg = config.probe_checkpoints
+  cfg = config.checkpoint_probes
   splits = _splits(split)
   out = scores_dir(workdir, name)
   data = streaming.load(config)

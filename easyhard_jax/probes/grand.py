@@ -94,8 +94,8 @@ def score_grand(workdir: str, config, split='train', archs=None,
   """GraNd of every kept checkpoint, written to the after-the-fact store.
 
   A thin wrapper of checkpoint_scores.score_checkpoints with :func:`grand_fn`
-  under the name ``'grand'``; ``--mode=probe_checkpoints`` does the same
-  (with config.probe_checkpoints.grand). Returns the store's directory.
+  under the name ``'grand'``; ``--mode=checkpoint_probes`` does the same
+  (with config.checkpoint_probes.grand). Returns the store's directory.
   """
   # pylint: disable-next=g-import-not-at-top
   from easyhard_jax.probes import checkpoint_scores

@@ -132,7 +132,7 @@ def build(study: Any, sec: html_lib.Section) -> html_lib.Section:
   a = study.analysis
   if a is None:
     return html_lib.not_run(sec, 'no analysis/analysis.json: run '
-                            '--mode=analyze first')
+                            '--mode=analysis first')
   top = 32
   cfg = getattr(study, 'config', None)
   try:

@@ -1,7 +1,7 @@
 """The report section of --mode=compare: the study against a published score.
 
 Reads ``WORKDIR/compare/results.json`` (and ``aligned.npz``) written by
-:mod:`easyhard_jax.analysis.reference_compare`: a figure of the Spearman
+:mod:`easyhard_jax.analysis.compare`: a figure of the Spearman
 correlations (all examples and the reference's non-saturated part) and the
 hard-tail AUROCs of every score, a scatter of the reference against
 easiness, and tables (how the reference was aligned, every statistic per

@@ -31,7 +31,7 @@ from easyhard_jax.report import set_rules
 
 Section = html_lib.Section
 Figure = html_lib.FigureItem
-_NO_ANALYSIS = 'no analysis/analysis.json: run --mode=analyze first'
+_NO_ANALYSIS = 'no analysis/analysis.json: run --mode=analysis first'
 _num = html_lib.number
 
 

@@ -393,7 +393,7 @@ def read_scores_csv(path: str, strict: bool = True) -> dict[str, np.ndarray]:
     header = next(reader)
     rows = list(reader)
   if strict and not rows:
-    raise ValueError(f'{path} has no rows; rerun --mode=analyze.')
+    raise ValueError(f'{path} has no rows; rerun --mode=analysis.')
   cols = list(zip(*rows)) if rows else [()] * len(header)
   out = {}
   for name, values in zip(header, cols):
@@ -407,7 +407,7 @@ def read_scores_csv(path: str, strict: bool = True) -> dict[str, np.ndarray]:
   if strict and not np.array_equal(out['example_index'],
                                    np.arange(len(rows))):
     raise ValueError(f'{path} is not in example-index order; rerun '
-                     '--mode=analyze.')
+                     '--mode=analysis.')
   return out
 
 

@@ -95,7 +95,7 @@ def records_dir(workdir: str) -> str:
   return os.path.join(workdir, 'records')
 
 
-REPAIR = ('rerun --mode=record with the same config and --workdir: it '
+REPAIR = ('rerun --mode=records with the same config and --workdir: it '
           'rebuilds what is damaged or missing')
 
 
@@ -120,7 +120,7 @@ def arch_complete(manifest: Mapping[str, Any], arch: str, root: str) -> bool:
   """``arch`` finished, and every chunk it finished with is registered.
 
   A manifest that says complete but lost chunk entries (or whose chunk
-  files are gone) is not complete: --mode=record records them again.
+  files are gone) is not complete: --mode=records records them again.
   """
   entry = manifest['archs'].get(arch)
   if not (entry and entry.get('complete')):
@@ -370,7 +370,7 @@ def _load_labels(root: str, split: str) -> tuple[np.ndarray, list[str] | None]:
   path = os.path.join(root, f'labels_{split}.npy')
   if not files.exists(path):
     raise FileNotFoundError(
-        f'No {split} records in {root}: run --mode=record first.')
+        f'No {split} records in {root}: run --mode=records first.')
   ids_path = os.path.join(root, f'ids_{split}.json')
   try:
     labels = np.load(files.readable(path), allow_pickle=False)
@@ -420,11 +420,11 @@ def load(workdir: str, split: str = 'train', source: str = 'probe',
     if archs is not None and unfinished:
       raise FileNotFoundError(
           f'Records of {unfinished} in {root} are not complete: run '
-          '--mode=record (it resumes where it stopped).')
+          '--mode=records (it resumes where it stopped).')
     names = [a for a in names if a not in unfinished]
   if not names:
     raise FileNotFoundError(
-        f'No finished architecture has records in {root}: let --mode=record '
+        f'No finished architecture has records in {root}: let --mode=records '
         'finish (it resumes where it stopped) or pass complete_only=False.')
   key = f'{source}_{split}'
   per_arch = []

@@ -11,7 +11,7 @@ them:
   continues: those at or before the step it resumes from (all of them are
   dropped when it starts from step 0), and stamps the directory with its
   records fingerprint (:data:`STAMP_NAME`);
-* whoever reads them (``--mode=probe_checkpoints``,
+* whoever reads them (``--mode=checkpoint_probes``,
   probes/checkpoint_scores.py) checks that stamp against the config's
   fingerprint with :func:`check` and refuses states without it or with
   another.
@@ -90,5 +90,5 @@ def check(directory: str, fingerprint: Mapping[str, Any]) -> None:
       f'The analysis checkpoints in {directory} {why}. They are not the '
       'states of these records. To fix: remove the records, checkpoints/ and '
       f'analysis_checkpoints/ of this architecture ({directory}) and rerun '
-      '--mode=record, or use the config that recorded them, or a fresh '
+      '--mode=records, or use the config that recorded them, or a fresh '
       '--workdir.')

@@ -1,4 +1,4 @@
-"""The record stage: train every architecture's members and write records.
+"""The records stage: train every architecture's members and write records.
 
 For each architecture, its ``seeds_per_arch`` members train together in one
 compiled program (see steps.py). ``train_arch`` resolves the config once into
@@ -105,7 +105,7 @@ def train_arch(config, data, arch: str, workdir: str,
 def record_study(config, workdir: str, data=None,
                  probe_until: float | None = None,
                  stream: str = '') -> list[str]:
-  """The record stage: trains all architectures; returns the finished ones.
+  """The records stage: trains all architectures; returns the finished ones.
 
   ``data`` replaces ``load_dataset(config)`` (the cause probes pass modified
   copies: shuffled labels, filtered images); ``probe_until`` as train_arch;

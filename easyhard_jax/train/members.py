@@ -97,7 +97,7 @@ class Member(collections.abc.Mapping):
 
 def study_members(arch: str, seeds: int, root_seed: int,
                   stream: str = '') -> tuple[Member, ...]:
-  """Seeds 0..seeds-1 of ``arch`` on all data (the record stage's group).
+  """Seeds 0..seeds-1 of ``arch`` on all data (the records stage's group).
 
   Args:
     arch: the architecture.

@@ -1,4 +1,4 @@
-"""Compiled programs of the record stage, shared by every trainer.
+"""Compiled programs of the records stage, shared by every trainer.
 
 An ArchTrainer (trainer.py) asks here for its train step, probe step, init
 and epoch permutations. Each is jitted once per process for its static parts

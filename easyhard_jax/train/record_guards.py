@@ -49,7 +49,7 @@ def resume_bound(writer, arch, schedule, spe, total_steps) -> int | None:
   """Resume from a checkpoint before this step (None: the latest is fine).
 
   Damaged chunks are unregistered first; the first chunk that is missing
-  then sets the bound, so --mode=record re-records exactly what is lost.
+  then sets the bound, so --mode=records re-records exactly what is lost.
   """
   damaged = writer.damaged_chunks(arch)
   if damaged:

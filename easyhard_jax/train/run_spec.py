@@ -130,7 +130,7 @@ def _keep_mask(keep, num_members: int, n: int) -> np.ndarray:
 
 
 def study_members(config, arch: str, stream: str = '') -> tuple[Member, ...]:
-  """The record stage's members of ``arch`` (``config.seeds_per_arch``)."""
+  """The records stage's members of ``arch`` (``config.seeds_per_arch``)."""
   return members_lib.study_members(arch, int(config.seeds_per_arch),
                                    int(config.seed), stream)
 

@@ -315,7 +315,7 @@ def run_compare(config: Any, workdir: str) -> dict[str, Any]:
 
   Args:
     config: the study config; ``config.reference`` as in configs/default.py.
-    workdir: a workdir where the analyze stage has run.
+    workdir: a workdir where the analysis stage has run.
 
   Returns:
     The dict written to ``WORKDIR/compare/results.json``.

@@ -1,7 +1,7 @@
 """Checkpoint-based analysis: records, features and GraNd from saved states.
 
-``--mode=probe_checkpoints`` restores the saved states of every architecture
-(from this workdir, or ``config.probe_checkpoints.source_workdir``) and, for
+``--mode=checkpoint_probes`` restores the saved states of every architecture
+(from this workdir, or ``config.checkpoint_probes.source_workdir``) and, for
 each checkpoint, writes into ``WORKDIR/checkpoint_probes/``:
 
 * the eval-mode probe records on ``splits``, in the study's format
@@ -31,6 +31,7 @@ import numpy as np
 from absl import logging
 
 from easyhard_jax import config_fields
+from easyhard_jax import models
 from easyhard_jax.storage import files
 from easyhard_jax.storage import records
 from easyhard_jax.data import streaming
@@ -39,23 +40,28 @@ from easyhard_jax.probes import grand
 from easyhard_jax.train import ensemble
 
 
-def _check(cfg) -> None:
-  """Raises ValueError naming the probe_checkpoints field that is wrong."""
+def validate_config(config) -> None:
+  """Raises ValueError naming the ``config.checkpoint_probes`` field that is
+  wrong."""
+  cfg = config.get('checkpoint_probes')
+  if cfg is None:
+    return
+  models.arch_field(config, 'checkpoint_probes.archs')
   if cfg.source not in checkpoint_scores.SOURCES:
-    raise ValueError(f'config.probe_checkpoints.source must be one of '
+    raise ValueError(f'config.checkpoint_probes.source must be one of '
                      f'{tuple(checkpoint_scores.SOURCES)}, got {cfg.source!r}.')
   for field in ('splits', 'grand_splits'):
     bad = [s for s in cfg[field] if s not in records.SPLITS]
     if bad:
-      raise ValueError(f'config.probe_checkpoints.{field} must be a subset '
+      raise ValueError(f'config.checkpoint_probes.{field} must be a subset '
                        f'of {records.SPLITS}, got {tuple(cfg[field])}.')
   if any(isinstance(s, bool) or not isinstance(s, int) or s < 0
          for s in cfg.steps):
-    raise ValueError('config.probe_checkpoints.steps must be global train '
+    raise ValueError('config.checkpoint_probes.steps must be global train '
                      f'steps (ints >= 0; () = all kept), got {cfg.steps}.')
   size = cfg.score_batch_size
   if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-    raise ValueError('config.probe_checkpoints.score_batch_size must be an '
+    raise ValueError('config.checkpoint_probes.score_batch_size must be an '
                      f'integer >= 1, got {size!r}.')
 
 
@@ -66,14 +72,14 @@ def _save_features(out: str, arch: str, step: int, split: str,
       {'features': feats.astype(np.float16)})
 
 
-def probe_checkpoints(config, workdir: str) -> str:
+def checkpoint_probes(config, workdir: str) -> str:
   """Writes records, features and GraNd for the saved checkpoints.
 
   Returns:
     ``WORKDIR/checkpoint_probes``.
   """
-  cfg = config.probe_checkpoints
-  _check(cfg)
+  cfg = config.checkpoint_probes
+  validate_config(config)
   source = cfg.source_workdir or workdir
   out = os.path.join(workdir, 'checkpoint_probes')
   data = streaming.load(config)
@@ -82,7 +88,7 @@ def probe_checkpoints(config, workdir: str) -> str:
   writer.write_split_metadata('test', data.test_labels, data.test_ids)
   store = (checkpoint_scores.open_store(workdir, grand.NAME, data)
            if cfg.grand and cfg.grand_splits else None)
-  archs = config_fields.arch_list(config, 'probe_checkpoints.archs')
+  archs = config_fields.arch_list(config, 'checkpoint_probes.archs')
   for arch in archs:
     ckpt, saved = checkpoint_scores.kept_checkpoints(
         config, source, arch, cfg.source, tuple(cfg.steps) or None)
