@@ -9,6 +9,7 @@ no source file is over 500 lines.
 
 import ast
 import os
+import re
 
 from conftest import ROOT
 
@@ -143,3 +144,24 @@ def test_every_stage_entry_point_calls_functions_that_exist():
       assert home in modules, f'{entry.name}: no module {home}'
       assert function in _functions(modules[home]), (
           f'{entry.name}: {home} has no function {function}')
+
+
+def test_readme_is_a_front_door_whose_links_resolve():
+  """README.md stays under 250 lines; its links and docs/'s resolve."""
+  root = ROOT
+  with open(os.path.join(root, 'README.md')) as f:
+    assert len(f.read().splitlines()) <= 250
+  pages = ['README.md'] + [os.path.join('docs', p) for p in
+                           sorted(os.listdir(os.path.join(root, 'docs')))
+                           if p.endswith('.md')]
+  broken = []
+  for page in pages:
+    with open(os.path.join(root, page)) as f:
+      text = f.read()
+    for target in re.findall(r'\]\(([^)#\s]+)(?:#[^)]*)?\)', text):
+      if '://' in target:
+        continue
+      path = os.path.join(root, os.path.dirname(page), target)
+      if not os.path.exists(path):
+        broken.append(f'{page}: {target}')
+  assert not broken, broken
