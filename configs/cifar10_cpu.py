@@ -20,8 +20,8 @@ C-scores (docs/heldout.md):
 
 Sized by measurement for a CPU (docs/results.md, "CIFAR-10"): two cheap
 architectures at ~200 train images/s each on one core, two epochs, three
-probe points (epoch 0.5, 1, 2) over all 60,000 images; record + analyze +
-report, no retraining stages (those are `--mode=removal` / `compress` on
+probe points (epoch 0.5, 1, 2) over all 60,000 images; records + analysis +
+report, no retraining stages (those are `--mode=removal` / `compression` on
 request: hours on a CPU). Runtime and each member's test accuracy: see
 docs/results.md. At this scale the members are weak judges (two epochs):
 the paper's claims are tested at the quality a CPU affords, and
