@@ -107,8 +107,7 @@ def load_scores(workdir: str, name: str, split: str = 'train',
         ' run checkpoint_scores.score_checkpoints (or --mode=probe_checkpoints '
         'for grand).')
   directory = records.records_dir(root)
-  labels = np.load(os.path.join(directory, f'labels_{split}.npy'),
-                   allow_pickle=False)
+  labels = files.np_load(os.path.join(directory, f'labels_{split}.npy'))
   values, members, steps = [], [], None
   for a in names:
     entry = manifest['archs'][a]
@@ -292,12 +291,12 @@ def load_analysis_scores(workdir: str, split: str = 'train'
     ValueError: it lacks a column or its rows are not in index order.
   """
   path = analysis_scores_path(workdir, split)
-  if not os.path.exists(path):
+  if not files.exists(path):
     raise FileNotFoundError(
         f'No {path}: run --mode=analyze on this workdir first (an analysis '
         'written before the scores were stored as npz has only the CSV; '
         '--mode=analyze writes both).')
-  with np.load(path, allow_pickle=False) as z:
+  with files.np_load(path) as z:
     table = {k.replace(_STORED_SLASH, _SLASH): z[k] for k in z.files}
   missing = [c for c in META_COLUMNS + SET_COLUMNS if c not in table]
   if missing:

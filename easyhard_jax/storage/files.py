@@ -205,6 +205,37 @@ def read_bytes(path: str) -> bytes:
     return f.read()
 
 
+def np_load(path: str, mmap_mode: str | None = None) -> Any:
+  """``np.load(path, allow_pickle=False)`` of a local path or an object.
+
+  An npz comes back as a ``NpzFile`` (use it in a ``with``). ``mmap_mode``
+  maps a local file; an object is read into memory whole (nothing to map).
+  """
+  if is_remote(path):
+    return np.load(open_file(path, 'rb'), allow_pickle=False)
+  return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+
+
+def append_text(path: str, text: str) -> None:
+  """Appends ``text`` to a log file, durably.
+
+  Locally an append, flushed and fsynced. An object store cannot append: the
+  object is read and written back whole with ``text`` after it (one upload,
+  so a kill leaves the old log or the new one). Only for small logs written
+  by the one process that holds the workdir lock (no two writers race).
+  """
+  if not _writer:
+    return
+  if is_remote(path):
+    old = read_bytes(path) if exists(path) else b''
+    epath_of(path).write_bytes(old + text.encode())
+    return
+  with open(path, 'a') as f:  # pylint: disable=unspecified-encoding
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+
+
 def set_writer(enabled: bool) -> None:
   """Only the writer process (process 0) writes; the others skip writes.
 
