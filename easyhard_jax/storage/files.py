@@ -63,23 +63,6 @@ def is_remote(path: Any) -> bool:
                          else str(path)))
 
 
-def object_store_refusal(workdir: str) -> str:
-  """Why a study cannot run in an object-store workdir yet, and what to do.
-
-  The file layer here (records, metrics, checkpoints, stage stamps, the
-  workdir lock) works on ``gs://``; the stages around it (the runner's
-  logs, analysis, exports, sweeps, report) still write with local-file
-  calls, so a study there would fail part way, after hours of training.
-  """
-  return (f'--workdir {workdir}: a study cannot run in an object-store '
-          'workdir yet. Records, metrics, checkpoints, stage stamps and the '
-          'workdir lock work there, but the runner, analysis, exports, sweeps '
-          'and report still write local files. To fix: use a local disk, or '
-          'for several hosts a shared POSIX filesystem (NFS, Filestore) '
-          'mounted at the same path on every host, and copy the finished '
-          'workdir to the bucket (gcloud storage rsync -r WORKDIR gs://...).')
-
-
 def epath_of(path: Any):
   """``path`` as an ``etils.epath.Path`` (imported only when needed)."""
   from etils import epath  # pylint: disable=g-import-not-at-top
