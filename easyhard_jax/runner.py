@@ -69,7 +69,7 @@ def is_complete(config, workdir: str, stage: str) -> bool:
     return False
   out_dir = os.path.join(workdir, stages.BY_NAME[stage].out_dir)
   missing = [f for f in stages.BY_NAME[stage].required
-             if not os.path.exists(os.path.join(out_dir, f))]
+             if not files.exists(os.path.join(out_dir, f))]
   if missing:  # Written by an older version: the stage runs again.
     logging.warning('Stage %s: no %s (an older version\'s output); running '
                     'it again.', stage, missing)
@@ -95,12 +95,14 @@ def enable_compilation_cache(config) -> None:
 def _record_timing(workdir: str, stage: str, seconds: float) -> None:
   path = os.path.join(workdir, 'timings.json')
   timings = {}
-  if os.path.exists(path):
+  if files.exists(path):
     try:
-      with open(path) as f:
+      with files.open_file(path) as f:
         timings = json.load(f)
     except ValueError:
       timings = {}  # Informational only: start it again.
+  # A workdir timed under the stages' old names keeps one entry per stage.
+  timings = {stages.RENAMED.get(k, k): v for k, v in timings.items()}
   timings[stage] = round(seconds, 2)
   files.atomic_write_json(path, timings)
 
@@ -110,7 +112,7 @@ def _write_config_json(config, workdir: str, hashes) -> None:
 
   Written when every architecture's records are complete with this config's
   fingerprints (created, replaced or found so), never by an invocation whose
-  record stage failed or has not run: the report's header shows it.
+  records stage failed or has not run: the report's header shows it.
   """
   try:
     complete = _records_complete(config, workdir, hashes)
@@ -127,10 +129,8 @@ def _log_invocation(config, workdir: str, mode: str) -> None:
   entry = {'time': datetime.datetime.now().isoformat(timespec='seconds'),
            'pid': os.getpid(), 'host': socket.gethostname(), 'mode': mode,
            'command': sys.argv, 'config': cfg}
-  with open(os.path.join(workdir, 'run_log.jsonl'), 'a') as f:
-    f.write(json.dumps(entry, sort_keys=True) + '\n')
-    f.flush()
-    os.fsync(f.fileno())
+  files.append_text(os.path.join(workdir, 'run_log.jsonl'),
+                    json.dumps(entry, sort_keys=True) + '\n')
 
 
 def run(config, workdir: str, mode: str = 'study') -> None:
@@ -198,7 +198,7 @@ def _clear_stale_outputs(config, workdir: str, stage: stages.Stage,
   for name, stage_dir in fingerprint.OPTIONAL_INPUTS.get(stage.name,
                                                          {}).items():
     path = os.path.join(workdir, stage_dir)
-    if os.path.lexists(path) and not fingerprint.current_stamp(
+    if files.lexists(path) and not fingerprint.current_stamp(
         config, name, hashes, workdir, stage_dir):
       # Unstamped (killed) or made from another analysis or reference: the
       # stage would show it as current.

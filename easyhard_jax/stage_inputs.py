@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from easyhard_jax import config_fields
+from easyhard_jax.storage import files
 
 NPZ_KEYS = ('x_train', 'y_train', 'x_test', 'y_test')
 # Stages that read config.analysis.known_noisy / config.reference.path.
@@ -34,7 +35,10 @@ def check_workdir(workdir: str) -> None:
 
   A dangling symbolic link (the workdir or a parent) made ``os.makedirs``
   raise a bare FileExistsError; a regular file in the path, NotADirectoryError.
+  An object-store URL (``gs://...``) has neither: nothing to check.
   """
+  if files.is_remote(workdir):
+    return
   path = os.path.abspath(workdir)
   parts = []
   while True:
@@ -159,7 +163,7 @@ def _check_scores(config, mode: str, workdir: str) -> None:
   split = (config.reference.get('split', 'train') if mode == 'compare'
            else 'train')
   path = score_store.analysis_scores_path(workdir, split)
-  if not os.path.isfile(path):
+  if not files.isfile(path):
     raise FileNotFoundError(
         f"--mode={mode} reads the analysis's scores, and {path} does not "
         'exist: run --mode=analysis on this workdir first (or --mode=study). '

@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 
 from easyhard_jax import config_fields
-from easyhard_jax.storage import files
 from easyhard_jax import stage_inputs
 from easyhard_jax import stages
 
@@ -66,11 +65,9 @@ def validate(config, mode: str | None = None,
   Args:
     config: the study config.
     mode: the ``--mode`` that will run (None: check every stage's inputs).
-    workdir: the workdir, checked to be a usable directory path (not an
-      object store yet: files.object_store_refusal says why).
+    workdir: the workdir, checked to be a usable directory path (or an
+      object-store URL, ``gs://...``).
   """
-  if workdir is not None and files.is_remote(workdir):
-    raise ValueError(files.object_store_refusal(workdir))
   _validate_numbers(config)
   stages.validate(config)
   if config.get('analysis') is not None:

@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
 # Cloud TPU pod slice: the same command on every worker; jax.distributed
 # detects the pod from the TPU environment. Each worker streams its share of
-# every global batch (config.stream.enabled). The workdir must be a shared
-# POSIX filesystem (NFS, Filestore) mounted at the same path on every worker:
-# all workers save and restore checkpoints there. A gs:// workdir is refused
-# (the file layer works on gs://, the runner, analysis and report do not yet:
-# easyhard_jax/storage/files.py, object_store_refusal); copy the finished workdir to
-# a bucket with `gcloud storage rsync -r`. The TFDS data_dir must be shared
-# too. Extra arguments are passed on to main.py, each quoted for the
-# workers' shell (spaces and shell characters arrive unchanged).
+# every global batch (config.stream.enabled). The workdir is a bucket
+# (gs://BUCKET/DIR: every stage writes through etils.epath, see
+# docs/workdir.md) or a shared POSIX filesystem (NFS, Filestore) mounted at
+# the same path on every worker: all workers save and restore checkpoints
+# there. The TFDS data_dir must be shared too. Extra arguments are passed on
+# to main.py, each quoted for the workers' shell (spaces and shell characters
+# arrive unchanged).
 #
 #   launch/tpu_pod.sh TPU_NAME ZONE configs/imagenet.py /mnt/shared/eh_imagenet \
 #       --config.data_dir=/mnt/shared/tfds

@@ -285,16 +285,91 @@ def test_checkpoints(gs_dir):
     analysis_checkpoints.check(directory, {'hash': 'other', 'fields': {}})
 
 
-def test_a_study_refuses_an_object_store_workdir(tmp_path, monkeypatch):
-  """The stages around the file layer still write local files: refused."""
-  from conftest import quick_config  # pylint: disable=g-import-not-at-top
+def _download(url, local):
+  """Copies every object under ``url`` to the local directory ``local``."""
+  for name in files.listdir(url):
+    src, dst = os.path.join(url, name), os.path.join(local, name)
+    if files.isdir(src):
+      _download(src, dst)
+    else:
+      os.makedirs(local, exist_ok=True)
+      with open(dst, 'wb') as f:
+        f.write(files.read_bytes(src))
+
+
+class _Killed(KeyboardInterrupt):
+  """Stands for a kill: raised in the middle of a stage (not an Exception,
+  so no stage code takes it for an error it handles)."""
+
+
+@pytest.mark.slow  # A whole tiny study twice (~60 s on one core).
+def test_a_killed_study_in_a_bucket_resumes_to_a_local_runs_outputs(
+    gs_dir, tmp_path, monkeypatch):
+  """Every stage on gs://, killed twice, resumed: the local run's bytes.
+
+  The config is test_study_resume's tiny study. The bucket run is stopped
+  by an exception inside the records stage (after its first epoch's
+  records) and inside the removal sweep (after a subset group's first
+  checkpoint), and each time rerun with the same call; the rerun resumes
+  from what is in the bucket (records, stamps, orbax checkpoints) and the
+  finished workdir holds the same files with the same bytes as an
+  uninterrupted local run (launch/output_digest.py: logs, timings, lock,
+  TensorBoard, checkpoints and report are left out; the report's summary
+  is compared without its workdir line). A SIGKILL'd run's lease is taken
+  over at once: test_lease_of_a_killed_run_is_taken_over_at_once.
+  """
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  from conftest import ROOT  # pylint: disable=g-import-not-at-top
+  from test_study_resume import TINY_CONFIG  # pylint: disable=g-import-not-at-top
   from easyhard_jax import runner  # pylint: disable=g-import-not-at-top
-  monkeypatch.chdir(tmp_path)
-  for mode in ('study', 'records'):
-    with pytest.raises(ValueError, match='gs://no-bucket/eh: a study cannot '
-                       'run in an object-store workdir yet.*shared POSIX'):
-      runner.run(quick_config(), 'gs://no-bucket/eh', mode)
-  assert not os.listdir(tmp_path)  # Nothing made, not even a local 'gs:'.
+  from easyhard_jax.train import checkpoints  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location(
+      'output_digest', os.path.join(ROOT, 'launch', 'output_digest.py'))
+  output_digest = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(output_digest)
+  namespace = {}
+  exec(TINY_CONFIG, namespace)  # pylint: disable=exec-used
+  config = namespace['get_config']()
+
+  local = str(tmp_path / 'local')
+  runner.run(config, local, 'study')
+
+  real_chunk = files.atomic_savez
+  real_save = checkpoints.Checkpointer.save
+
+  def killed_after_first_records(path, arrays):
+    real_chunk(path, arrays)
+    if path.endswith(os.path.join('records', 'cnn', 'fused_train_0000.npz')):
+      raise _Killed(path)
+
+  def killed_after_first_sweep_checkpoint(self, step, state):
+    real_save(self, step, state)
+    if '/removal/frac_' in self.directory:
+      self.wait()
+      raise _Killed(self.directory)
+
+  for name, kill in (
+      ('atomic_savez', killed_after_first_records),
+      ('save', killed_after_first_sweep_checkpoint)):
+    owner = files if name == 'atomic_savez' else checkpoints.Checkpointer
+    with monkeypatch.context() as m:
+      m.setattr(owner, name, kill)
+      with pytest.raises(_Killed):
+        runner.run(config, gs_dir, 'study')
+  assert files.exists(os.path.join(gs_dir, 'removal', 'reference', 'records',
+                                   'manifest.json'))
+  assert not files.exists(os.path.join(gs_dir, 'removal', 'stamp.json'))
+  runner.run(config, gs_dir, 'study')
+
+  remote = str(tmp_path / 'remote')
+  _download(gs_dir, remote)
+  assert output_digest.digests(remote) == output_digest.digests(local)
+  summary = lambda w: [l for l in files.read_bytes(os.path.join(
+      w, 'report', 'summary.md')).decode().splitlines() if 'workdir' not in l]
+  assert summary(remote) == summary(local)
+  assert not files.exists(os.path.join(gs_dir, files.LOCK_NAME))
+  assert len(files.read_bytes(os.path.join(gs_dir, 'run_log.jsonl')
+                              ).splitlines()) == 3
 
 
 def test_lease_of_a_killed_run_is_taken_over_at_once(gs_dir):

@@ -145,7 +145,7 @@ def test_two_processes_run_the_whole_study_like_one_after_a_kill(tmp_path):
   proc = _launcher(config_path, workdir)
   out = _communicate([proc], _STUDY_TIMEOUT_S)[0]
   assert proc.returncode == 0, out[-3000:]
-  assert 'Stage record is complete; skipping.' in out
+  assert 'Stage records is complete; skipping.' in out
   assert_same_records(reference, workdir)
   for group in ('reference', 'frac_0.500'):
     assert_same_records(os.path.join(reference, 'removal', group),

@@ -390,7 +390,7 @@ def run_analysis(config: Any, workdir: str, *, train_images: Any = None,
                                      window_features)
   npz = {f'train_{k}': v for k, v in means.items()}
 
-  os.makedirs(out_dir, exist_ok=True)
+  files.makedirs(out_dir)
   _write_scores(workdir, train, sc['example'], easy, hard, sc['archs'])
   if test is not None and rule.score in scores_lib.FUSED_SCORE_NAMES:
     logging.info('sets.score %s is a training-pass score; no test sets.',
@@ -435,9 +435,9 @@ def run_analysis(config: Any, workdir: str, *, train_images: Any = None,
                      *((f'label_issues_{s}.csv', issues.get(s) is not None)
                        for s in records_lib.SPLITS)):
     stale = os.path.join(out_dir, name)
-    if not made and os.path.exists(stale):
+    if not made and files.exists(stale):
       logging.info('Removing %s from an earlier run.', stale)
-      os.remove(stale)
+      files.remove(stale)
   if npz:
     files.atomic_savez(os.path.join(out_dir, 'mean_images.npz'), npz)
   else:

@@ -342,8 +342,8 @@ def run_compare(config: Any, workdir: str) -> dict[str, Any]:
                          **mapping}
   result = files.to_jsonable(result)
   out = os.path.join(workdir, 'compare')
-  if os.path.exists(os.path.join(out, 'results.json')):  # Written last.
-    os.remove(os.path.join(out, 'results.json'))
+  if files.exists(os.path.join(out, 'results.json')):  # Written last.
+    files.remove(os.path.join(out, 'results.json'))
   files.atomic_savez(os.path.join(out, 'aligned.npz'), {
       'example_index': table['example_index'], 'reference': ref,
       'label': table['label']})

@@ -48,11 +48,10 @@ KEEP_STRATEGIES = ('drop_easiest', 'stratified')
 
 def _copy(src: str, dst: str) -> None:
   """Copies ``src`` to ``dst`` atomically; removes a stale ``dst`` if none."""
-  if os.path.exists(src):
-    with open(src, 'rb') as f:
-      files.atomic_write_bytes(dst, f.read())
-  elif os.path.exists(dst):  # Not made by this analysis: not kept.
-    os.remove(dst)
+  if files.exists(src):
+    files.atomic_write_bytes(dst, files.read_bytes(src))
+  elif files.exists(dst):  # Not made by this analysis: not kept.
+    files.remove(dst)
 
 
 def write_exports(config, workdir: str) -> str:

@@ -185,7 +185,7 @@ def load_window_features(workdir: str, window: Sequence[float],
   root = os.path.join(workdir, 'checkpoint_probes')
   directory = os.path.join(root, 'features')
   manifest_path = os.path.join(root, 'records', 'manifest.json')
-  if not (os.path.isdir(directory) and os.path.exists(manifest_path)):
+  if not (files.isdir(directory) and files.exists(manifest_path)):
     return None
   manifest = files.read_json(manifest_path, 'rerun --mode=checkpoint_probes.')
   names = list(archs or manifest.get('arch_order', []))
@@ -193,7 +193,7 @@ def load_window_features(workdir: str, window: Sequence[float],
     return None
   spe = manifest['archs'][names[0]]['steps_per_epoch']
   have: dict[str, set[int]] = {}
-  for name in os.listdir(directory):
+  for name in files.listdir(directory):
     m = _FEATURE_FILE.fullmatch(name)
     if m and m[3] == split:
       have.setdefault(m[1], set()).add(int(m[2]))
@@ -205,8 +205,8 @@ def load_window_features(workdir: str, window: Sequence[float],
   step = max(candidates)
   feats = {}
   for a in names:
-    with np.load(os.path.join(directory, f'{a}_step{step}_{split}.npz'),
-                 allow_pickle=False) as z:
+    with files.np_load(
+        os.path.join(directory, f'{a}_step{step}_{split}.npz')) as z:
       feats[a] = z['features']
   return WindowFeatures(features=feats, step=step, epoch=step / float(spe),
                         split=split)

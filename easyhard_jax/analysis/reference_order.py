@@ -35,6 +35,7 @@ from typing import Any, Callable, Sequence
 from absl import logging
 import numpy as np
 
+from easyhard_jax.analysis import score_store
 from easyhard_jax.storage import files
 
 ORDERS = ('index', 'tfds_id', 'original')
@@ -101,7 +102,7 @@ def read_scores_table(path: str) -> dict[str, np.ndarray]:
   """The analysis scores CSV as columns (example-index order checked)."""
   if not os.path.exists(path):
     raise FileNotFoundError(f'No {path}: run --mode=analysis first.')
-  return files.read_scores_csv(path)
+  return score_store.read_scores_csv(path)
 
 
 # ----------------------------------------------------------------- mapping

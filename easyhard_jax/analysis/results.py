@@ -465,7 +465,7 @@ def read_analysis(path: str) -> Analysis:
   Returns:
     The typed :class:`Analysis`.
   """
-  with open(path) as f:
+  with files.open_file(path) as f:
     return Analysis.from_json(json.load(f))
 
 

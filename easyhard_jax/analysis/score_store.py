@@ -107,8 +107,7 @@ def load_scores(workdir: str, name: str, split: str = 'train',
         ' run checkpoint_scores.score_checkpoints (or --mode=checkpoint_probes '
         'for grand).')
   directory = records.records_dir(root)
-  labels = np.load(os.path.join(directory, f'labels_{split}.npy'),
-                   allow_pickle=False)
+  labels = files.np_load(os.path.join(directory, f'labels_{split}.npy'))
   values, members, steps = [], [], None
   for a in names:
     entry = manifest['archs'][a]
@@ -292,12 +291,12 @@ def load_analysis_scores(workdir: str, split: str = 'train'
     ValueError: it lacks a column or its rows are not in index order.
   """
   path = analysis_scores_path(workdir, split)
-  if not os.path.exists(path):
+  if not files.exists(path):
     raise FileNotFoundError(
         f'No {path}: run --mode=analysis on this workdir first (an analysis '
         'written before the scores were stored as npz has only the CSV; '
         '--mode=analysis writes both).')
-  with np.load(path, allow_pickle=False) as z:
+  with files.np_load(path) as z:
     table = {k.replace(_STORED_SLASH, _SLASH): z[k] for k in z.files}
   missing = [c for c in META_COLUMNS + SET_COLUMNS if c not in table]
   if missing:
@@ -308,3 +307,44 @@ def load_analysis_scores(workdir: str, split: str = 'train'
     raise ValueError(f'{path} is not in example-index order; rerun '
                      '--mode=analysis.')
   return table
+
+
+# Integer columns of the analysis stage's scores_{split}.csv; tfds_id is a
+# string; every other column is a float score.
+SCORES_INT_COLUMNS = ('example_index', 'label', 'is_easy', 'is_hard')
+
+
+def read_scores_csv(path: str, strict: bool = True) -> dict[str, np.ndarray]:
+  """The analysis stage's ``scores_{split}.csv`` as columns.
+
+  Args:
+    path: ``WORKDIR/analysis/scores_{train,test}.csv``.
+    strict: raise ValueError when the file has no rows or its rows are not
+      in example-index order (both mean a damaged analysis); else return
+      what is there (empty columns for a header-only file).
+
+  Returns:
+    {column: array}: :data:`SCORES_INT_COLUMNS` int64, ``tfds_id`` str
+    ('' where unknown), every other column float64 (``nan`` and '' -> NaN).
+  """
+  with files.open_file(path, newline='') as f:
+    reader = csv.reader(f)
+    header = next(reader)
+    rows = list(reader)
+  if strict and not rows:
+    raise ValueError(f'{path} has no rows; rerun --mode=analysis.')
+  cols = list(zip(*rows)) if rows else [()] * len(header)
+  out = {}
+  for name, values in zip(header, cols):
+    if name == 'tfds_id':
+      out[name] = np.asarray(values, dtype=str)
+    elif name in SCORES_INT_COLUMNS:
+      out[name] = np.asarray(values, dtype=np.int64)
+    else:
+      out[name] = np.asarray([float(v) if v else np.nan for v in values],
+                             np.float64)
+  if strict and not np.array_equal(out['example_index'],
+                                   np.arange(len(rows))):
+    raise ValueError(f'{path} is not in example-index order; rerun '
+                     '--mode=analysis.')
+  return out

@@ -148,7 +148,7 @@ def train_members(config, workdir: str, data=None) -> dict[str, Any]:
           len(sweeps.program_slices(len(ms), cfg.members_per_program)))]
     rec = records.load(subdir, 'train', archs=programs)
     for p in programs:
-      with np.load(os.path.join(subdir, f'masks_{p}.npz')) as z:
+      with files.np_load(os.path.join(subdir, f'masks_{p}.npz')) as z:
         keep.append(z['keep'])
     correct.append(rec.correct)
     epochs[consistency.ratio_tag(ratio)] = rec.probe_epochs.tolist()

@@ -197,7 +197,7 @@ def _stale_programs(subdir, plan) -> dict[str, str]:
 
 def _same_mask(path: str, keep: np.ndarray) -> bool:
   try:
-    with np.load(path, allow_pickle=False) as z:
+    with files.np_load(path) as z:
       return np.array_equal(z['keep'], keep)
   except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
     return False

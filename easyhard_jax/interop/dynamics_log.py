@@ -183,10 +183,10 @@ class DynamicsLog:
   def _check_sizes(self) -> None:
     for split, y in self.labels.items():
       path = os.path.join(self.root, f'labels_{split}.npy')
-      if not os.path.exists(path):
+      if not files.exists(path):
         continue
       try:
-        old = np.load(path, mmap_mode='r', allow_pickle=False).shape[0]
+        old = files.np_load(path, mmap_mode='r').shape[0]
       except (OSError, ValueError):
         continue  # Damaged: RecordWriter rewrites it.
       if old != y.size:
@@ -260,8 +260,8 @@ class DynamicsLog:
     chunks = entry['chunks'].get(f'{source}_{split}', {})
     done = {int(k) if source == 'fused' else int(c['step'])
             for k, c in chunks.items()}
-    if os.path.isdir(self._staging(arch)):
-      for name in os.listdir(self._staging(arch)):
+    if files.isdir(self._staging(arch)):
+      for name in files.listdir(self._staging(arch)):
         m = _PIECE.fullmatch(name)
         if m and (m[1], m[2], int(m[5])) == (source, split, pos):
           done.add(int(m[4]))
@@ -280,7 +280,7 @@ class DynamicsLog:
     group = self.groups[arch]
     paths = [self._piece(arch, j, source, split, tag)
              for j in range(len(group))]
-    if not all(os.path.exists(p) for p in paths):
+    if not all(files.exists(p) for p in paths):
       return
     pieces = [records.read_chunk(p) for p in paths]
     step = max(int(p['step']) for p in pieces)
@@ -306,7 +306,7 @@ class DynamicsLog:
     if entry.get('complete'):  # More was logged after a close.
       entry['complete'] = False
     for p in paths:
-      os.remove(p)
+      files.remove(p)
 
   # --------------------------------------------------------------- API
 
@@ -442,8 +442,8 @@ class DynamicsLog:
       self._probes.clear()
       summary = {'complete': [], 'waiting': {}}
       for arch, group in self.groups.items():
-        staged = (os.listdir(self._staging(arch))
-                  if os.path.isdir(self._staging(arch)) else [])
+        staged = (files.listdir(self._staging(arch))
+                  if files.isdir(self._staging(arch)) else [])
         have = {}
         for name in staged:
           m = _PIECE.fullmatch(name)

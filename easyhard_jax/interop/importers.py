@@ -53,14 +53,14 @@ GROUP = 'imported'
 def _split_meta(workdir: str, split: str) -> tuple[np.ndarray, list | None]:
   root = records.records_dir(workdir)
   path = os.path.join(root, f'labels_{split}.npy')
-  if not os.path.exists(path):
+  if not files.exists(path):
     raise FileNotFoundError(
         f'No {split} records in {workdir}: an imported score is aligned on '
         'the records\' example order. Record or log the study first.')
-  labels = np.load(path, allow_pickle=False)
+  labels = files.np_load(path)
   ids_path = os.path.join(root, f'ids_{split}.json')
   ids = (files.read_json(ids_path, 'rerun the recording.')
-         if os.path.exists(ids_path) else None)
+         if files.exists(ids_path) else None)
   return labels, ids
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 
+from easyhard_jax.storage import files
 from easyhard_jax.storage import records
 
 ORIGIN = 'dynamics_log'
@@ -28,7 +29,7 @@ NEEDS_OWN_TRAINING = {
 
 def logged_groups(workdir: str) -> list[str]:
   """Member groups of ``workdir``'s records written by a DynamicsLog."""
-  if not os.path.exists(os.path.join(records.records_dir(workdir),
+  if not files.exists(os.path.join(records.records_dir(workdir),
                                      'manifest.json')):
     return []
   try:

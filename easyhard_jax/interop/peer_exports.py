@@ -144,7 +144,7 @@ def mean_probs(workdir: str, split: str) -> np.ndarray | None:
   for arch in manifest['arch_order']:
     for pos in range(len(manifest['archs'][arch]['members'])):
       path = dynamics_log.probs_path(workdir, arch, pos, split)
-      if not os.path.exists(path):
+      if not files.exists(path):
         return None
       kept.append(records.read_chunk(path))
   if not kept:
@@ -160,14 +160,14 @@ def mean_probs(workdir: str, split: str) -> np.ndarray | None:
 def write_cleanlab(workdir: str, out_dir: str, split: str = 'train'
                    ) -> str | None:
   """``cleanlab_{split}.npz``; None when there are neither probs nor issues."""
-  labels = np.load(os.path.join(records.records_dir(workdir),
-                                f'labels_{split}.npy'), allow_pickle=False)
+  labels = files.np_load(os.path.join(records.records_dir(workdir),
+                                     f'labels_{split}.npy'))
   out = {'labels': labels.astype(np.int64)}
   probs = mean_probs(workdir, split)
   if probs is not None:
     out['pred_probs'] = probs
   issues = os.path.join(workdir, 'analysis', f'label_issues_{split}.csv')
-  if os.path.exists(issues):
+  if files.exists(issues):
     out['ranked_label_issues'] = np.asarray(
         [int(r['index']) for r in files.read_csv(issues)], np.int64)
   if len(out) == 1:

@@ -46,6 +46,7 @@ import numpy as np
 
 from easyhard_jax import config_fields
 from easyhard_jax import distributed
+from easyhard_jax.storage import files
 from easyhard_jax.storage import records
 from easyhard_jax.analysis import score_store
 from easyhard_jax.data import device_ops
@@ -160,7 +161,7 @@ def kept_checkpoints(config, workdir: str, arch: str, source: str = 'analysis',
   policy = ("config.analysis_checkpoints is not 'none' (or use "
             "checkpoint_probes.source='resume')" if source == 'analysis'
             else 'config.checkpoints_to_keep')
-  if not os.path.isdir(directory):
+  if not files.isdir(directory):
     raise FileNotFoundError(
         f'No checkpoints for {arch!r} in {directory}; run --mode=records with '
         f'{policy}, or set checkpoint_probes.source_workdir to the workdir '

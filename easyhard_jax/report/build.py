@@ -53,7 +53,7 @@ def _read_json(path: str) -> Any:
 
 
 def read_scores(path: str) -> dict[str, np.ndarray]:
-  """A scores CSV of the analysis stage as columns (``files.read_scores_csv``).
+  """A scores CSV of the analysis stage as columns (``score_store.read_scores_csv``).
 
   Args:
     path: ``scores_train.csv`` or ``scores_test.csv``.
@@ -64,7 +64,7 @@ def read_scores(path: str) -> dict[str, np.ndarray]:
     ``tfds_id`` stays a string array. A damaged file is read as it is (its
     sections show the damage); only the analysis stage's readers refuse it.
   """
-  return files.read_scores_csv(path, strict=False)
+  return score_store.read_scores_csv(path, strict=False)
 
 
 def _as_images(images: Any) -> Any:
@@ -89,10 +89,10 @@ def read_metrics(workdir: str) -> list[dict[str, Any]]:
     Rows in first-seen order; empty when the file does not exist.
   """
   path = os.path.join(workdir, 'metrics.jsonl')
-  if not os.path.exists(path):
+  if not files.exists(path):
     return []
   rows: dict[tuple, dict[str, Any]] = {}
-  with open(path) as f:
+  with files.open_file(path) as f:
     for line in f:
       try:
         row = json.loads(line)
@@ -116,33 +116,33 @@ class Study:
     self.analysis = self.scores = None
     self.scores_test = self.means = None
     path = os.path.join(adir, 'analysis.json')
-    if os.path.exists(path):
+    if files.exists(path):
       self.analysis = results_lib.Analysis.from_json(_read_json(path))
       # The one score artifact (score_store); an analysis written before it
       # existed has only the CSV, which is shown as it is.
       for attr, split in (('scores', 'train'), ('scores_test', 'test')):
-        if os.path.exists(score_store.analysis_scores_path(workdir, split)):
+        if files.exists(score_store.analysis_scores_path(workdir, split)):
           setattr(self, attr, score_store.load_analysis_scores(workdir,
                                                                split))
-        elif os.path.exists(os.path.join(adir, f'scores_{split}.csv')):
+        elif files.exists(os.path.join(adir, f'scores_{split}.csv')):
           setattr(self, attr, read_scores(
               os.path.join(adir, f'scores_{split}.csv')))
       p = os.path.join(adir, 'mean_images.npz')
-      if os.path.exists(p):
-        with np.load(p, allow_pickle=False) as z:
+      if files.exists(p):
+        with files.np_load(p) as z:
           self.means = {k: z[k] for k in z.files}
     self.metrics = read_metrics(workdir)
     self.run_config = self._run_config()
     p = os.path.join(workdir, 'timings.json')
-    self.timings = _read_json(p) if os.path.exists(p) else None
+    self.timings = _read_json(p) if files.exists(p) else None
     self.later = {}  # {stage: its results.json, or None when not run}
     for name, _, _ in sections.LATER_STAGES:
       p = os.path.join(workdir, name, 'results.json')
-      self.later[name] = p if os.path.exists(p) else None
+      self.later[name] = p if files.exists(p) else None
 
   def _run_config(self) -> Any:
     p = os.path.join(self.workdir, 'config.json')
-    if os.path.exists(p):
+    if files.exists(p):
       try:
         return _read_json(p)
       except ValueError as e:  # Damaged: show the running config instead.
@@ -327,15 +327,15 @@ def build_report(config: Any, workdir: str, *, train_images: Any = None,
   """
   out_dir = os.path.join(workdir, 'report')
   fig_dir = os.path.join(out_dir, 'figures')
-  os.makedirs(fig_dir, exist_ok=True)
+  files.makedirs(fig_dir)
   study = Study(config, workdir, train_images, test_images)
   built = [_guarded(study, key, title, build)
            for key, title, build in sections.SECTIONS]
   # Figures of an earlier build that this one did not make must not linger.
   wanted = {f'{f.name}.png' for s in built for f in s.figures}
-  for old in os.listdir(fig_dir):
+  for old in (files.listdir(fig_dir) if files.isdir(fig_dir) else ()):
     if old.endswith('.png') and old not in wanted:
-      os.remove(os.path.join(fig_dir, old))
+      files.remove(os.path.join(fig_dir, old))
   for s in built:
     for f in s.figures:
       files.atomic_write_bytes(os.path.join(fig_dir, f'{f.name}.png'), f.png)

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 from easyhard_jax import fingerprint
 from easyhard_jax.report import figures
 from easyhard_jax.report import html as html_lib
+from easyhard_jax.storage import files
 
 EXPLANATION = (
     'Held-out ground truth from members trained on random subsets: an '
@@ -32,9 +33,9 @@ _HEADLINE = 'easiness'
 
 def _results(workdir: str) -> dict[str, Any] | None:
   path = os.path.join(workdir, 'heldout', 'results.json')
-  if not os.path.exists(path):
+  if not files.exists(path):
     return None
-  with open(path) as f:
+  with files.open_file(path) as f:
     return json.load(f)
 
 

@@ -143,7 +143,7 @@ def build(study: Any, sec: html_lib.Section) -> html_lib.Section:
   for split, images in (('train', study.train_images),
                         ('test', study.test_images)):
     path = os.path.join(adir, f'label_issues_{split}.csv')
-    if not os.path.exists(path):
+    if not files.exists(path):
       continue
     rows = files.read_csv(path)  # Ranked: most suspect first.
     made = True

@@ -39,7 +39,7 @@ ORIENTED = ('higher_is_easier', 'higher_is_harder')
 
 def _results(workdir: str) -> tuple[dict[str, Any] | None, str | None]:
   path = os.path.join(workdir, 'compare', 'results.json')
-  if not os.path.exists(path):
+  if not files.exists(path):
     return None, path
   return files.read_json(path), path
 
@@ -200,8 +200,8 @@ def build(study: Any, sec: html_lib.Section) -> html_lib.Section:
       "each score's hardness for the reference's hardest examples."))
   aligned = os.path.join(study.workdir, 'compare', 'aligned.npz')
   scores = getattr(study, 'scores', None)
-  if os.path.exists(aligned) and scores is not None and _HEADLINE in scores:
-    with np.load(aligned, allow_pickle=False) as z:
+  if files.exists(aligned) and scores is not None and _HEADLINE in scores:
+    with files.np_load(aligned) as z:
       ref = z['reference']
     if ref.shape == scores[_HEADLINE].shape:
       sec.figures.append(html_lib.FigureItem(

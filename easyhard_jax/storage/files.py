@@ -63,23 +63,6 @@ def is_remote(path: Any) -> bool:
                          else str(path)))
 
 
-def object_store_refusal(workdir: str) -> str:
-  """Why a study cannot run in an object-store workdir yet, and what to do.
-
-  The file layer here (records, metrics, checkpoints, stage stamps, the
-  workdir lock) works on ``gs://``; the stages around it (the runner's
-  logs, analysis, exports, sweeps, report) still write with local-file
-  calls, so a study there would fail part way, after hours of training.
-  """
-  return (f'--workdir {workdir}: a study cannot run in an object-store '
-          'workdir yet. Records, metrics, checkpoints, stage stamps and the '
-          'workdir lock work there, but the runner, analysis, exports, sweeps '
-          'and report still write local files. To fix: use a local disk, or '
-          'for several hosts a shared POSIX filesystem (NFS, Filestore) '
-          'mounted at the same path on every host, and copy the finished '
-          'workdir to the bucket (gcloud storage rsync -r WORKDIR gs://...).')
-
-
 def epath_of(path: Any):
   """``path`` as an ``etils.epath.Path`` (imported only when needed)."""
   from etils import epath  # pylint: disable=g-import-not-at-top
@@ -203,6 +186,37 @@ def readable(path: str) -> Any:
 def read_bytes(path: str) -> bytes:
   with open_file(path, 'rb') as f:
     return f.read()
+
+
+def np_load(path: str, mmap_mode: str | None = None) -> Any:
+  """``np.load(path, allow_pickle=False)`` of a local path or an object.
+
+  An npz comes back as a ``NpzFile`` (use it in a ``with``). ``mmap_mode``
+  maps a local file; an object is read into memory whole (nothing to map).
+  """
+  if is_remote(path):
+    return np.load(open_file(path, 'rb'), allow_pickle=False)
+  return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+
+
+def append_text(path: str, text: str) -> None:
+  """Appends ``text`` to a log file, durably.
+
+  Locally an append, flushed and fsynced. An object store cannot append: the
+  object is read and written back whole with ``text`` after it (one upload,
+  so a kill leaves the old log or the new one). Only for small logs written
+  by the one process that holds the workdir lock (no two writers race).
+  """
+  if not _writer:
+    return
+  if is_remote(path):
+    old = read_bytes(path) if exists(path) else b''
+    epath_of(path).write_bytes(old + text.encode())
+    return
+  with open(path, 'a') as f:  # pylint: disable=unspecified-encoding
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
 
 
 def set_writer(enabled: bool) -> None:
@@ -368,47 +382,6 @@ def read_csv(path: str) -> list[dict[str, str]]:
   """Rows of a CSV written by :func:`atomic_write_csv`, as string dicts."""
   with open_file(path, newline='') as f:
     return list(csv.DictReader(f))
-
-
-# Integer columns of the analysis stage's scores_{split}.csv; tfds_id is a
-# string; every other column is a float score.
-SCORES_INT_COLUMNS = ('example_index', 'label', 'is_easy', 'is_hard')
-
-
-def read_scores_csv(path: str, strict: bool = True) -> dict[str, np.ndarray]:
-  """The analysis stage's ``scores_{split}.csv`` as columns.
-
-  Args:
-    path: ``WORKDIR/analysis/scores_{train,test}.csv``.
-    strict: raise ValueError when the file has no rows or its rows are not
-      in example-index order (both mean a damaged analysis); else return
-      what is there (empty columns for a header-only file).
-
-  Returns:
-    {column: array}: :data:`SCORES_INT_COLUMNS` int64, ``tfds_id`` str
-    ('' where unknown), every other column float64 (``nan`` and '' -> NaN).
-  """
-  with open_file(path, newline='') as f:
-    reader = csv.reader(f)
-    header = next(reader)
-    rows = list(reader)
-  if strict and not rows:
-    raise ValueError(f'{path} has no rows; rerun --mode=analysis.')
-  cols = list(zip(*rows)) if rows else [()] * len(header)
-  out = {}
-  for name, values in zip(header, cols):
-    if name == 'tfds_id':
-      out[name] = np.asarray(values, dtype=str)
-    elif name in SCORES_INT_COLUMNS:
-      out[name] = np.asarray(values, dtype=np.int64)
-    else:
-      out[name] = np.asarray([float(v) if v else np.nan for v in values],
-                             np.float64)
-  if strict and not np.array_equal(out['example_index'],
-                                   np.arange(len(rows))):
-    raise ValueError(f'{path} is not in example-index order; rerun '
-                     '--mode=analysis.')
-  return out
 
 
 def clear_stale_temp(root: str, skip: Sequence[str] = ('checkpoints',)) -> int:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from typing import Any
 
 import jax
@@ -23,6 +22,7 @@ from absl import logging
 
 from easyhard_jax import config_fields
 from easyhard_jax import distributed
+from easyhard_jax.storage import files
 from easyhard_jax.storage import records
 from easyhard_jax.data import streaming
 from easyhard_jax.train import config_checks
@@ -113,7 +113,7 @@ def record_study(config, workdir: str, data=None,
   probe's own, so no member replays a study member's keys).
   """
   config_checks.validate(config)
-  os.makedirs(workdir, exist_ok=True)
+  files.makedirs(workdir)
   data = data or streaming.load(config)
   n = len(data.train_labels)
   if config.batch_size > n:
