@@ -194,8 +194,8 @@ def np_load(path: str, mmap_mode: str | None = None) -> Any:
   An npz comes back as a ``NpzFile`` (use it in a ``with``). ``mmap_mode``
   maps a local file; an object is read into memory whole (nothing to map).
   """
-  if is_remote(path):
-    return np.load(open_file(path, 'rb'), allow_pickle=False)
+  if is_remote(path):  # In memory: no object handle left open.
+    return np.load(io.BytesIO(read_bytes(path)), allow_pickle=False)
   return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
 
 
