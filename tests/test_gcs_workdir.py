@@ -18,6 +18,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -45,10 +46,13 @@ def gcs():
                       "is not installed (pip install -e '.[test]')")
   port = _free_port()
   url = f'http://127.0.0.1:{port}'
+  # Its log goes to a file: the emulator logs every request to stderr, and
+  # an unread pipe fills (64 KB) and blocks it, and with it every client.
+  log = tempfile.TemporaryFile()
   proc = subprocess.Popen(
       [sys.executable, os.path.join(os.path.dirname(__file__),
                                     'gcs_emulator.py'), str(port), BUCKET],
-      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+      stdout=subprocess.DEVNULL, stderr=log)
   deadline = time.time() + 60
   while True:
     try:
@@ -57,7 +61,9 @@ def gcs():
     except OSError:
       if proc.poll() is not None or time.time() > deadline:
         proc.kill()
-        err = proc.stderr.read().decode(errors='replace')[-2000:]
+        proc.wait()
+        log.seek(0)
+        err = log.read().decode(errors='replace')[-2000:]
         pytest.skip(f'gcp-storage-emulator did not start on port {port}: '
                     f'{err or "no answer within 60 s"}')
       time.sleep(0.2)
@@ -77,6 +83,7 @@ def gcs():
   gcsfs.GCSFileSystem.clear_instance_cache()
   proc.kill()
   proc.wait()
+  log.close()
 
 
 @pytest.fixture
