@@ -64,9 +64,28 @@ def is_remote(path: Any) -> bool:
 
 
 def epath_of(path: Any):
-  """``path`` as an ``etils.epath.Path`` (imported only when needed)."""
+  """``path`` as an ``etils.epath.Path`` (imported only when needed).
+
+  The first call turns off gcsfs's listings cache for every gcsfs made
+  after it: another process may have written since this one listed a prefix
+  (process 0 of a pod, or a killed run before its rerun), and a cached
+  listing would answer exists / isdir / listdir with what was there then.
+  """
   from etils import epath  # pylint: disable=g-import-not-at-top
+  if not _LISTINGS_FRESH:
+    _read_listings_fresh()
   return epath.Path(path)
+
+
+_LISTINGS_FRESH = False
+
+
+def _read_listings_fresh() -> None:
+  global _LISTINGS_FRESH
+  import fsspec  # pylint: disable=g-import-not-at-top
+  for protocol in ('gs', 'gcs'):
+    fsspec.config.conf.setdefault(protocol, {})['use_listings_cache'] = False
+  _LISTINGS_FRESH = True
 
 
 def exists(path: str) -> bool:

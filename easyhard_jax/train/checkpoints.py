@@ -58,10 +58,14 @@ class Checkpointer:
     # save the same step (resume and analysis checkpoints) need their own
     # names, or the second finds the first's barrier "already ongoing".
     prefix = 'ckpt_' + hashlib.sha1(self.directory.encode()).hexdigest()[:12]
+    # cleanup_tmp_directories: a step a killed run left half-written is
+    # removed before any save (locally orbax's tmp dir; on an object store,
+    # where orbax writes the step in place, a step without its
+    # commit_success.txt, which a new save into it would trip over).
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, create=True,
+            max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True,
             multiprocessing_options=ocp.options.MultiprocessingOptions(
                 barrier_sync_key_prefix=prefix)))
 
