@@ -20,6 +20,20 @@ def get(config: Any, dotted: str, default: Any = None) -> Any:
   return value
 
 
+def at_least(config: Any, dotted: str, low: int = 1, *,
+             required: bool = False) -> None:
+  """Raises ValueError unless ``config.<dotted>`` is an integer >= ``low``.
+
+  An absent (or None) field passes unless ``required``.
+  """
+  value = get(config, dotted)
+  if value is None and not required:
+    return
+  if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    raise ValueError(f'config.{dotted} must be an integer >= {low}, got '
+                     f'{value!r}.')
+
+
 def arch_list(config: Any, field: str = 'archs') -> list[str]:
   """An architecture list field as a list of names.
 

@@ -329,21 +329,6 @@ def _download(url, local):
         f.write(files.read_bytes(src))
 
 
-def _first_sweep_checkpoint(workdir):
-  """Whether a removal subset group has a finished checkpoint in the bucket
-  (orbax commits a step directory with a commit_success marker there)."""
-  root = os.path.join(workdir, 'removal')
-  groups = files.listdir(root) if files.isdir(root) else []
-  for group in sorted(g for g in groups if g.startswith('frac_')):
-    ckpts = os.path.join(root, group, 'checkpoints')
-    for program in files.listdir(ckpts) if files.isdir(ckpts) else []:
-      for step in files.listdir(os.path.join(ckpts, program)):
-        if step.isdigit() and files.exists(os.path.join(
-            ckpts, program, step, 'commit_success.txt')):
-          return True
-  return False
-
-
 def _every(seconds, check):
   """``check`` at most once per ``seconds`` (each is a bucket request)."""
   last = [0.0]
@@ -372,7 +357,9 @@ def test_a_sigkilled_study_in_a_bucket_resumes_to_a_local_runs_outputs(
   """
   import importlib.util  # pylint: disable=g-import-not-at-top
   from conftest import ROOT  # pylint: disable=g-import-not-at-top
-  from test_study_resume import TIMEOUT_S, TINY_CONFIG, faults  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from test_study_resume import TIMEOUT_S, TINY_CONFIG, faults
+  from test_study_resume import first_sweep_checkpoint  # pylint: disable=g-import-not-at-top
   spec = importlib.util.spec_from_file_location(
       'output_digest', os.path.join(ROOT, 'launch', 'output_digest.py'))
   output_digest = importlib.util.module_from_spec(spec)
@@ -387,7 +374,7 @@ def test_a_sigkilled_study_in_a_bucket_resumes_to_a_local_runs_outputs(
   first_chunk = os.path.join(gs_dir, 'records', 'cnn', 'fused_train_0000.npz')
   for i, (stage, when) in enumerate((
       ('records', lambda: files.exists(first_chunk)),
-      ('removal', lambda: _first_sweep_checkpoint(gs_dir)))):
+      ('removal', lambda: first_sweep_checkpoint(gs_dir) is not None))):
     row = faults.run_and_kill(cmd, str(tmp_path / f'kill{i}.log'),
                               _every(0.2, when), TIMEOUT_S)
     assert row['killed'] and row['stage'] == stage, row

@@ -115,7 +115,7 @@ def _launcher(config_path, workdir):
 
 
 def _first_sweep_checkpoint(workdir):
-  from test_study_resume import _first_sweep_checkpoint as first  # pylint: disable=g-import-not-at-top
+  from test_study_resume import first_sweep_checkpoint as first  # pylint: disable=g-import-not-at-top
   return first(workdir)
 
 

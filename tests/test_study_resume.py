@@ -20,6 +20,7 @@ import os
 import pytest
 
 from conftest import ROOT
+from easyhard_jax.storage import files
 from easyhard_jax.storage import records
 
 _spec = importlib.util.spec_from_file_location(
@@ -47,18 +48,27 @@ def get_config():
 TIMEOUT_S = 300  # Per subprocess; a warm run takes ~30 s on 2 CPU cores.
 
 
-def _first_sweep_checkpoint(workdir):
+def _finished(step_dir):
+  """Locally orbax renames a finished step into place; in a bucket it writes
+  the step in place and commits it last with commit_success.txt."""
+  return not files.is_remote(step_dir) or files.exists(
+      os.path.join(step_dir, 'commit_success.txt'))
+
+
+def first_sweep_checkpoint(workdir):
   """A finished checkpoint of a removal subset group, or None."""
   root = os.path.join(workdir, 'removal')
-  for group in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+  for group in sorted(files.listdir(root)) if files.isdir(root) else []:
     ckpts = os.path.join(root, group, 'checkpoints')
-    if not group.startswith('frac_') or not os.path.isdir(ckpts):
+    if not group.startswith('frac_') or not files.isdir(ckpts):
       continue
-    for program in os.listdir(ckpts):
-      steps = [d for d in os.listdir(os.path.join(ckpts, program))
+    for program in files.listdir(ckpts):
+      steps = [os.path.join(ckpts, program, d)
+               for d in files.listdir(os.path.join(ckpts, program))
                if d.isdigit()]
+      steps = [s for s in steps if _finished(s)]
       if steps:
-        return os.path.join(ckpts, program, min(steps, key=int))
+        return min(steps, key=lambda s: int(os.path.basename(s)))
   return None
 
 
@@ -74,7 +84,7 @@ def test_study_killed_at_three_points_ends_identical(tmp_path):
   at = lambda *p: (lambda: os.path.exists(os.path.join(resumed, *p)))
   kill_points = [
       ('records', at('records', 'cnn', 'fused_train_0000.npz')),
-      ('removal', lambda: _first_sweep_checkpoint(resumed) is not None),
+      ('removal', lambda: first_sweep_checkpoint(resumed) is not None),
       ('report', at('report', 'figures')),
   ]
   for i, (stage, when) in enumerate(kill_points):

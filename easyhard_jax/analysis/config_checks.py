@@ -16,16 +16,6 @@ from easyhard_jax import config_fields
 _field = config_fields.get
 
 
-def at_least(config, dotted: str, low: int = 1) -> None:
-  """Raises unless ``config.<dotted>`` is absent or an int >= ``low``."""
-  value = _field(config, dotted)
-  if value is None:
-    return
-  if isinstance(value, bool) or not isinstance(value, int) or value < low:
-    raise ValueError(f'config.{dotted} must be an integer >= {low}, got '
-                     f'{value!r}.')
-
-
 def _one_of(config, dotted: str, allowed: tuple[str, ...]) -> None:
   value = _field(config, dotted)
   if value is not None and value not in allowed:
@@ -59,7 +49,7 @@ def validate(config) -> None:
     sets.SetRule.from_config(cfg.sets)
   except ValueError as e:
     raise ValueError(f'config.analysis.{e}') from e
-  at_least(config, 'analysis.sets.k', 0)
+  config_fields.at_least(config, 'analysis.sets.k', 0)
   level = _field(config, 'analysis.agreement.ci_level')
   if not (isinstance(level, (int, float)) and 0 < level < 1):
     raise ValueError('config.analysis.agreement.ci_level must lie in (0, 1) '
@@ -67,8 +57,8 @@ def validate(config) -> None:
   for field in ('analysis.similarity.block_size',
                 'analysis.similarity.max_set_size',
                 'analysis.similarity.max_streamed_images'):
-    at_least(config, field)
-  at_least(config, 'analysis.label_issues.top_k', 0)
+    config_fields.at_least(config, field)
+  config_fields.at_least(config, 'analysis.label_issues.top_k', 0)
   _one_of(config, 'analysis.label_issues.calibration',
           ('class_threshold', 'none'))
   _one_of(config, 'analysis.label_issues.score', ('p_given', 'agreed_margin'))

@@ -341,11 +341,7 @@ def validate_config(config) -> None:
     raise ValueError(f'Unknown config.causes.variants {unknown}; known: '
                      f'{sorted(VARIANTS)}.')
   for field in ('seeds', 'epochs', 'large_batch_size', 'full_batch_epochs'):
-    value = cfg.get(field)
-    if value is not None and (isinstance(value, bool) or
-                              not isinstance(value, int) or value < 1):
-      raise ValueError(f'config.causes.{field} must be an integer >= 1, got '
-                       f'{value!r}.')
+    config_fields.at_least(config, f'causes.{field}')
   study = config_fields.arch_list(config)
   outside = [a for a in models.arch_field(config, 'causes.archs')
              if a not in study]

@@ -303,9 +303,8 @@ def summary_blocks(study: Study) -> list[tuple[str, list[str]]]:
 
 def validate_config(config) -> None:
   """Raises ValueError naming the ``config.report`` field that is wrong."""
-  from easyhard_jax.analysis import config_checks  # pylint: disable=g-import-not-at-top
   for field in ('report.examples_per_class', 'report.max_classes'):
-    config_checks.at_least(config, field)
+    config_fields.at_least(config, field)
 
 
 def build_report(config: Any, workdir: str, *, train_images: Any = None,

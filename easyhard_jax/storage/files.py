@@ -11,8 +11,7 @@ upload cut short leaves no object) and the lock is a lease object
 (:class:`WorkdirLock`).
 
 Every file the study writes goes through here (bytes, JSON, CSV, npz, npy),
-and the readers of files more than one stage reads (JSON, CSV, the analysis
-stage's scores CSV). A file is written to a temp
+and the readers of files more than one stage reads (JSON, CSV). A file is written to a temp
 file in its own directory, flushed, fsynced and renamed over the target, and
 the directory is fsynced after the rename, so a kill (even ``kill -9`` or a
 power cut) leaves either the old file or the new one, never a torn one. Temp
@@ -33,6 +32,7 @@ import csv
 import datetime
 import errno
 import fcntl
+import functools
 import io
 import json
 import math
@@ -72,20 +72,15 @@ def epath_of(path: Any):
   listing would answer exists / isdir / listdir with what was there then.
   """
   from etils import epath  # pylint: disable=g-import-not-at-top
-  if not _LISTINGS_FRESH:
-    _read_listings_fresh()
+  _read_listings_fresh()
   return epath.Path(path)
 
 
-_LISTINGS_FRESH = False
-
-
+@functools.cache
 def _read_listings_fresh() -> None:
-  global _LISTINGS_FRESH
   import fsspec  # pylint: disable=g-import-not-at-top
   for protocol in ('gs', 'gcs'):
     fsspec.config.conf.setdefault(protocol, {})['use_listings_cache'] = False
-  _LISTINGS_FRESH = True
 
 
 def exists(path: str) -> bool:

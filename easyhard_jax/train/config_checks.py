@@ -47,14 +47,6 @@ def member_strategy(config) -> str:
   return name
 
 
-def _positive_int(config, field: str) -> None:
-  value = config
-  for part in field.split('.'):
-    value = value[part]
-  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-    raise ValueError(f'config.{field} must be an integer >= 1, got {value!r}.')
-
-
 def validate(config) -> None:
   """Raises ValueError naming the field for any impossible config value."""
   archs = config_fields.arch_list(config)
@@ -69,7 +61,7 @@ def validate(config) -> None:
     raise ValueError(f'config.archs lists an architecture twice: {archs}.')
   for field in ('seeds_per_arch', 'epochs', 'batch_size', 'eval_batch_size',
                 'checkpoint_every_epochs', 'checkpoints_to_keep'):
-    _positive_int(config, field)
+    config_fields.at_least(config, field, required=True)
   if not config.width > 0:
     raise ValueError(f'config.width must be > 0, got {config.width}.')
   if not config.optimizer.learning_rate > 0:
@@ -163,7 +155,7 @@ def _validate_stream(config) -> None:
     return
   for field in ('stream.num_threads', 'stream.prefetch_batches',
                 'stream.stats_examples'):
-    _positive_int(config, field)
+    config_fields.at_least(config, field, required=True)
   if not 0 < stream.crop_fraction <= 1:
     raise ValueError('config.stream.crop_fraction must be in (0, 1], got '
                      f'{stream.crop_fraction}.')
